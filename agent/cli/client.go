@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/config"
+)
+
+// client talks to a running agent over its control socket.
+type client struct {
+	socket string
+	http   *http.Client
+}
+
+func newClient(dataDir string) *client {
+	sock := config.SocketPath(dataDir)
+	return &client{socket: sock, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}}
+}
+
+// errNotRunning is what client commands say when no agent answers.
+type errNotRunning struct{ socket string }
+
+func (e errNotRunning) Error() string {
+	return fmt.Sprintf("no agent is running: nothing answers on %s (start one with `slotagent run`, or point --data-dir / SLOTAGENT_DATA_DIR at its data dir)", e.socket)
+}
+
+// do sends a request and returns the response for 2xx answers; other
+// answers become an error carrying the API's message.
+func (c *client) do(ctx context.Context, method, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://slotagent"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) || errors.Is(err, os.ErrNotExist) {
+			return nil, errNotRunning{c.socket}
+		}
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		var e admin.Error
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			if e.Details != "" {
+				return nil, fmt.Errorf("%s (%s)", e.Error, e.Details)
+			}
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	return resp, nil
+}
+
+// getJSON decodes the answer of a request into v.
+func (c *client) getJSON(method, path string, v any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	resp, err := c.do(ctx, method, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/state"
+)
+
+func statusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show every process like `pm2 ls`; --json prints GET /api/processes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var list admin.ProcessList
+			if err := newClient(dataDir(cmd)).getJSON("GET", "/api/processes", &list); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(list)
+			}
+			printTable(cmd.OutOrStdout(), list)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the shape of GET /api/processes)")
+	return cmd
+}
+
+func printTable(w io.Writer, list admin.ProcessList) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tPID\tUPTIME\tRESTARTS\tCPU\tMEMORY\tTYPE\tURL")
+	for _, p := range list.Processes {
+		status := p.Status
+		if p.Error != "" {
+			status += " (" + p.Error + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f%%\t%s\t%s\t%s\n", p.Name, status, p.PID,
+			shortDuration(time.Duration(p.Uptime)*time.Millisecond), p.Restarts, p.CPU, humanBytes(p.Memory), p.Type, p.URL)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d of %d online\n", list.Online, list.Total)
+}
+
+func shortDuration(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0"
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d.Hours())) + "h"
+	default:
+		return strconv.Itoa(int(d.Hours()/24)) + "D"
+	}
+}
+
+func humanBytes(b uint64) string {
+	switch {
+	case b == 0:
+		return "-"
+	case b < 1<<20:
+		return fmt.Sprintf("%.1fkb", float64(b)/(1<<10))
+	default:
+		return fmt.Sprintf("%.1fmb", float64(b)/(1<<20))
+	}
+}
+
+func configCmd() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Print the generated process config (json, or ecosystem: PM2's ecosystem.config.js shape)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "json" && format != "ecosystem" {
+				return fmt.Errorf("--format must be json or ecosystem, not %q", format)
+			}
+			var pc admin.ProcessConfig
+			if err := newClient(dataDir(cmd)).getJSON("GET", "/api/config", &pc); err != nil {
+				return err
+			}
+			if format == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(pc)
+			}
+			return writeEcosystem(cmd.OutOrStdout(), pc)
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "json", "json or ecosystem")
+	return cmd
+}
+
+// ecosystemApp is one app of PM2's ecosystem.config.js.
+type ecosystemApp struct {
+	Name                   string            `json:"name"`
+	Script                 string            `json:"script"`
+	Args                   []string          `json:"args,omitempty"`
+	Cwd                    string            `json:"cwd,omitempty"`
+	Env                    map[string]string `json:"env,omitempty"`
+	Autorestart            bool              `json:"autorestart"`
+	MaxRestarts            int               `json:"max_restarts"`
+	MinUptime              int64             `json:"min_uptime"`
+	KillTimeout            int64             `json:"kill_timeout"`
+	ExpBackoffRestartDelay int64             `json:"exp_backoff_restart_delay"`
+	MaxMemoryRestart       string            `json:"max_memory_restart,omitempty"`
+	OutFile                string            `json:"out_file"`
+	ErrorFile              string            `json:"error_file"`
+	LogFile                string            `json:"log_file"`
+	Time                   bool              `json:"time"`
+}
+
+func writeEcosystem(w io.Writer, pc admin.ProcessConfig) error {
+	apps := make([]ecosystemApp, 0, len(pc.Processes))
+	for _, p := range pc.Processes {
+		app := ecosystemApp{
+			Name: p.Name, Cwd: p.Dir, Env: p.ShownEnv,
+			Autorestart: p.Policy.Autorestart, MaxRestarts: p.Policy.MaxRestarts,
+			MinUptime: p.Policy.MinUptime.Milliseconds(), KillTimeout: p.Policy.KillTimeout.Milliseconds(),
+			ExpBackoffRestartDelay: p.Policy.RestartDelay.Milliseconds(),
+			OutFile:                p.OutFile, ErrorFile: p.ErrFile, LogFile: p.LogFile, Time: true,
+		}
+		if len(p.Command) > 0 {
+			app.Script, app.Args = p.Command[0], p.Command[1:]
+		}
+		if p.Policy.MaxMemory > 0 {
+			app.MaxMemoryRestart = fmt.Sprintf("%dK", p.Policy.MaxMemory>>10)
+		}
+		apps = append(apps, app)
+	}
+	b, err := json.MarshalIndent(map[string]any{"apps": apps}, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "// Generated by slotagent config --format ecosystem; env values are masked.\nmodule.exports = %s;\n", b)
+	return err
+}
+
+// check is one line of `slotagent validate`.
+type check struct {
+	name string
+	err  error
+}
+
+func validateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate",
+		Short: "Check that everything is up and answering; exit 1 naming what is not",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			checks := runChecks(dataDir(cmd))
+			failed := 0
+			for _, c := range checks {
+				if c.err != nil {
+					failed++
+					fmt.Fprintf(cmd.OutOrStdout(), "FAIL  %s: %v\n", c.name, c.err)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "ok    %s\n", c.name)
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d checks failed", failed, len(checks))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "all %d checks passed\n", len(checks))
+			return nil
+		},
+	}
+}
+
+// runChecks is the old validation script's checks, for slotagent: agent up,
+// every process online, every port answering, state file valid, logs writable.
+func runChecks(dir string) []check {
+	c := newClient(dir)
+	var about admin.About
+	if err := c.getJSON("GET", "/healthz", &about); err != nil {
+		return []check{{"agent answering on " + c.socket, err}}
+	}
+	checks := []check{{"agent answering on " + c.socket, nil}}
+	var list admin.ProcessList
+	if err := c.getJSON("GET", "/api/processes", &list); err != nil {
+		return append(checks, check{"process list", err})
+	}
+	sort.SliceStable(list.Processes, func(i, j int) bool { return list.Processes[i].Name < list.Processes[j].Name })
+	for _, p := range list.Processes {
+		var err error
+		if p.Status != "online" {
+			err = fmt.Errorf("status %s", p.Status)
+			if p.Error != "" {
+				err = fmt.Errorf("status %s: %s", p.Status, p.Error)
+			}
+		}
+		checks = append(checks, check{"process " + p.Name + " online", err})
+	}
+	var slots admin.SlotList
+	if err := c.getJSON("GET", "/api/slots", &slots); err != nil {
+		return append(checks, check{"slot list", err})
+	}
+	host := about.Bind
+	if host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	checks = append(checks, check{fmt.Sprintf("admin port %d answering", about.AdminPort), probe(host, about.AdminPort, "/healthz")})
+	for _, s := range slots.Slots {
+		checks = append(checks, check{fmt.Sprintf("slot %s port %d answering", s.Name, s.Port), probe(host, s.Port, "/health")})
+	}
+	checks = append(checks, check{"state file " + about.StatePath + " valid", validState(about.StatePath)})
+	checks = append(checks, check{"log dir " + about.LogDir + " writable (rotation 10 MB × 5, gzip)", writable(about.LogDir)})
+	return checks
+}
+
+var probeClient = &http.Client{Timeout: 5 * time.Second}
+
+// probe GETs path on host:port and wants a status below 500.
+func probe(host string, port int, path string) error {
+	resp, err := probeClient.Get("http://" + net.JoinHostPort(host, strconv.Itoa(port)) + path)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("answers %s", resp.Status)
+	}
+	return nil
+}
+
+func validState(path string) error {
+	st, err := state.Load(path)
+	if err != nil {
+		return err
+	}
+	return state.Validate(st)
+}
+
+func writable(dir string) error {
+	f, err := os.CreateTemp(dir, ".validate-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}

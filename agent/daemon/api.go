@@ -1,0 +1,149 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/slot"
+	"github.com/coder-slots/coder-slots/agent/state"
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+// The agent is the admin API's backend.
+var _ admin.Backend = (*Agent)(nil)
+
+// About describes the running agent.
+func (a *Agent) About() admin.About {
+	return admin.About{
+		Status:    "ok",
+		Version:   a.version,
+		PID:       os.Getpid(),
+		StartedAt: a.started,
+		Bind:      a.cfg.Bind,
+		AdminPort: a.cfg.AdminPort,
+		DataDir:   a.cfg.DataDir,
+		LogDir:    a.cfg.LogDir(),
+		StatePath: a.cfg.StatePath(),
+	}
+}
+
+// Slots describes the slots, a to e.
+func (a *Agent) Slots() []slot.Status {
+	out := make([]slot.Status, 0, len(a.cfg.Slots))
+	for _, sc := range a.cfg.Slots {
+		out = append(out, a.slots[sc.Name].Status())
+	}
+	return out
+}
+
+// Processes are the supervised processes that are not slot apps.
+func (a *Agent) Processes() []supervisor.Info {
+	var out []supervisor.Info
+	if p, ok := a.sup.Get(CoderAgentName); ok {
+		out = append(out, p.Info())
+	}
+	return out
+}
+
+// SlotHealth reports whether the slot serves (see slot.Slot.Serving).
+func (a *Agent) SlotHealth(ctx context.Context, name string) (bool, string) {
+	return a.slots[name].Serving(ctx)
+}
+
+// StopSlot stops the slot's app and serves the placeholder; the release is
+// kept so that a restart brings it back.
+func (a *Agent) StopSlot(name string) error {
+	a.slots[name].Stop(0)
+	return a.updateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
+}
+
+// RestartSlot restarts the slot's app, or starts its current release again
+// after a stop; an empty slot has nothing to restart.
+func (a *Agent) RestartSlot(name string) (string, error) {
+	s := a.slots[name]
+	if s.Restart() {
+		return "slot " + name + " restarted", nil
+	}
+	a.stateMu.Lock()
+	ss := a.st.Slots[name]
+	a.stateMu.Unlock()
+	if ss == nil || ss.Current == "" {
+		return "slot " + name + " serves its placeholder: nothing to restart", nil
+	}
+	a.stateMu.Lock()
+	rel, _ := a.st.Release(name, ss.Current)
+	env := ss.Env
+	a.stateMu.Unlock()
+	if err := s.Run(toSlotRelease(rel, env)); err != nil {
+		s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
+		return "", fmt.Errorf("start release %s: %w", rel.ID, err)
+	}
+	if err := a.updateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredRunning }); err != nil {
+		return "", err
+	}
+	return "slot " + name + " started release " + rel.ID, nil
+}
+
+// updateSlot changes one slot's state and saves it.
+func (a *Agent) updateSlot(name string, change func(*state.Slot)) error {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	ss := a.st.Slots[name]
+	if ss == nil {
+		ss = &state.Slot{Desired: state.DesiredPlaceholder}
+		a.st.Slots[name] = ss
+	}
+	change(ss)
+	if err := a.saveLocked(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
+
+// Logs returns the log files of a slot (by letter) or of a process.
+func (a *Agent) Logs(name string) (*logs.Sink, error) {
+	if _, ok := a.slots[name]; ok {
+		name = slot.ProcessName(name)
+	}
+	return a.sup.Logs(name)
+}
+
+// Specs are the specs of every supervised process.
+func (a *Agent) Specs() []supervisor.Spec {
+	procs := a.sup.List()
+	out := make([]supervisor.Spec, 0, len(procs))
+	for _, p := range procs {
+		out = append(out, p.Spec())
+	}
+	return out
+}
+
+// RunRelease makes rel the slot's current release and starts it; it is how
+// the deploy pipeline (and tests) hand an app to a slot.
+func (a *Agent) RunRelease(name string, rel state.Release) error {
+	s, ok := a.slots[name]
+	if !ok {
+		return fmt.Errorf("unknown slot %q", name)
+	}
+	a.stateMu.Lock()
+	env := map[string]string{}
+	if ss := a.st.Slots[name]; ss != nil {
+		env = ss.Env
+	}
+	a.stateMu.Unlock()
+	if err := s.Run(toSlotRelease(rel, env)); err != nil {
+		return err
+	}
+	a.stateMu.Lock()
+	_, known := a.st.Release(name, rel.ID)
+	a.stateMu.Unlock()
+	return a.updateSlot(name, func(ss *state.Slot) {
+		ss.Desired, ss.Current = state.DesiredRunning, rel.ID
+		if !known {
+			ss.Releases = append(ss.Releases, rel)
+		}
+	})
+}

@@ -1,0 +1,354 @@
+// Package daemon is `slotagent run`: it wires the supervisor, the slots, the
+// state file, the admin server and the control socket together, cleans up
+// after an unclean stop, rehydrates the slots at boot and shuts down in order.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/procgroup"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/slot"
+	"github.com/coder-slots/coder-slots/agent/state"
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+// CoderAgentName is the process name of the supervised Coder agent.
+const CoderAgentName = "coder-agent"
+
+// Agent is a running slotagent.
+type Agent struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	version string
+	started time.Time
+	lock    *os.File
+	sup     *supervisor.Supervisor
+	slots   map[string]*slot.Slot
+	admin   *http.Server
+	control *http.Server
+
+	stateMu sync.Mutex // guards st and serialises saves
+	st      *state.State
+
+	quit      chan struct{}
+	saverDone chan struct{}
+}
+
+// Start brings the agent up: lock the data dir, kill what an earlier agent
+// left running, bind every port, rehydrate the slots from the state file and
+// serve the admin API and the control socket.
+func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error) {
+	a := &Agent{cfg: cfg, log: log, version: version, started: time.Now(), slots: map[string]*slot.Slot{}}
+	if err := os.MkdirAll(cfg.LogDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("create log dir: %w", err)
+	}
+	if err := a.lockDataDir(); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeEarly()
+		}
+	}()
+	if err := reaper.BecomeSubreaper(); err != nil {
+		log.Warn("orphaned processes will not be reaped by the agent", "err", err)
+	}
+	if err := a.loadState(); err != nil {
+		return nil, err
+	}
+	a.killLeftovers()
+	a.sup = supervisor.New(cfg.LogDir(), logs.Options{MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups}, 2*time.Second)
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
+	a.quit, a.saverDone = make(chan struct{}), make(chan struct{})
+	go a.saveOnChange()
+	if cfg.CoderAgentInitScript != "" {
+		if err := a.startCoderAgent(); err != nil {
+			return nil, err
+		}
+	}
+	a.rehydrate()
+	a.stateMu.Lock()
+	a.st.Groups = a.sup.Groups()
+	err := a.saveLocked()
+	a.stateMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("save state: %w", err)
+	}
+	ok = true
+	return a, nil
+}
+
+// lockDataDir makes sure only one agent uses the data dir.
+func (a *Agent) lockDataDir() error {
+	path := filepath.Join(a.cfg.DataDir, "slotagent.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("another slotagent is already running with data dir %s", a.cfg.DataDir)
+	}
+	a.lock = f
+	return nil
+}
+
+func (a *Agent) loadState() error {
+	st, err := state.Load(a.cfg.StatePath())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		a.log.Info("first boot: no state file", "path", a.cfg.StatePath())
+		st = state.New()
+	case err != nil:
+		return fmt.Errorf("state file: %w (move it away to start empty)", err)
+	default:
+		if err := state.Validate(st); err != nil {
+			return fmt.Errorf("state file %s: %w", a.cfg.StatePath(), err)
+		}
+	}
+	a.st = st
+	return nil
+}
+
+// killLeftovers ends the process groups an earlier agent recorded, when
+// their leaders are still the same processes (PID and start time match).
+func (a *Agent) killLeftovers() {
+	groups := a.st.Groups
+	if len(groups) == 0 {
+		return
+	}
+	var alive []procgroup.Identity
+	for name, id := range groups {
+		if sent, err := procgroup.KillGroup(id, syscall.SIGTERM); sent {
+			a.log.Warn("killing process group left by an earlier agent", "process", name, "pgid", id.PID)
+			alive = append(alive, id)
+		} else if err != nil {
+			a.log.Warn("cannot check leftover process group", "process", name, "err", err)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for _, id := range alive {
+		for procgroup.GroupAlive(id.PID) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, _ = procgroup.KillGroup(id, syscall.SIGKILL)
+		_ = syscall.Kill(-id.PID, syscall.SIGKILL)
+	}
+	for _, id := range alive {
+		for end := time.Now().Add(2 * time.Second); procgroup.GroupAlive(id.PID) && time.Now().Before(end); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	a.st.Groups = nil
+}
+
+// listen binds every port before any app starts, so a port that is taken
+// fails the start with a clear error.
+func (a *Agent) listen() error {
+	for _, sc := range a.cfg.Slots {
+		s, err := slot.Listen(slot.Config{
+			Name:     sc.Name,
+			Bind:     a.cfg.Bind,
+			Port:     sc.Port,
+			URL:      sc.URL,
+			AdminURL: a.cfg.AdminURL,
+			Policy:   a.cfg.Policy,
+			BaseEnv:  appBaseEnv(),
+		}, a.sup)
+		if err != nil {
+			return fmt.Errorf("%w (%s)", err, config.Describe("slots."+sc.Name+".port"))
+		}
+		a.slots[sc.Name] = s
+	}
+	api := admin.New(a, a.log)
+	addr := net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.AdminPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin panel: listen on %s: %w (%s)", addr, err, config.Describe("admin_port"))
+	}
+	a.admin = &http.Server{Handler: api.Browser(), ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = a.admin.Serve(ln) }()
+
+	sock := a.cfg.SocketPath()
+	_ = os.Remove(sock) // stale: the data dir lock proves no agent owns it
+	old := unix.Umask(0o177)
+	sln, err := net.Listen("unix", sock)
+	unix.Umask(old)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", sock, err)
+	}
+	a.control = &http.Server{Handler: api.Control(), ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = a.control.Serve(sln) }()
+	return nil
+}
+
+// appBaseEnv is the agent's environment without what apps must not see.
+func appBaseEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "CODER_AGENT_") || strings.HasPrefix(k, "SLOTAGENT_") || k == "PORT" {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func (a *Agent) startCoderAgent() error {
+	pol := supervisor.DefaultPolicy()
+	pol.MaxRestarts = 0 // restarted always
+	p, err := a.sup.Add(supervisor.Spec{
+		Name:    CoderAgentName,
+		Command: []string{"sh", "-c", a.cfg.CoderAgentInitScript},
+		Env:     os.Environ(),
+		Policy:  pol,
+	})
+	if err != nil {
+		return err
+	}
+	p.Start()
+	return nil
+}
+
+// rehydrate starts every slot's current release from disk. A release that is
+// missing leaves the placeholder with a visible error.
+func (a *Agent) rehydrate() {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	for name, ss := range a.st.Slots {
+		s := a.slots[name]
+		if s == nil || ss.Desired != state.DesiredRunning || ss.Current == "" {
+			continue
+		}
+		rel, _ := a.st.Release(name, ss.Current)
+		if err := s.Run(toSlotRelease(rel, ss.Env)); err != nil {
+			a.log.Error("cannot bring back the app", "slot", name, "release", rel.ID, "err", err)
+			s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
+			continue
+		}
+		a.log.Info("rehydrated", "slot", name, "release", rel.ID)
+	}
+}
+
+func toSlotRelease(rel state.Release, slotEnv map[string]string) slot.Release {
+	env := map[string]string{}
+	for k, v := range slotEnv {
+		env[k] = v
+	}
+	for k, v := range rel.Env {
+		env[k] = v
+	}
+	return slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: env}
+}
+
+// saveOnChange records the running process groups whenever one starts or stops.
+func (a *Agent) saveOnChange() {
+	defer close(a.saverDone)
+	for {
+		select {
+		case <-a.sup.Changes():
+		case <-a.quit:
+			return
+		}
+		a.stateMu.Lock()
+		a.st.Groups = a.sup.Groups()
+		err := a.saveLocked()
+		a.stateMu.Unlock()
+		if err != nil {
+			a.log.Error("save state", "err", err)
+		}
+	}
+}
+
+func (a *Agent) saveLocked() error {
+	self, err := procgroup.Lookup(os.Getpid())
+	if err == nil {
+		a.st.Agent = &self
+	}
+	return state.Save(a.cfg.StatePath(), a.st)
+}
+
+// Shutdown stops everything in order within the configured timeout: the
+// slots (drain in-flight requests, then stop their apps), the admin panel and
+// control socket, then the Coder agent; it saves the state last.
+func (a *Agent) Shutdown() error {
+	total := a.cfg.ShutdownTimeout
+	deadline := time.Now().Add(total)
+	reserve := total / 4 // kept for the Coder agent and the final save
+	drainCtx, cancel := context.WithTimeout(context.Background(), total/4)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range a.slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Shutdown(drainCtx)
+			s.Stop(until(deadline, reserve))
+		}()
+	}
+	wg.Wait()
+	serversCtx, cancelServers := context.WithTimeout(context.Background(), time.Second)
+	defer cancelServers()
+	_ = a.admin.Shutdown(serversCtx)
+	_ = a.control.Shutdown(serversCtx)
+	a.sup.Close(until(deadline, 500*time.Millisecond))
+	close(a.quit)
+	<-a.saverDone
+	a.stateMu.Lock()
+	a.st.Groups = nil
+	err := a.saveLocked()
+	a.stateMu.Unlock()
+	a.lock.Close()
+	return err
+}
+
+// until is the time left before deadline less reserve, at least 100 ms.
+func until(deadline time.Time, reserve time.Duration) time.Duration {
+	return max(time.Until(deadline)-reserve, 100*time.Millisecond)
+}
+
+// closeEarly releases what a failed Start had acquired.
+func (a *Agent) closeEarly() {
+	for _, s := range a.slots {
+		_ = s.Shutdown(context.Background())
+	}
+	if a.admin != nil {
+		_ = a.admin.Close()
+	}
+	if a.control != nil {
+		_ = a.control.Close()
+	}
+	if a.sup != nil {
+		a.sup.Close(time.Second)
+	}
+	if a.quit != nil {
+		close(a.quit)
+		<-a.saverDone
+	}
+	if a.lock != nil {
+		a.lock.Close()
+	}
+}

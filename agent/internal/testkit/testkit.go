@@ -1,0 +1,101 @@
+// Package testkit holds helpers shared by the agent's tests: sample Node.js
+// apps written on the fly, free ports and waiting for HTTP answers.
+package testkit
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// HelloApp answers every request with "hello from <SLOT_NAME> <VERSION>" on
+// PORT, /health with 200, /stream with two chunks 300 ms apart, and echoes
+// the bytes of an HTTP upgrade back to the client.
+const HelloApp = `
+const http = require('http');
+const server = http.createServer((req, res) => {
+  if (req.url === '/health') { res.end('ok'); return; }
+  if (req.url === '/stream') {
+    res.writeHead(200, {'Content-Type': 'text/plain'});
+    res.write('first\n');
+    setTimeout(() => res.end('second\n'), 300);
+    return;
+  }
+  if (req.url === '/pid') { res.end(String(process.pid)); return; }
+  res.end('hello from ' + (process.env.SLOT_NAME || '?') + ' ' + (process.env.VERSION || 'v1'));
+});
+server.on('upgrade', (req, socket) => {
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: ' + req.headers['upgrade'] + '\r\nConnection: Upgrade\r\n\r\n');
+  socket.on('data', (d) => socket.write(d));
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+`
+
+// NeedNode skips the test when Node.js is not installed.
+func NeedNode(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+}
+
+// WriteApp writes src as server.js into a new directory and returns it.
+func WriteApp(t testing.TB, src string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "server.js"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// WaitHTTP polls url until it answers with status want, or fails the test
+// after timeout. It returns the time it took.
+func WaitHTTP(t testing.TB, url string, want int, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	client := &http.Client{Timeout: time.Second}
+	var last string
+	for time.Since(start) < timeout {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return time.Since(start)
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer %d within %s (last: %s)", url, want, timeout, last)
+	return 0
+}
+
+// PortFree reports whether nothing listens on the loopback port.
+func PortFree(port int) bool {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}

@@ -1,0 +1,156 @@
+package reaper
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestExitCodesAndSignals(t *testing.T) {
+	exit, err := Run(exec.Command("sh", "-c", "exit 3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit.Code != 3 || exit.Signal != 0 || exit.Success() {
+		t.Fatalf("exit = %+v, want code 3", exit)
+	}
+	exit, err = Run(exec.Command("sh", "-c", "kill -9 $$"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit.Signal != syscall.SIGKILL || exit.Code != -1 {
+		t.Fatalf("exit = %+v, want SIGKILL", exit)
+	}
+	if got := exit.String(); got != "killed by signal 9 (killed)" {
+		t.Fatalf("String() = %q", got)
+	}
+}
+
+func TestConcurrentStartsGetTheirOwnExits(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			exit, err := Run(exec.Command("sh", "-c", fmt.Sprintf("exit %d", i)))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if exit.Code != i {
+				errs <- fmt.Errorf("child %d got exit code %d", i, exit.Code)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestStartRefusesWhatNeedsWait(t *testing.T) {
+	cmd := exec.Command("true")
+	cmd.Stdout = &bytes.Buffer{}
+	if _, err := Start(cmd); err == nil || !strings.Contains(err.Error(), "*os.File") {
+		t.Fatalf("Start with a buffer: err = %v", err)
+	}
+	if _, err := Start(exec.Command("/nonexistent/binary")); err == nil {
+		t.Fatal("Start of a missing binary succeeded")
+	}
+}
+
+// orphanScenario starts a shell that leaves a grandchild behind and exits,
+// then waits until the wait loop has reaped that grandchild.
+func orphanScenario() error {
+	before := Orphans()
+	exit, err := Run(exec.Command("sh", "-c", "sleep 0.2 & exit 0"))
+	if err != nil {
+		return err
+	}
+	if !exit.Success() {
+		return fmt.Errorf("shell: %s", exit)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for Orphans() == before {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("orphaned sleep was not reaped (orphans=%d)", Orphans())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if z := zombies(); len(z) > 0 {
+		return fmt.Errorf("zombies left: %v", z)
+	}
+	return nil
+}
+
+// zombies lists this process's children that are zombies.
+func zombies() []string {
+	var out []string
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	me := fmt.Sprint(os.Getpid())
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[0] == "Z" && f[1] == me {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func TestSubreaperReapsOrphans(t *testing.T) {
+	if err := BecomeSubreaper(); err != nil {
+		t.Fatal(err)
+	}
+	if err := orphanScenario(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReapsAsPID1 runs the orphan scenario in a fresh PID namespace where the
+// test binary is PID 1.
+func TestReapsAsPID1(t *testing.T) {
+	if os.Getenv("REAPER_AS_PID1") == "1" {
+		if os.Getpid() != 1 {
+			fmt.Println("not pid 1")
+			os.Exit(2)
+		}
+		if err := orphanScenario(); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("pid1 ok")
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("unshare --pid needs root")
+	}
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", os.Args[0], "-test.run=^TestReapsAsPID1$")
+	cmd.Env = append(os.Environ(), "REAPER_AS_PID1=1")
+	cmd.Stdout, cmd.Stderr = out, out
+	exit, err := Run(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out.Name())
+	if !exit.Success() || !strings.Contains(string(b), "pid1 ok") {
+		t.Fatalf("as PID 1: %s\n%s", exit, b)
+	}
+}

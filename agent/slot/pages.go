@@ -1,0 +1,64 @@
+package slot
+
+import (
+	"embed"
+	"encoding/json"
+	"html/template"
+	"net/http"
+
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+var pages = template.Must(template.ParseFS(templateFS, "templates/*.html"))
+
+// pageData is what the placeholder and unavailable pages show.
+type pageData struct {
+	Slot     string
+	URL      string
+	AdminURL string
+	Error    string
+	Status   string
+	Reason   string
+}
+
+func (s *Slot) pageData() pageData {
+	d := pageData{Slot: s.cfg.Name, URL: s.cfg.URL, AdminURL: s.cfg.AdminURL}
+	if msg := s.errMsg.Load(); msg != nil {
+		d.Error = *msg
+	}
+	return d
+}
+
+// placeholder answers for an empty slot: JSON health on /health, a page elsewhere.
+func (s *Slot) placeholder(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/health" {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "healthy", "slot": s.cfg.Name, "type": "placeholder"})
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = pages.ExecuteTemplate(w, "placeholder.html", s.pageData())
+}
+
+// unavailable answers 503 while the slot's app is down, restarting or not
+// yet listening; the page refreshes itself.
+func (s *Slot) unavailable(w http.ResponseWriter, _ *http.Request) {
+	d := s.pageData()
+	d.Status = "starting"
+	if t := s.target.Load(); t != nil {
+		info := t.proc.Info()
+		d.Reason = info.Reason
+		if info.Status != supervisor.Online {
+			d.Status = string(info.Status)
+		}
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Retry-After", "2")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_ = pages.ExecuteTemplate(w, "unavailable.html", d)
+}

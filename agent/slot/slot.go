@@ -1,0 +1,326 @@
+// Package slot owns one deployment slot's public port for the agent's whole
+// life: it answers with an in-process placeholder page while the slot is
+// empty, and reverse-proxies to the slot's app (HTTP, WebSocket upgrades and
+// streamed responses) on an internal port once one runs.
+package slot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+// Config describes one slot.
+type Config struct {
+	// Name is the slot's letter, "a" to "e".
+	Name string
+	// Bind is the address the public port listens on.
+	Bind string
+	// Port is the slot's public port.
+	Port int
+	// URL is where users reach the slot (SLOT_<X>_URL); may be empty.
+	URL string
+	// AdminURL links the placeholder to the admin panel; may be empty.
+	AdminURL string
+	// Policy is the restart policy of the slot's app.
+	Policy supervisor.Policy
+	// BaseEnv is the environment every app inherits, as "KEY=value".
+	BaseEnv []string
+}
+
+// Release is a runnable version of an app: a directory, a start command line
+// (run with sh -c) and its own environment.
+type Release struct {
+	ID      string
+	Dir     string
+	Command string
+	Env     map[string]string
+}
+
+// ProcessName is the supervisor's name for the app of slot name.
+func ProcessName(name string) string { return "slot-" + name }
+
+// Slot is one slot: its listener, its server and its current app.
+type Slot struct {
+	cfg Config
+	sup *supervisor.Supervisor
+	ln  net.Listener
+	srv *http.Server
+
+	mu     sync.Mutex // serialises Run and Stop
+	target atomic.Pointer[target]
+	errMsg atomic.Pointer[string]
+}
+
+// target is the app a slot proxies to.
+type target struct {
+	release Release
+	port    int
+	proc    *supervisor.Process
+	proxy   *httputil.ReverseProxy
+}
+
+// Listen binds the slot's public port and starts serving the placeholder.
+func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
+	addr := net.JoinHostPort(cfg.Bind, strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("slot %s: listen on %s: %w", cfg.Name, addr, err)
+	}
+	s := &Slot{cfg: cfg, sup: sup, ln: ln}
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// Name is the slot's letter.
+func (s *Slot) Name() string { return s.cfg.Name }
+
+// Config returns the slot's configuration.
+func (s *Slot) Config() Config { return s.cfg }
+
+// Addr is the address the slot listens on.
+func (s *Slot) Addr() net.Addr { return s.ln.Addr() }
+
+// Run starts release as the slot's app on a fresh internal port and sends
+// the slot's traffic to it, replacing the app that ran before.
+func (s *Slot) Run(rel Release) error {
+	if rel.Command == "" {
+		return errors.New("empty start command")
+	}
+	if st, err := os.Stat(rel.Dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("release %s: directory %s is missing", rel.ID, rel.Dir)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked(0)
+	port, err := freePort()
+	if err != nil {
+		return fmt.Errorf("choose an internal port: %w", err)
+	}
+	proc, err := s.sup.Add(supervisor.Spec{
+		Name:     ProcessName(s.cfg.Name),
+		Command:  []string{"sh", "-c", rel.Command},
+		Dir:      rel.Dir,
+		Env:      s.appEnv(rel, port),
+		ShownEnv: s.shownEnv(rel, port),
+		Secrets:  secretValues(rel.Env),
+		Policy:   s.cfg.Policy,
+	})
+	if err != nil {
+		return err
+	}
+	t := &target{release: rel, port: port, proc: proc, proxy: newProxy(port, s.unavailable)}
+	s.target.Store(t)
+	s.errMsg.Store(nil)
+	proc.Start()
+	return nil
+}
+
+// Stop stops the app, if any, and brings back the placeholder; grace
+// shortens the wait before SIGKILL (see supervisor.Process.StopWithin).
+func (s *Slot) Stop(grace time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked(grace)
+}
+
+func (s *Slot) stopLocked(grace time.Duration) {
+	t := s.target.Swap(nil)
+	if t != nil {
+		s.sup.Remove(t.proc.Spec().Name, grace)
+	}
+}
+
+// Restart restarts the app's process; it reports false when the slot has no app.
+func (s *Slot) Restart() bool {
+	t := s.target.Load()
+	if t == nil {
+		return false
+	}
+	t.proc.Restart()
+	return true
+}
+
+// SetError shows msg on the placeholder page and in the slot's status, for
+// an app that could not be brought back; empty clears it.
+func (s *Slot) SetError(msg string) {
+	if msg == "" {
+		s.errMsg.Store(nil)
+		return
+	}
+	s.errMsg.Store(&msg)
+}
+
+// Shutdown stops accepting requests, lets in-flight ones finish until ctx
+// ends, then closes the port. The app keeps running until Stop.
+func (s *Slot) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return s.srv.Close()
+	}
+	return err
+}
+
+// Status is a snapshot of a slot.
+type Status struct {
+	Name string `json:"name"`
+	Port int    `json:"port"`
+	URL  string `json:"url"`
+	// Type is "placeholder" or "app".
+	Type    string            `json:"type"`
+	Release string            `json:"release,omitempty"`
+	Error   string            `json:"error,omitempty"`
+	Process *supervisor.Info  `json:"process,omitempty"`
+	Dir     string            `json:"dir,omitempty"`
+	Command string            `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+}
+
+// Status describes the slot; env values are masked.
+func (s *Slot) Status() Status {
+	st := Status{Name: s.cfg.Name, Port: s.cfg.Port, URL: s.cfg.URL, Type: "placeholder"}
+	if msg := s.errMsg.Load(); msg != nil {
+		st.Error = *msg
+	}
+	if t := s.target.Load(); t != nil {
+		info := t.proc.Info()
+		st.Type, st.Release, st.Process = "app", t.release.ID, &info
+		st.Dir, st.Command = t.release.Dir, t.release.Command
+		st.Env = Mask(t.release.Env)
+	}
+	return st
+}
+
+// Serving reports whether the slot answers requests usefully: a placeholder
+// always does, an app when its process is online and answers GET /health
+// with a status below 500.
+func (s *Slot) Serving(ctx context.Context) (bool, string) {
+	t := s.target.Load()
+	if t == nil {
+		return true, "placeholder"
+	}
+	if info := t.proc.Info(); info.Status != supervisor.Online {
+		return false, "app is " + string(info.Status)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/health", t.port), nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := healthClient.Do(req)
+	if err != nil {
+		return false, "app does not answer: " + err.Error()
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return false, fmt.Sprintf("app answers /health with %d", resp.StatusCode)
+	}
+	return true, "app"
+}
+
+var healthClient = &http.Client{Timeout: 3 * time.Second}
+
+// ServeHTTP serves the placeholder, the app, or the unavailable page.
+func (s *Slot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := s.target.Load()
+	if t == nil {
+		s.placeholder(w, r)
+		return
+	}
+	t.proxy.ServeHTTP(w, r)
+}
+
+func (s *Slot) appEnv(rel Release, port int) []string {
+	env := append([]string{}, s.cfg.BaseEnv...)
+	keys := make([]string, 0, len(rel.Env))
+	for k := range rel.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+rel.Env[k])
+	}
+	return append(env,
+		"PORT="+strconv.Itoa(port),
+		"SLOT_NAME="+s.cfg.Name,
+		"SLOT_URL="+s.cfg.URL,
+	)
+}
+
+// shownEnv is the app's own environment with the release's values masked.
+func (s *Slot) shownEnv(rel Release, port int) map[string]string {
+	env := Mask(rel.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	env["PORT"], env["SLOT_NAME"], env["SLOT_URL"] = strconv.Itoa(port), s.cfg.Name, s.cfg.URL
+	return env
+}
+
+// Mask returns env with every value replaced by a mask.
+func Mask(env map[string]string) map[string]string {
+	if len(env) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(env))
+	for k := range env {
+		out[k] = "********"
+	}
+	return out
+}
+
+func secretValues(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for _, v := range env {
+		out = append(out, v)
+	}
+	return out
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// sharedTransport is tuned for many short requests to loopback apps.
+var sharedTransport = &http.Transport{
+	Proxy:                 nil,
+	DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	MaxIdleConns:          512,
+	MaxIdleConnsPerHost:   256,
+	IdleConnTimeout:       90 * time.Second,
+	DisableCompression:    true,
+	ResponseHeaderTimeout: 0,
+}
+
+func newProxy(port int, unavailable func(http.ResponseWriter, *http.Request)) *httputil.ReverseProxy {
+	u := &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: sharedTransport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, _ error) {
+			unavailable(w, r)
+		},
+	}
+}

@@ -1,0 +1,278 @@
+// Package state is the agent's state file: the desired state of every slot,
+// written atomically so that a crash at any moment leaves either the old or
+// the new file, never a broken one.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/procgroup"
+)
+
+// Version is the format version this package reads and writes.
+const Version = 1
+
+// Desired values of a slot.
+const (
+	// DesiredPlaceholder means the slot serves the placeholder.
+	DesiredPlaceholder = "placeholder"
+	// DesiredRunning means the slot serves its current release.
+	DesiredRunning = "running"
+)
+
+// State is everything the agent must remember across restarts.
+type State struct {
+	// Version is the format version, always Version.
+	Version int `json:"version"`
+	// Agent is the agent that last wrote the file.
+	Agent *procgroup.Identity `json:"agent,omitempty"`
+	// Slots maps slot name to its state.
+	Slots map[string]*Slot `json:"slots"`
+	// Groups maps process name to the leader of a running process group,
+	// to kill after an unclean stop.
+	Groups map[string]procgroup.Identity `json:"groups,omitempty"`
+}
+
+// Slot is one slot's desired state and releases.
+type Slot struct {
+	// Desired is DesiredPlaceholder or DesiredRunning (serve Current).
+	Desired string `json:"desired"`
+	// Current is the ID of the release to serve.
+	Current string `json:"current,omitempty"`
+	// Releases are the releases kept on disk, oldest first.
+	Releases []Release `json:"releases,omitempty"`
+	// Env is the slot's environment, given to every release.
+	Env map[string]string `json:"env,omitempty"`
+}
+
+// Release is one runnable version of an app on disk.
+type Release struct {
+	// ID is unique within the slot and sorts by creation time.
+	ID string `json:"id"`
+	// Dir is the release's directory.
+	Dir string `json:"dir"`
+	// Command is the start command line, run with sh -c.
+	Command string `json:"command"`
+	// Env is the environment the release was created with.
+	Env map[string]string `json:"env,omitempty"`
+	// CreatedAt is when the release was created.
+	CreatedAt time.Time `json:"created_at"`
+	// Repo, Ref and Commit say where the code came from.
+	Repo   string `json:"repo,omitempty"`
+	Ref    string `json:"ref,omitempty"`
+	Commit string `json:"commit,omitempty"`
+}
+
+// New returns an empty state of the current version.
+func New() *State {
+	return &State{
+		Version: Version,
+		Slots:   map[string]*Slot{},
+		Groups:  map[string]procgroup.Identity{},
+	}
+}
+
+// Release returns the release id of slot, and whether it exists.
+func (s *State) Release(slot, id string) (Release, bool) {
+	sl := s.Slots[slot]
+	if sl == nil {
+		return Release{}, false
+	}
+	for _, r := range sl.Releases {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return Release{}, false
+}
+
+// Clone returns a deep copy of s, so it can be saved outside a lock.
+func (s *State) Clone() *State {
+	c := &State{
+		Version: s.Version,
+		Slots:   make(map[string]*Slot, len(s.Slots)),
+		Groups:  maps.Clone(s.Groups),
+	}
+	if c.Groups == nil {
+		c.Groups = map[string]procgroup.Identity{}
+	}
+	if s.Agent != nil {
+		a := *s.Agent
+		c.Agent = &a
+	}
+	for name, sl := range s.Slots {
+		if sl == nil {
+			c.Slots[name] = nil
+			continue
+		}
+		cs := *sl
+		cs.Env = maps.Clone(sl.Env)
+		if sl.Releases != nil {
+			cs.Releases = make([]Release, len(sl.Releases))
+			for i, r := range sl.Releases {
+				r.Env = maps.Clone(r.Env)
+				cs.Releases[i] = r
+			}
+		}
+		c.Slots[name] = &cs
+	}
+	return c
+}
+
+// Validate checks that st is consistent: the version is current, every
+// slot's Desired is known, release IDs are non-empty and unique within a
+// slot, and Current, when set, names one of the slot's releases.
+func Validate(st *State) error {
+	if st == nil {
+		return errors.New("state is nil")
+	}
+	if st.Version != Version {
+		return fmt.Errorf("unsupported state version %d (want %d)", st.Version, Version)
+	}
+	for name, sl := range st.Slots {
+		if sl == nil {
+			return fmt.Errorf("slot %q: no state", name)
+		}
+		if sl.Desired != DesiredPlaceholder && sl.Desired != DesiredRunning {
+			return fmt.Errorf("slot %q: unknown desired state %q (want %q or %q)",
+				name, sl.Desired, DesiredPlaceholder, DesiredRunning)
+		}
+		ids := make(map[string]bool, len(sl.Releases))
+		for i, r := range sl.Releases {
+			if r.ID == "" {
+				return fmt.Errorf("slot %q: release %d has no ID", name, i)
+			}
+			if ids[r.ID] {
+				return fmt.Errorf("slot %q: duplicate release ID %q", name, r.ID)
+			}
+			ids[r.ID] = true
+		}
+		if sl.Current != "" && !ids[sl.Current] {
+			return fmt.Errorf("slot %q: current release %q is not among its releases", name, sl.Current)
+		}
+	}
+	return nil
+}
+
+// Load reads the state file at path. A missing file gives an error wrapping
+// fs.ErrNotExist. Load checks the JSON and the version but not the rest; call
+// Validate for that. The maps of the result are never nil.
+func Load(path string) (*State, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("load state %s: invalid JSON: %w", path, err)
+	}
+	if st.Version != Version {
+		return nil, fmt.Errorf("load state %s: unsupported version %d (want %d)", path, st.Version, Version)
+	}
+	if st.Slots == nil {
+		st.Slots = map[string]*Slot{}
+	}
+	if st.Groups == nil {
+		st.Groups = map[string]procgroup.Identity{}
+	}
+	return &st, nil
+}
+
+// saveMu serializes Save within the process, so that one Save never removes
+// another's temporary file. Only one process (the agent) may save a given
+// path.
+var saveMu sync.Mutex
+
+// Save writes st to path atomically, with mode 0600: it writes a temporary
+// file ".<name>.tmp-*" in the same directory, syncs and closes it, renames it
+// over path and syncs the directory. Temporary files left by an earlier Save
+// that was killed are removed first, so at most one can ever be left over.
+// Save refuses a state that does not pass Validate.
+func Save(path string, st *State) error {
+	if err := Validate(st); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save state %s: encode: %w", path, err)
+	}
+	data = append(data, '\n')
+
+	saveMu.Lock()
+	defer saveMu.Unlock()
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	prefix := "." + name + ".tmp-"
+	removeLeftovers(dir, prefix)
+
+	f, err := os.CreateTemp(dir, prefix+"*")
+	if err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("save state %s: write: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save state %s: sync: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save state %s: close: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	ok = true
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	return nil
+}
+
+// removeLeftovers removes files in dir whose names start with prefix: the
+// temporary files of a Save that did not finish. Errors are ignored; a
+// leftover that cannot be removed is harmless.
+func removeLeftovers(dir, prefix string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// syncDir fsyncs directory dir, making a rename in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

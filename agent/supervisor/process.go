@@ -1,0 +1,411 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/procgroup"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+)
+
+// Status is a process's state, with PM2's names.
+type Status string
+
+// The statuses a process goes through.
+const (
+	Launching      Status = "launching"
+	Online         Status = "online"
+	Stopping       Status = "stopping"
+	Stopped        Status = "stopped"
+	Errored        Status = "errored"
+	WaitingRestart Status = "waiting-restart"
+)
+
+// Spec is what to run and how.
+type Spec struct {
+	// Name identifies the process.
+	Name string `json:"name"`
+	// Log names the log files (<Log>-out.log, …); empty means Name. Several
+	// processes may share one (the old and new release of a slot).
+	Log string `json:"log,omitempty"`
+	// Command is the argv; a command line runs as {"sh", "-c", line}.
+	Command []string `json:"command"`
+	// Dir is the working directory.
+	Dir string `json:"cwd,omitempty"`
+	// Env is the complete environment, as "KEY=value".
+	Env []string `json:"-"`
+	// ShownEnv is the environment as it may be displayed: the process's own
+	// variables, secret values masked.
+	ShownEnv map[string]string `json:"env,omitempty"`
+	// Secrets are values masked in the process's logs.
+	Secrets []string `json:"-"`
+	// Policy is the restart and stop policy.
+	Policy Policy `json:"policy"`
+}
+
+// Info is a snapshot of a process for status displays.
+type Info struct {
+	Name      string    `json:"name"`
+	Status    Status    `json:"status"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	Restarts  int       `json:"restarts"`
+	Unstable  int       `json:"unstable_restarts"`
+	// CPU is the whole tree's CPU use in percent of one core.
+	CPU float64 `json:"cpu"`
+	// Memory is the whole tree's RSS in bytes.
+	Memory   uint64 `json:"memory"`
+	LastExit string `json:"last_exit,omitempty"`
+	// ExitCode is the last exit code (-1 after a signal).
+	ExitCode int `json:"exit_code"`
+	// Reason explains the status, e.g. why the process is errored.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Uptime is how long the process has been online, or 0.
+func (i Info) Uptime() time.Duration {
+	if i.Status != Online || i.StartedAt.IsZero() {
+		return 0
+	}
+	return time.Since(i.StartedAt)
+}
+
+// Process is one supervised process. Its lifecycle runs in one goroutine
+// (the loop) from Start until it is stopped or errored.
+type Process struct {
+	spec    Spec
+	sink    *logs.Sink
+	changed func()
+
+	mu       sync.Mutex
+	info     Info
+	leader   procgroup.Identity
+	stopCh   chan struct{} // closed to ask the loop to stop; nil when no loop runs
+	loopDone chan struct{}
+	grace    time.Duration // SIGTERM→SIGKILL wait of the stop under way
+	lastCPU  time.Duration
+	lastAt   time.Time
+}
+
+// Spec returns the process's spec.
+func (p *Process) Spec() Spec { return p.spec }
+
+// Logs returns the process's log files.
+func (p *Process) Logs() *logs.Sink { return p.sink }
+
+// Info returns a snapshot of the process.
+func (p *Process) Info() Info {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.info
+}
+
+// Leader returns the identity of the running process group leader, if any.
+func (p *Process) Leader() (procgroup.Identity, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leader, p.leader.PID != 0
+}
+
+// Start launches the process unless its loop already runs; an errored or
+// stopped process starts over with fresh restart counters.
+func (p *Process) Start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopCh != nil {
+		return
+	}
+	p.stopCh = make(chan struct{})
+	p.loopDone = make(chan struct{})
+	p.info.Unstable = 0
+	p.info.Reason = ""
+	go p.loop(p.stopCh, p.loopDone)
+}
+
+// Stop stops the process (SIGTERM to its group, SIGKILL after the kill
+// timeout) and waits until it and everything it spawned are gone.
+func (p *Process) Stop() { p.StopWithin(0) }
+
+// StopWithin is Stop with the wait before SIGKILL shortened to grace when
+// grace is positive and shorter than the kill timeout (agent shutdown).
+func (p *Process) StopWithin(grace time.Duration) {
+	p.mu.Lock()
+	stop, done := p.stopCh, p.loopDone
+	p.grace = p.spec.Policy.KillTimeout
+	if grace > 0 && grace < p.grace {
+		p.grace = grace
+	}
+	p.mu.Unlock()
+	if stop == nil {
+		return
+	}
+	select {
+	case <-stop:
+	default:
+		close(stop)
+	}
+	<-done
+}
+
+// Restart stops the process if it runs and starts it again, counting a restart.
+func (p *Process) Restart() {
+	p.Stop()
+	p.mu.Lock()
+	p.info.Restarts++
+	p.mu.Unlock()
+	p.Start()
+}
+
+func (p *Process) set(f func(*Info)) {
+	p.mu.Lock()
+	f(&p.info)
+	p.mu.Unlock()
+	p.changed()
+}
+
+func (p *Process) note(format string, args ...any) {
+	fmt.Fprintf(p.sink.Writer(logs.Stdout), "[slotagent] "+format+"\n", args...)
+}
+
+// loop runs the process until it is stopped or errored.
+func (p *Process) loop(stop, done chan struct{}) {
+	defer close(done)
+	backoffN := 0
+	var delay time.Duration
+	for {
+		if delay > 0 {
+			p.set(func(i *Info) { i.Status = WaitingRestart })
+			select {
+			case <-time.After(delay):
+			case <-stop:
+				p.finish(Stopped, "")
+				return
+			}
+		}
+		p.set(func(i *Info) { i.Status = Launching })
+		started := time.Now()
+		exit, reason, err := p.runOnce(stop)
+		if errors.Is(err, errStopped) {
+			p.finish(Stopped, "")
+			return
+		}
+		uptime := time.Since(started)
+		if err != nil {
+			p.note("failed to start: %v", err)
+			reason = err.Error()
+		} else {
+			p.note("%s after %s%s", exit, uptime.Round(time.Millisecond), reasonSuffix(reason))
+		}
+		p.set(func(i *Info) {
+			i.PID, i.CPU, i.Memory = 0, 0, 0
+			i.LastExit, i.ExitCode = exit.String(), exit.Code
+			if err != nil {
+				i.LastExit, i.ExitCode = "failed to start", -1
+			}
+		})
+		pol := p.spec.Policy
+		if reason == "" && !pol.Autorestart {
+			p.finish(Stopped, "exited and autorestart is off")
+			return
+		}
+		unstable := p.countUnstable(uptime < pol.MinUptime)
+		if pol.MaxRestarts > 0 && unstable >= pol.MaxRestarts {
+			why := fmt.Sprintf("%d unstable restarts (each up less than %s)", unstable, pol.MinUptime)
+			p.note("errored: %s; not restarting until told to", why)
+			p.finish(Errored, why)
+			return
+		}
+		if uptime >= pol.StableUptime {
+			backoffN = 0
+		}
+		delay = pol.backoff(backoffN)
+		backoffN++
+		p.set(func(i *Info) { i.Restarts++ })
+		p.note("restarting in %s", delay.Round(time.Millisecond))
+	}
+}
+
+func reasonSuffix(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
+}
+
+// countUnstable updates and returns the count of unstable restarts in a row.
+func (p *Process) countUnstable(unstable bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if unstable {
+		p.info.Unstable++
+	} else {
+		p.info.Unstable = 0
+	}
+	return p.info.Unstable
+}
+
+func (p *Process) finish(status Status, reason string) {
+	p.mu.Lock()
+	p.info.Status = status
+	p.info.Reason = reason
+	p.info.PID, p.info.CPU, p.info.Memory = 0, 0, 0
+	p.leader = procgroup.Identity{}
+	p.stopCh, p.loopDone = nil, nil
+	p.mu.Unlock()
+	p.changed()
+}
+
+var errStopped = errors.New("stopped")
+
+// runOnce starts the process and waits until it exits, is stopped (returns
+// errStopped) or passes its memory limit (returns a reason).
+func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
+	child, err := p.spawn()
+	if err != nil {
+		return reaper.Exit{}, "", err
+	}
+	id, err := procgroup.Lookup(child.Pid)
+	if err != nil {
+		id = procgroup.Identity{PID: child.Pid}
+	}
+	p.mu.Lock()
+	p.leader = id
+	p.info.Status, p.info.PID, p.info.StartedAt = Online, child.Pid, time.Now()
+	p.lastCPU, p.lastAt = 0, time.Now()
+	p.mu.Unlock()
+	p.changed()
+
+	var memCheck <-chan time.Time
+	if pol := p.spec.Policy; pol.MaxMemory > 0 && pol.MemoryCheckInterval > 0 {
+		t := time.NewTicker(pol.MemoryCheckInterval)
+		defer t.Stop()
+		memCheck = t.C
+	}
+	for {
+		select {
+		case <-child.Done():
+			// The leader is gone; whatever it left in its group goes too.
+			p.terminate(child, 0)
+			return child.Exit(), "", nil
+		case <-stop:
+			var grace time.Duration
+			p.set(func(i *Info) { i.Status, grace = Stopping, p.grace })
+			p.terminate(child, grace)
+			return child.Exit(), "", errStopped
+		case <-memCheck:
+			u, err := procgroup.TreeUsage(child.Pid)
+			if err != nil || u.RSS <= p.spec.Policy.MaxMemory {
+				continue
+			}
+			reason := fmt.Sprintf("max_memory_restart: %s > %s", mib(u.RSS), mib(p.spec.Policy.MaxMemory))
+			p.note("%s, restarting", reason)
+			p.set(func(i *Info) { i.Status = Stopping })
+			p.terminate(child, p.spec.Policy.KillTimeout)
+			return child.Exit(), reason, nil
+		}
+	}
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func (p *Process) spawn() (*reaper.Child, error) {
+	if len(p.spec.Command) == 0 {
+		return nil, errors.New("empty command")
+	}
+	outW, outDone, err := p.sink.Pipe(logs.Stdout)
+	if err != nil {
+		return nil, fmt.Errorf("log pipe: %w", err)
+	}
+	errW, errDone, err := p.sink.Pipe(logs.Stderr)
+	if err != nil {
+		outW.Close()
+		return nil, fmt.Errorf("log pipe: %w", err)
+	}
+	cmd := exec.Command(p.spec.Command[0], p.spec.Command[1:]...)
+	cmd.Dir = p.spec.Dir
+	cmd.Env = p.spec.Env
+	cmd.Stdout, cmd.Stderr = outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	child, err := reaper.Start(cmd)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		<-outDone
+		<-errDone
+		return nil, err
+	}
+	return child, nil
+}
+
+// terminate ends the process group of child and every descendant that left
+// the group: SIGTERM, then SIGKILL once grace has passed. It returns when the
+// leader is reaped and the group is empty.
+func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
+	pgid := child.Pid
+	strays := procgroup.Descendants(pgid)
+	signalAll(pgid, strays, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		select {
+		case <-child.Done():
+			if !procgroup.GroupAlive(pgid) && !anyAlive(strays) {
+				return
+			}
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if grace > 0 {
+		p.note("still running %s after SIGTERM, sending SIGKILL", grace)
+	}
+	signalAll(pgid, strays, syscall.SIGKILL)
+	<-child.Done()
+	for end := time.Now().Add(2 * time.Second); procgroup.GroupAlive(pgid) && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func signalAll(pgid int, pids []int, sig syscall.Signal) {
+	_ = syscall.Kill(-pgid, sig)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
+func anyAlive(pids []int) bool {
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// sample updates the CPU and memory figures of a running process.
+func (p *Process) sample(now time.Time) {
+	p.mu.Lock()
+	pid, lastCPU, lastAt := p.info.PID, p.lastCPU, p.lastAt
+	p.mu.Unlock()
+	if pid == 0 {
+		return
+	}
+	u, err := procgroup.TreeUsage(pid)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.info.PID != pid {
+		return
+	}
+	if wall := now.Sub(lastAt); wall > 0 && lastCPU > 0 && u.CPUTime >= lastCPU {
+		p.info.CPU = 100 * float64(u.CPUTime-lastCPU) / float64(wall)
+	}
+	p.info.Memory = u.RSS
+	p.lastCPU, p.lastAt = u.CPUTime, now
+}

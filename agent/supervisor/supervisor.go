@@ -1,0 +1,173 @@
+// Package supervisor runs processes the way PM2 did, done right: each in its
+// own process group, restarted with exponential backoff until it proves
+// unstable, stopped with SIGTERM then SIGKILL, measured as a whole process
+// tree, with its output in rotated log files.
+package supervisor
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/procgroup"
+)
+
+// Supervisor owns a set of named processes.
+type Supervisor struct {
+	logDir  string
+	logOpts logs.Options
+	changes chan struct{}
+
+	mu    sync.Mutex
+	procs map[string]*Process
+	sinks map[string]*logs.Sink
+	done  chan struct{}
+}
+
+// New returns a supervisor writing logs under logDir and sampling CPU and
+// memory every sampleEvery (0: never).
+func New(logDir string, logOpts logs.Options, sampleEvery time.Duration) *Supervisor {
+	s := &Supervisor{
+		logDir:  logDir,
+		logOpts: logOpts,
+		changes: make(chan struct{}, 1),
+		procs:   map[string]*Process{},
+		sinks:   map[string]*logs.Sink{},
+		done:    make(chan struct{}),
+	}
+	if sampleEvery > 0 {
+		go s.sampleLoop(sampleEvery)
+	}
+	return s
+}
+
+// Changes delivers a signal (coalesced) whenever a process starts or stops,
+// so the owner can record the running process groups.
+func (s *Supervisor) Changes() <-chan struct{} { return s.changes }
+
+func (s *Supervisor) notify() {
+	select {
+	case s.changes <- struct{}{}:
+	default:
+	}
+}
+
+// Add registers a process, stopped, replacing none: the name must be new.
+func (s *Supervisor) Add(spec Spec) (*Process, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.procs[spec.Name]; ok {
+		return nil, fmt.Errorf("process %q already exists", spec.Name)
+	}
+	if spec.Log == "" {
+		spec.Log = spec.Name
+	}
+	sink, err := s.sinkLocked(spec.Log)
+	if err != nil {
+		return nil, err
+	}
+	sink.SetSecrets(spec.Secrets)
+	p := &Process{spec: spec, sink: sink, changed: s.notify, info: Info{Name: spec.Name, Status: Stopped}}
+	s.procs[spec.Name] = p
+	return p, nil
+}
+
+// Logs returns the log files named name, opening them if needed.
+func (s *Supervisor) Logs(name string) (*logs.Sink, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sinkLocked(name)
+}
+
+func (s *Supervisor) sinkLocked(name string) (*logs.Sink, error) {
+	if sink, ok := s.sinks[name]; ok {
+		return sink, nil
+	}
+	sink, err := logs.Open(s.logDir, name, s.logOpts)
+	if err != nil {
+		return nil, fmt.Errorf("open logs of %s: %w", name, err)
+	}
+	s.sinks[name] = sink
+	return sink, nil
+}
+
+// Remove stops a process (see Process.StopWithin for grace) and forgets
+// it; its log files stay open for the next process that uses them.
+func (s *Supervisor) Remove(name string, grace time.Duration) {
+	s.mu.Lock()
+	p := s.procs[name]
+	delete(s.procs, name)
+	s.mu.Unlock()
+	if p != nil {
+		p.StopWithin(grace)
+	}
+}
+
+// Get returns the named process.
+func (s *Supervisor) Get(name string) (*Process, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.procs[name]
+	return p, ok
+}
+
+// List returns every process, sorted by name.
+func (s *Supervisor) List() []*Process {
+	s.mu.Lock()
+	out := make([]*Process, 0, len(s.procs))
+	for _, p := range s.procs {
+		out = append(out, p)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].spec.Name < out[j].spec.Name })
+	return out
+}
+
+// Groups returns the leader of every running process group by process name.
+func (s *Supervisor) Groups() map[string]procgroup.Identity {
+	out := map[string]procgroup.Identity{}
+	for _, p := range s.List() {
+		if id, ok := p.Leader(); ok {
+			out[p.spec.Name] = id
+		}
+	}
+	return out
+}
+
+// Close stops sampling and every process (in parallel, each within grace;
+// see Process.StopWithin) and closes their logs.
+func (s *Supervisor) Close(grace time.Duration) {
+	close(s.done)
+	var wg sync.WaitGroup
+	for _, p := range s.List() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Remove(p.spec.Name, grace)
+		}()
+	}
+	wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, sink := range s.sinks {
+		_ = sink.Close()
+		delete(s.sinks, name)
+	}
+}
+
+func (s *Supervisor) sampleLoop(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			for _, p := range s.List() {
+				p.sample(now)
+			}
+		case <-s.done:
+			return
+		}
+	}
+}
