@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -138,7 +139,9 @@ func Load(flags *pflag.FlagSet, file string) (*Config, error) {
 	if file != "" {
 		v.SetConfigFile(file)
 		if err := v.ReadInConfig(); err != nil {
-			return nil, fmt.Errorf("config: read %s: %w", file, err)
+			// yaml.v3 reports type errors on several lines ("unmarshal
+			// errors:\n  line 1: ..."); keep the message on one line.
+			return nil, fmt.Errorf("config: read %s: %w", file, oneLineError{err})
 		}
 		if err := checkKnown(v, file); err != nil {
 			return nil, err
@@ -268,6 +271,11 @@ func (p *parser) bytes(name string) uint64 {
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
 		p.fail(name, "%q is not a size like 512M or 1G", p.str(name))
+		return 0
+	}
+	if n > math.MaxUint64/mult {
+		p.fail(name, "%q is too large", p.str(name))
+		return 0
 	}
 	return n * mult
 }
@@ -305,6 +313,19 @@ func checkWritable(dir string) error {
 	f.Close()
 	return os.Remove(f.Name())
 }
+
+// oneLineError is err with its message folded onto one line.
+type oneLineError struct{ err error }
+
+func (e oneLineError) Error() string {
+	lines := strings.Split(e.err.Error(), "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(slices.DeleteFunc(lines, func(l string) bool { return l == "" }), " ")
+}
+
+func (e oneLineError) Unwrap() error { return e.err }
 
 func unwrapPath(err error) error {
 	var pe *os.PathError

@@ -14,7 +14,7 @@ import (
 )
 
 // HelloApp answers every request with "hello from <SLOT_NAME> <VERSION>" on
-// PORT, /health with 200, /stream with two chunks 300 ms apart, and echoes
+// PORT (logging "listening on <PORT>"), /health with 200, /pid with its PID, /stream with two chunks 300 ms apart, and echoes
 // the bytes of an HTTP upgrade back to the client.
 const HelloApp = `
 const http = require('http');
@@ -33,7 +33,7 @@ server.on('upgrade', (req, socket) => {
   socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: ' + req.headers['upgrade'] + '\r\nConnection: Upgrade\r\n\r\n');
   socket.on('data', (d) => socket.write(d));
 });
-server.listen(Number(process.env.PORT), '127.0.0.1');
+server.listen(Number(process.env.PORT), '127.0.0.1', () => console.log('listening on ' + process.env.PORT));
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
 `
 

@@ -1,0 +1,30 @@
+# coder-slots — see README.md.
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+RUN_DIR ?= .run
+
+.PHONY: build run test lint bench clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/slotagent ./agent/cmd/slotagent
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/slotprov ./provision/cmd/slotprov
+
+# The agent with the five slots and the admin panel, on this machine: data
+# under .run/, placeholders on 3001–3005, panel on 9000. Ctrl-C stops it.
+run: build
+	./bin/slotagent run --data-dir $(RUN_DIR)/data
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Benchmarks print numbers; they never run in make test.
+bench: build
+	$(GO) run ./scripts/bench
+
+clean:
+	rm -rf bin $(RUN_DIR)

@@ -1,0 +1,428 @@
+package main
+
+// End-to-end tests of the slotagent binary: real processes, real signals,
+// real sockets. The binary is built once by TestMain.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/state"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "slotagent-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "slotagent")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build slotagent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// agent is one slotagent run in a test.
+type agent struct {
+	t       *testing.T
+	dataDir string
+	env     []string
+	ports   map[string]int // "admin", "a"…"e"
+	cmd     *exec.Cmd
+	logFile string // the agent's stderr
+	exited  chan struct{}
+}
+
+// newAgent prepares an agent with its own data dir and free ports.
+func newAgent(t *testing.T) *agent {
+	a := &agent{t: t, dataDir: t.TempDir(), ports: map[string]int{}}
+	a.ports["admin"] = testkit.FreePort(t)
+	a.env = append(os.Environ(), "SLOTAGENT_DATA_DIR="+a.dataDir, "ADMIN_PORT="+strconv.Itoa(a.ports["admin"]),
+		"SLOTAGENT_KILL_TIMEOUT=3s", "ADMIN_URL=https://admin--dev--alice.example.com")
+	for _, s := range []string{"a", "b", "c", "d", "e"} {
+		a.ports[s] = testkit.FreePort(t)
+		up := strings.ToUpper(s)
+		a.env = append(a.env, "SLOT_"+up+"_PORT="+strconv.Itoa(a.ports[s]), "SLOT_"+up+"_URL=https://slot-"+s+"--dev--alice.example.com")
+	}
+	t.Cleanup(func() {
+		if a.cmd != nil && a.cmd.ProcessState == nil {
+			_ = a.cmd.Process.Signal(syscall.SIGTERM)
+			a.wait(15 * time.Second)
+		}
+	})
+	return a
+}
+
+func (a *agent) url(slot, path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", a.ports[slot], path)
+}
+
+// start runs `slotagent run` and waits until the admin API answers.
+func (a *agent) start(extraEnv ...string) {
+	a.t.Helper()
+	a.cmd = exec.Command(binary, "run")
+	a.cmd.Env = append(append([]string{}, a.env...), extraEnv...)
+	f, err := os.CreateTemp(a.t.TempDir(), "agent-stderr")
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer f.Close()
+	a.logFile, a.cmd.Stderr = f.Name(), f
+	if err := a.cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.exited = make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(a.exited) }()
+	testkit.WaitHTTP(a.t, a.url("admin", "/healthz"), 200, 10*time.Second)
+}
+
+// stderr is what the agent has logged so far.
+func (a *agent) stderr() string {
+	b, _ := os.ReadFile(a.logFile)
+	return string(b)
+}
+
+// wait waits for the agent to exit and returns how long it took.
+func (a *agent) wait(timeout time.Duration) time.Duration {
+	start := time.Now()
+	select {
+	case <-a.exited:
+	case <-time.After(timeout):
+		a.t.Fatalf("agent did not exit within %s\n%s", timeout, a.stderr())
+	}
+	return time.Since(start)
+}
+
+// cli runs a client command and returns its stdout, stderr and exit code.
+func (a *agent) cli(args ...string) (string, string, int) {
+	a.t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = a.env
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		a.t.Fatal(err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+func (a *agent) processes() admin.ProcessList {
+	a.t.Helper()
+	out, errOut, code := a.cli("status", "--json")
+	if code != 0 {
+		a.t.Fatalf("status --json: %d %s", code, errOut)
+	}
+	var list admin.ProcessList
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		a.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return list
+}
+
+func body(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// writeState gives slot a the hello app as its current release, as a
+// deploy would have left it.
+func writeState(t *testing.T, dataDir string) string {
+	t.Helper()
+	testkit.NeedNode(t)
+	dir := testkit.WriteApp(t, testkit.HelloApp)
+	st := state.New()
+	st.Slots["a"] = &state.Slot{
+		Desired: state.DesiredRunning, Current: "r1",
+		Releases: []state.Release{{ID: "r1", Dir: dir, Command: "node server.js", CreatedAt: time.Now().UTC()}},
+		Env:      map[string]string{"VERSION": "v1", "API_TOKEN": "tok-123456"},
+	}
+	if err := state.Save(filepath.Join(dataDir, "state.json"), st); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	return !strings.HasPrefix(s[strings.LastIndexByte(s, ')')+2:], "Z")
+}
+
+func TestFirstBootStatusValidateAndCleanStop(t *testing.T) {
+	a := newAgent(t)
+	a.start()
+	list := a.processes()
+	if list.Total != 6 || list.Online != 6 {
+		t.Fatalf("status: %d of %d online: %+v", list.Online, list.Total, list)
+	}
+	for _, p := range list.Processes[1:] {
+		if p.Type != "placeholder" || !strings.HasPrefix(p.URL, "https://slot-") {
+			t.Fatalf("row %+v", p)
+		}
+	}
+	out, _, code := a.cli("status")
+	if code != 0 || !strings.Contains(out, "slot-c") || !strings.Contains(out, "6 of 6 online") {
+		t.Fatalf("status table:\n%s", out)
+	}
+	for _, s := range []string{"a", "b", "c", "d", "e"} {
+		code, b := body(t, a.url(s, "/"))
+		if code != 200 || !strings.Contains(b, "https://slot-"+s+"--dev--alice.example.com") || !strings.Contains(b, "admin--dev--alice") {
+			t.Fatalf("placeholder %s: %d %s", s, code, b)
+		}
+		if code, _ := body(t, a.url("admin", "/api/slots/"+s+"/health")); code != 200 {
+			t.Fatalf("health of %s: %d", s, code)
+		}
+	}
+	if code, b := body(t, a.url("admin", "/api/slots/zz/health")); code != 404 || !strings.Contains(b, `unknown slot \"zz\"`) {
+		t.Fatalf("unknown slot: %d %s", code, b)
+	}
+	out, _, code = a.cli("validate")
+	if code != 0 || !strings.Contains(out, "all 15 checks passed") {
+		t.Fatalf("validate: %d\n%s", code, out)
+	}
+	if _, errOut, code := a.cli("stop", "x"); code != 1 || !strings.Contains(errOut, `unknown slot "x"`) {
+		t.Fatalf("stop x: %d %s", code, errOut)
+	}
+	fi, err := os.Stat(filepath.Join(a.dataDir, "slotagent.sock"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket: %v %v", fi, err)
+	}
+	fi, err = os.Stat(filepath.Join(a.dataDir, "state.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v %v", fi, err)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.wait(10 * time.Second); d > 3*time.Second {
+		t.Fatalf("shutdown took %s", d)
+	}
+	if a.cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("exit code %d\n%s", a.cmd.ProcessState.ExitCode(), a.stderr())
+	}
+	for _, p := range []string{"admin", "a", "e"} {
+		if !testkit.PortFree(a.ports[p]) {
+			t.Fatalf("port of %s still taken after shutdown", p)
+		}
+	}
+	_, errOut, code := a.cli("status")
+	if code != 1 || !strings.Contains(errOut, "no agent is running") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Fatalf("status with no agent: %d %q", code, errOut)
+	}
+}
+
+func TestBadConfigStopsTheStartWithOneLine(t *testing.T) {
+	cases := []struct{ env, want string }{
+		{"ADMIN_PORT=abc", "ADMIN_PORT"},
+		{"SLOT_C_PORT=70000", "SLOT_C_PORT"},
+		{"SLOTAGENT_BIND=nowhere", "SLOTAGENT_BIND"},
+	}
+	for _, c := range cases {
+		a := newAgent(t)
+		cmd := exec.Command(binary, "run")
+		cmd.Env = append(a.env, c.env)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+			t.Errorf("%s: err=%v output=%q", c.env, err, out)
+		}
+	}
+	// A slot port that is taken.
+	a := newAgent(t)
+	busy, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", a.ports["b"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cmd := exec.Command(binary, "run")
+	cmd.Env = a.env
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "SLOT_B_PORT") || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("busy port: %v %q", err, out)
+	}
+}
+
+func TestRehydrateAfterKill9(t *testing.T) {
+	a := newAgent(t)
+	writeState(t, a.dataDir)
+	a.start()
+	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)
+	if _, b := body(t, a.url("a", "/")); b != "hello from a v1" {
+		t.Fatalf("app: %q", b)
+	}
+	_, pidText := body(t, a.url("a", "/pid"))
+	oldPID, _ := strconv.Atoi(pidText)
+	if oldPID == 0 {
+		t.Fatalf("pid %q", pidText)
+	}
+
+	// An unclean stop leaves the app running, holding its port.
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(5 * time.Second)
+	if !pidAlive(oldPID) {
+		t.Fatal("the app died with the agent; the test cannot show the cleanup")
+	}
+
+	a.start()
+	if pidAlive(oldPID) {
+		t.Fatalf("the old app (pid %d) survived the new agent's start", oldPID)
+	}
+	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)
+	_, pidText = body(t, a.url("a", "/pid"))
+	if newPID, _ := strconv.Atoi(pidText); newPID == 0 || newPID == oldPID {
+		t.Fatalf("app pid after rehydrate %q (old %d)", pidText, oldPID)
+	}
+	if !strings.Contains(a.stderr(), "killing process group left by an earlier agent") {
+		t.Fatalf("no cleanup logged:\n%s", a.stderr())
+	}
+	list := a.processes()
+	if list.Online != 6 || list.Processes[1].Type != "app" || list.Processes[1].Release != "r1" {
+		t.Fatalf("after rehydrate: %+v", list)
+	}
+}
+
+func TestStopRestartLogsAndConfig(t *testing.T) {
+	a := newAgent(t)
+	writeState(t, a.dataDir)
+	a.start()
+	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)
+
+	out, _, code := a.cli("config", "--format", "ecosystem")
+	if code != 0 || !strings.Contains(out, "module.exports = {") || !strings.Contains(out, `"name": "slot-a"`) ||
+		!strings.Contains(out, `"API_TOKEN": "********"`) || strings.Contains(out, "tok-123456") {
+		t.Fatalf("config --format ecosystem:\n%s", out)
+	}
+	if _, errOut, code := a.cli("config", "--format", "yaml"); code != 1 || !strings.Contains(errOut, "json or ecosystem") {
+		t.Fatalf("bad format: %d %s", code, errOut)
+	}
+
+	if out, _, code = a.cli("stop", "a"); code != 0 {
+		t.Fatalf("stop a: %d %s", code, out)
+	}
+	if _, b := body(t, a.url("a", "/")); !strings.Contains(b, "ready for deployment") {
+		t.Fatalf("after stop: %q", b)
+	}
+	st, err := state.Load(filepath.Join(a.dataDir, "state.json"))
+	if err != nil || st.Slots["a"].Desired != state.DesiredPlaceholder || st.Slots["a"].Current != "r1" {
+		t.Fatalf("state after stop: %+v %v", st.Slots["a"], err)
+	}
+	if out, _, code = a.cli("restart", "a"); code != 0 || !strings.Contains(out, "started release r1") {
+		t.Fatalf("restart a: %d %s", code, out)
+	}
+	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)
+	if out, _, code = a.cli("restart", "b"); code != 0 || !strings.Contains(out, "nothing to restart") {
+		t.Fatalf("restart b: %d %s", code, out)
+	}
+
+	// The restart notes went to the slot's log; follow sees new lines.
+	logs := exec.Command(binary, "logs", "a", "-f", "-n", "5")
+	logs.Env = a.env
+	logOut, err := os.Create(filepath.Join(t.TempDir(), "follow.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs.Stdout = logOut
+	followed := func() string { b, _ := os.ReadFile(logOut.Name()); return string(b) }
+	if err := logs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = logs.Process.Kill(); _ = logs.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	if out, _, code = a.cli("restart", "a"); code != 0 {
+		t.Fatalf("restart a: %d %s", code, out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(followed(), "listening on") < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Count(followed(), "listening on") < 2 {
+		t.Fatalf("logs -f saw no new line:\n%s", followed())
+	}
+	out, _, code = a.cli("logs", "a", "-n", "1")
+	if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "listening on") {
+		t.Fatalf("logs -n 1: %d %q", code, out)
+	}
+	if _, errOut, code := a.cli("logs", "nope"); code != 1 || !strings.Contains(errOut, "unknown slot or process") {
+		t.Fatalf("logs nope: %d %s", code, errOut)
+	}
+}
+
+func TestCoderAgentIsSupervisedAndRestartedAlways(t *testing.T) {
+	a := newAgent(t)
+	marker := filepath.Join(t.TempDir(), "starts")
+	a.start("CODER_AGENT_INIT_SCRIPT=echo start >> "+marker+"; echo token=$CODER_AGENT_TOKEN; exec sleep 100", "CODER_AGENT_TOKEN=tok")
+	var pid int
+	deadline := time.Now().Add(5 * time.Second)
+	for pid == 0 && time.Now().Before(deadline) {
+		for _, p := range a.processes().Processes {
+			if p.Name == "coder-agent" && p.Status == "online" {
+				pid = p.PID
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pid == 0 {
+		t.Fatal("coder-agent never came online")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(deadline.Add(5 * time.Second)) {
+		b, _ := os.ReadFile(marker)
+		if strings.Count(string(b), "start") >= 2 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("coder-agent was not restarted after it was killed")
+}
+
+func TestOneAgentPerDataDir(t *testing.T) {
+	a := newAgent(t)
+	a.start()
+	b := newAgent(t)
+	cmd := exec.Command(binary, "run")
+	cmd.Env = append(b.env, "SLOTAGENT_DATA_DIR="+a.dataDir)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another slotagent is already running") {
+		t.Fatalf("second agent: %v %s", err, out)
+	}
+	if code, _ := body(t, a.url("admin", "/healthz")); code != 200 {
+		t.Fatal("the first agent was disturbed")
+	}
+}

@@ -1,0 +1,222 @@
+package slot
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+func TestMain(m *testing.M) {
+	if err := reaper.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// newSlot listens on a free port with a fast restart policy.
+func newSlot(t *testing.T) (*Slot, string) {
+	t.Helper()
+	sup := supervisor.New(t.TempDir(), logs.Options{}, 0)
+	pol := supervisor.DefaultPolicy()
+	pol.KillTimeout = 2 * time.Second
+	pol.MinUptime = 200 * time.Millisecond
+	pol.MaxRestarts = 3
+	s, err := Listen(Config{
+		Name: "a", Bind: "127.0.0.1", Port: testkit.FreePort(t),
+		URL: "https://slot-a--dev--alice.coder.example.com", AdminURL: "https://admin--dev--alice.coder.example.com",
+		Policy: pol, BaseEnv: os.Environ(),
+	}, sup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop(time.Second)
+		_ = s.Shutdown(context.Background())
+		sup.Close(time.Second)
+	})
+	return s, "http://" + s.Addr().String()
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+func TestPlaceholder(t *testing.T) {
+	s, base := newSlot(t)
+	resp, body := get(t, base+"/health")
+	var h map[string]string
+	if err := json.Unmarshal([]byte(body), &h); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/health: %d %q", resp.StatusCode, body)
+	}
+	if h["status"] != "healthy" || h["slot"] != "a" || h["type"] != "placeholder" {
+		t.Fatalf("/health = %v", h)
+	}
+	resp, body = get(t, base+"/anything")
+	for _, want := range []string{"Slot a", "ready for deployment", "https://slot-a--dev--alice.coder.example.com", `href="https://admin--dev--alice.coder.example.com"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("placeholder page lacks %q", want)
+		}
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("placeholder status %d", resp.StatusCode)
+	}
+	s.SetError(`release <r1> could not be started`)
+	_, body = get(t, base+"/")
+	if !strings.Contains(body, "release &lt;r1&gt; could not be started") {
+		t.Fatalf("error not shown escaped on the placeholder: %s", body)
+	}
+	if ok, why := s.Serving(context.Background()); !ok || why != "placeholder" {
+		t.Fatalf("Serving() = %v %q", ok, why)
+	}
+	if st := s.Status(); st.Type != "placeholder" || st.Process != nil || st.Error == "" {
+		t.Fatalf("Status() = %+v", st)
+	}
+}
+
+func runHello(t *testing.T, s *Slot, env map[string]string) {
+	t.Helper()
+	testkit.NeedNode(t)
+	dir := testkit.WriteApp(t, testkit.HelloApp)
+	if err := s.Run(Release{ID: "r1", Dir: dir, Command: "node server.js", Env: env}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProxyHTTPStreamingAndUpgrade(t *testing.T) {
+	s, base := newSlot(t)
+	runHello(t, s, map[string]string{"VERSION": "v7", "API_TOKEN": "s3cret-value"})
+	testkit.WaitHTTP(t, base+"/health", 200, 10*time.Second)
+
+	_, body := get(t, base+"/")
+	if body != "hello from a v7" {
+		t.Fatalf("proxied body = %q", body)
+	}
+	if ok, why := s.Serving(context.Background()); !ok {
+		t.Fatalf("Serving() = false: %s", why)
+	}
+	st := s.Status()
+	if st.Type != "app" || st.Release != "r1" || st.Process == nil || st.Process.PID == 0 {
+		t.Fatalf("Status() = %+v", st)
+	}
+	if st.Env["API_TOKEN"] != "********" {
+		t.Fatalf("env not masked in Status: %v", st.Env)
+	}
+
+	t.Run("streaming", func(t *testing.T) {
+		start := time.Now()
+		resp, err := http.Get(base + "/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		first, err := r.ReadString('\n')
+		if err != nil || first != "first\n" {
+			t.Fatalf("first chunk %q %v", first, err)
+		}
+		if d := time.Since(start); d > 250*time.Millisecond {
+			t.Fatalf("first chunk took %s: the proxy buffered the stream", d)
+		}
+		rest, _ := io.ReadAll(r)
+		if string(rest) != "second\n" || time.Since(start) < 300*time.Millisecond {
+			t.Fatalf("second chunk %q after %s", rest, time.Since(start))
+		}
+	})
+
+	t.Run("websocket upgrade", func(t *testing.T) {
+		conn, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		r := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade answered %s", resp.Status)
+		}
+		for _, msg := range []string{"ping", "pong and more"} {
+			fmt.Fprint(conn, msg)
+			buf := make([]byte, len(msg))
+			if _, err := io.ReadFull(r, buf); err != nil || string(buf) != msg {
+				t.Fatalf("echo %q, got %q %v", msg, buf, err)
+			}
+		}
+	})
+
+	t.Run("stop brings back the placeholder and frees the app port", func(t *testing.T) {
+		port := s.target.Load().port
+		s.Stop(0)
+		if !testkit.PortFree(port) {
+			t.Fatalf("app port %d still taken after Stop", port)
+		}
+		_, body := get(t, base+"/")
+		if !strings.Contains(body, "ready for deployment") {
+			t.Fatalf("after stop: %q", body)
+		}
+	})
+}
+
+func TestUnavailablePageWhileAppIsDown(t *testing.T) {
+	s, base := newSlot(t)
+	dir := t.TempDir()
+	if err := s.Run(Release{ID: "r1", Dir: dir, Command: "exit 3"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Status().Process.Status != supervisor.Errored && time.Now().Before(deadline) {
+		resp, body := get(t, base+"/")
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "Slot a: the app is") || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("while down: %d %q", resp.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, body := get(t, base+"/")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "errored") || !strings.Contains(body, `http-equiv="refresh"`) {
+		t.Fatalf("errored app: %d %q", resp.StatusCode, body)
+	}
+	if ok, why := s.Serving(context.Background()); ok || !strings.Contains(why, "errored") {
+		t.Fatalf("Serving() = %v %q", ok, why)
+	}
+}
+
+func TestRunRejectsBadReleases(t *testing.T) {
+	s, base := newSlot(t)
+	if err := s.Run(Release{ID: "r1", Dir: "/nonexistent/dir", Command: "node server.js"}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing dir: %v", err)
+	}
+	if err := s.Run(Release{ID: "r1", Dir: t.TempDir(), Command: ""}); err == nil || !strings.Contains(err.Error(), "empty start command") {
+		t.Fatalf("empty command: %v", err)
+	}
+	if _, body := get(t, base+"/"); !strings.Contains(body, "ready for deployment") {
+		t.Fatal("a refused release changed the slot")
+	}
+}

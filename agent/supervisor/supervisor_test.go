@@ -1,0 +1,792 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/procgroup"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+)
+
+func TestMain(m *testing.M) {
+	// Orphaned grandchildren must be reaped by this process (and promptly),
+	// or procgroup.GroupAlive keeps counting them as zombies.
+	if err := reaper.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// fastPolicy is DefaultPolicy with durations short enough for tests.
+func fastPolicy() Policy {
+	return Policy{
+		Autorestart:         true,
+		MinUptime:           200 * time.Millisecond,
+		MaxRestarts:         4,
+		KillTimeout:         500 * time.Millisecond,
+		MemoryCheckInterval: 100 * time.Millisecond,
+		RestartDelay:        100 * time.Millisecond,
+		MaxRestartDelay:     2 * time.Second,
+		StableUptime:        30 * time.Second,
+	}
+}
+
+func newSup(t *testing.T, sampleEvery time.Duration) *Supervisor {
+	t.Helper()
+	s := New(filepath.Join(t.TempDir(), "logs"), logs.Options{}, sampleEvery)
+	t.Cleanup(func() { s.Close(200 * time.Millisecond) })
+	return s
+}
+
+// shSpec runs script with sh -c; env is added to the test's environment.
+func shSpec(name, script string, pol Policy, env ...string) Spec {
+	return Spec{
+		Name:    name,
+		Command: []string{"sh", "-c", script},
+		Env:     append(os.Environ(), env...),
+		Policy:  pol,
+	}
+}
+
+func add(t *testing.T, s *Supervisor, spec Spec) *Process {
+	t.Helper()
+	p, err := s.Add(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitFor polls cond every 5 ms until it holds or fails the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitStatus(t *testing.T, p *Process, want Status, timeout time.Duration) Info {
+	t.Helper()
+	var info Info
+	waitFor(t, timeout, fmt.Sprintf("%s to be %s", p.Spec().Name, want), func() bool {
+		info = p.Info()
+		return info.Status == want
+	})
+	return info
+}
+
+// pidGone reports whether pid no longer exists, not even as a zombie.
+func pidGone(pid int) bool {
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.TrimSuffix(string(b), "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+func tail(t *testing.T, p *Process) string {
+	t.Helper()
+	lines, err := p.Logs().Tail(500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// startTimes reads the start times a child appended with date +%s.%N.
+func startTimes(t *testing.T, path string) []time.Time {
+	t.Helper()
+	var out []time.Time
+	for _, l := range readLines(t, path) {
+		f, err := strconv.ParseFloat(l, 64)
+		if err != nil {
+			t.Fatalf("bad start time %q: %v", l, err)
+		}
+		out = append(out, time.Unix(0, int64(f*1e9)))
+	}
+	return out
+}
+
+func TestCrashLoopBacksOffThenErrors(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	file := filepath.Join(t.TempDir(), "starts")
+	pol := fastPolicy()
+	pol.MaxRestarts = 4
+	pol.RestartDelay = 200 * time.Millisecond
+	pol.MaxRestartDelay = 10 * time.Second
+	p := add(t, s, shSpec("crash", `date +%s.%N >> "$F"; exit 1`, pol, "F="+file))
+
+	p.Start()
+	info := waitStatus(t, p, Errored, 5*time.Second)
+
+	// Four unstable exits in a row: the fourth one errors (PM2's counting),
+	// so three restarts happened.
+	starts := startTimes(t, file)
+	if len(starts) != 4 {
+		t.Fatalf("%d starts, want 4", len(starts))
+	}
+	if info.Restarts != 3 || info.Unstable != 4 {
+		t.Errorf("Restarts = %d, Unstable = %d, want 3 and 4", info.Restarts, info.Unstable)
+	}
+	if !strings.Contains(info.Reason, "unstable restarts") {
+		t.Errorf("Reason = %q, want it to mention unstable restarts", info.Reason)
+	}
+	if info.LastExit != "exit code 1" || info.ExitCode != 1 {
+		t.Errorf("LastExit = %q, ExitCode = %d, want exit code 1", info.LastExit, info.ExitCode)
+	}
+	if info.PID != 0 {
+		t.Errorf("PID = %d after errored, want 0", info.PID)
+	}
+	if _, ok := s.Groups()["crash"]; ok {
+		t.Error("Groups() still lists the errored process")
+	}
+
+	// The gaps are the backoff delays (200, 300, 450 ms) plus start overhead.
+	for i := 1; i < len(starts); i++ {
+		gap := starts[i].Sub(starts[i-1])
+		want := pol.backoff(i - 1)
+		if gap < want-20*time.Millisecond || gap > want+300*time.Millisecond {
+			t.Errorf("gap %d = %s, want about %s", i, gap.Round(time.Millisecond), want)
+		}
+	}
+	g1, g2, g3 := starts[1].Sub(starts[0]), starts[2].Sub(starts[1]), starts[3].Sub(starts[2])
+	if !(g1 < g2 && g2 < g3) {
+		t.Errorf("gaps %s, %s, %s do not grow", g1, g2, g3)
+	}
+	if r := float64(g3) / float64(g1); r < 1.6 || r > 2.8 {
+		t.Errorf("third gap / first gap = %.2f, want about 1.5² = 2.25", r)
+	}
+	log := tail(t, p)
+	for _, want := range []string{"restarting in 200ms", "restarting in 300ms", "restarting in 450ms", "errored: 4 unstable restarts"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+
+	// Errored stays down: the next delay would have been 675 ms.
+	time.Sleep(900 * time.Millisecond)
+	if n := len(readLines(t, file)); n != 4 {
+		t.Fatalf("%d starts after errored, want still 4", n)
+	}
+	if st := p.Info().Status; st != Errored {
+		t.Fatalf("status = %s, want still errored", st)
+	}
+
+	// Start again: fresh counters, a full crash loop again.
+	p.Start()
+	if info := p.Info(); info.Unstable != 0 || info.Reason != "" {
+		t.Errorf("after Start: Unstable = %d, Reason = %q, want reset", info.Unstable, info.Reason)
+	}
+	waitFor(t, 3*time.Second, "a new start", func() bool { return len(readLines(t, file)) > 4 })
+	info = waitStatus(t, p, Errored, 5*time.Second)
+	if n := len(readLines(t, file)); n != 8 {
+		t.Errorf("%d starts in all, want 8", n)
+	}
+	if info.Unstable != 4 || info.Restarts != 6 {
+		t.Errorf("second loop: Unstable = %d, Restarts = %d, want 4 and 6", info.Unstable, info.Restarts)
+	}
+}
+
+func TestStableExitResetsUnstableAndBackoff(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	counter := filepath.Join(t.TempDir(), "n")
+	pol := fastPolicy()
+	pol.MaxRestarts = 3
+	pol.MinUptime = 200 * time.Millisecond
+	pol.StableUptime = 400 * time.Millisecond
+	pol.RestartDelay = 50 * time.Millisecond
+	// Runs 1 and 2 crash at once (unstable), run 3 is up 0.5 s (stable, and
+	// long enough to reset the backoff), run 4 crashes at once, run 5 on
+	// are up 0.3 s (stable, but not long enough to reset the backoff).
+	script := `n=$(cat "$F" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$F"
+case $n in 1|2|4) exit 1;; 3) sleep 0.5; exit 1;; *) sleep 0.3; exit 1;; esac`
+	p := add(t, s, shSpec("stable", script, pol, "F="+counter))
+	count := func() int {
+		b, _ := os.ReadFile(counter)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+
+	p.Start()
+	waitFor(t, 3*time.Second, "the third run", func() bool { return count() >= 3 })
+	if info := p.Info(); info.Unstable != 2 {
+		t.Errorf("during run 3: Unstable = %d, want 2", info.Unstable)
+	}
+	waitFor(t, 3*time.Second, "the fourth run", func() bool { return count() >= 4 })
+	if info := p.Info(); info.Unstable != 0 || info.Status == Errored {
+		t.Errorf("after a stable run: Unstable = %d, Status = %s, want 0 and not errored", info.Unstable, info.Status)
+	}
+	// Without the reset, run 4 would be the third unstable exit: errored.
+	waitFor(t, 3*time.Second, "the sixth run", func() bool { return count() >= 6 })
+	info := p.Info()
+	if info.Status == Errored || info.Unstable > 1 {
+		t.Errorf("Status = %s, Unstable = %d, want running with at most 1 unstable", info.Status, info.Unstable)
+	}
+	p.Stop()
+
+	var delays []string
+	for _, l := range strings.Split(tail(t, p), "\n") {
+		if _, d, ok := strings.Cut(l, "restarting in "); ok {
+			delays = append(delays, d)
+		}
+	}
+	// 50, 75, 112 ms; run 3 was up ≥ StableUptime: 50 again; then growing.
+	want := []string{"50ms", "75ms", "113ms", "50ms", "75ms"}
+	if len(delays) < len(want) || !slices.Equal(delays[:len(want)], want) {
+		t.Errorf("restart delays = %v, want them to start with %v", delays, want)
+	}
+}
+
+func TestStopFreesPortOfGrandchild(t *testing.T) {
+	testkit.NeedNode(t)
+	t.Parallel()
+	s := newSup(t, 0)
+	port := testkit.FreePort(t)
+	script := fmt.Sprintf(`node -e 'require("net").createServer().listen(%d, "127.0.0.1")' & wait`, port)
+	p := add(t, s, shSpec("port", script, fastPolicy()))
+	p.Start()
+	waitFor(t, 10*time.Second, "the grandchild to listen", func() bool { return !testkit.PortFree(port) })
+
+	leader, ok := p.Leader()
+	if !ok || leader.PID != p.Info().PID {
+		t.Fatalf("Leader() = %v, %v; Info().PID = %d", leader, ok, p.Info().PID)
+	}
+	var nodePID int
+	for _, pid := range procgroup.Descendants(leader.PID) {
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "node" {
+			nodePID = pid
+		}
+	}
+	if nodePID == 0 {
+		t.Fatal("no node process under the leader")
+	}
+
+	start := time.Now()
+	p.Stop()
+	took := time.Since(start)
+	if !testkit.PortFree(port) {
+		t.Error("port still taken right after Stop returned")
+	}
+	if procgroup.GroupAlive(leader.PID) {
+		t.Error("process group still alive after Stop")
+	}
+	if !pidGone(nodePID) {
+		t.Errorf("node %d still exists after Stop", nodePID)
+	}
+	if !pidGone(leader.PID) {
+		t.Errorf("leader %d still exists after Stop", leader.PID)
+	}
+	if took > 400*time.Millisecond {
+		t.Errorf("Stop took %s; SIGTERM should have ended it well before the kill timeout", took)
+	}
+	if info := p.Info(); info.Status != Stopped || info.PID != 0 {
+		t.Errorf("after Stop: %+v", info)
+	}
+}
+
+func TestStopKillsAfterKillTimeout(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	dir := t.TempDir()
+	pol := fastPolicy()
+	pol.KillTimeout = 500 * time.Millisecond
+	script := `trap "" TERM; touch "$F"; while :; do sleep 0.05; done`
+	p := add(t, s, shSpec("stubborn", script, pol, "F="+filepath.Join(dir, "a")))
+	p.Start()
+	waitFor(t, 3*time.Second, "the trap", func() bool { _, err := os.Stat(filepath.Join(dir, "a")); return err == nil })
+	leader, _ := p.Leader()
+
+	start := time.Now()
+	p.Stop()
+	took := time.Since(start)
+	if took < pol.KillTimeout || took > pol.KillTimeout+1500*time.Millisecond {
+		t.Errorf("Stop took %s, want between %s and %s", took, pol.KillTimeout, pol.KillTimeout+1500*time.Millisecond)
+	}
+	if procgroup.GroupAlive(leader.PID) || !pidGone(leader.PID) {
+		t.Error("the group survived Stop")
+	}
+	if log := tail(t, p); !strings.Contains(log, "sending SIGKILL") {
+		t.Errorf("log lacks the SIGKILL note:\n%s", log)
+	}
+
+	// StopWithin shortens the wait.
+	pol.KillTimeout = 5 * time.Second
+	q := add(t, s, shSpec("stubborn2", script, pol, "F="+filepath.Join(dir, "b")))
+	q.Start()
+	waitFor(t, 3*time.Second, "the trap", func() bool { _, err := os.Stat(filepath.Join(dir, "b")); return err == nil })
+	start = time.Now()
+	q.StopWithin(200 * time.Millisecond)
+	took = time.Since(start)
+	if took < 200*time.Millisecond || took > 1200*time.Millisecond {
+		t.Errorf("StopWithin(200ms) took %s", took)
+	}
+	if q.Info().Status != Stopped {
+		t.Errorf("status = %s after StopWithin", q.Info().Status)
+	}
+}
+
+// comm returns the command name of pid, or "".
+func comm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
+}
+
+// escapee waits for a descendant of the process that left its process group.
+func escapee(t *testing.T, p *Process, name string) int {
+	t.Helper()
+	leader, ok := p.Leader()
+	if !ok {
+		t.Fatal("no leader")
+	}
+	var pid int
+	waitFor(t, 5*time.Second, "a descendant in its own session", func() bool {
+		for _, d := range procgroup.Descendants(leader.PID) {
+			if pg, err := syscall.Getpgid(d); err == nil && pg != leader.PID && comm(d) == name {
+				pid = d
+				return true
+			}
+		}
+		return false
+	})
+	return pid
+}
+
+func TestStopKillsDescendantThatLeftTheGroup(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	p := add(t, s, shSpec("setsid", `setsid sleep 100 & sleep 100`, fastPolicy()))
+	p.Start()
+	pid := escapee(t, p, "sleep")
+	p.Stop()
+	if !pidGone(pid) {
+		t.Errorf("setsid'd sleep %d survived Stop", pid)
+	}
+}
+
+func TestStopKillsStubbornDescendantThatLeftTheGroup(t *testing.T) {
+	testkit.NeedNode(t)
+	t.Parallel()
+	s := newSup(t, 0)
+	port := testkit.FreePort(t)
+	pol := fastPolicy()
+	pol.KillTimeout = 300 * time.Millisecond
+	script := fmt.Sprintf(`setsid node -e 'process.on("SIGTERM", () => {}); require("net").createServer().listen(%d, "127.0.0.1")' & sleep 100`, port)
+	p := add(t, s, shSpec("setsid-node", script, pol))
+	p.Start()
+	pid := escapee(t, p, "node")
+	waitFor(t, 10*time.Second, "node to listen", func() bool { return !testkit.PortFree(port) })
+	p.Stop()
+	if !testkit.PortFree(port) {
+		t.Error("port still taken right after Stop returned")
+	}
+	if !pidGone(pid) {
+		t.Errorf("setsid'd node %d still exists right after Stop returned", pid)
+	}
+}
+
+func TestLeaderExitTakesItsGroupAlong(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.Autorestart = false
+	p := add(t, s, shSpec("leftover", `sleep 100 & echo $! > "$F"; exit 0`, pol, "F="+filepath.Join(t.TempDir(), "pid")))
+	p.Start()
+	waitStatus(t, p, Stopped, 3*time.Second)
+	b, err := os.ReadFile(strings.TrimPrefix(p.Spec().Env[len(p.Spec().Env)-1], "F="))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid == 0 || !pidGone(pid) {
+		t.Errorf("background sleep %d outlived its exited leader", pid)
+	}
+}
+
+func TestMaxMemoryRestart(t *testing.T) {
+	testkit.NeedNode(t)
+	t.Parallel()
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.MaxMemory = 50 << 20
+	pol.MaxRestarts = 0
+	p := add(t, s, Spec{
+		Name:    "hog",
+		Command: []string{"node", "-e", `const a=[];for(let i=0;i<150;i++)a.push(Buffer.alloc(1<<20,1));setInterval(()=>{},1000)`},
+		Policy:  pol,
+	})
+	p.Start()
+	waitFor(t, 10*time.Second, "a memory restart", func() bool { return p.Info().Restarts >= 1 })
+	waitFor(t, 2*time.Second, "the log line", func() bool { return strings.Contains(tail(t, p), "max_memory_restart") })
+	log := tail(t, p)
+	if !regexp.MustCompile(`max_memory_restart: \d+\.\d MiB > 50\.0 MiB`).MatchString(log) {
+		t.Errorf("log lacks the memory restart reason:\n%s", log)
+	}
+	p.Stop()
+	if st := p.Info().Status; st != Stopped {
+		t.Errorf("status = %s after Stop", st)
+	}
+}
+
+func TestAutorestartOff(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.Autorestart = false
+	file := filepath.Join(t.TempDir(), "starts")
+	p := add(t, s, shSpec("once", `echo x >> "$F"; exit 3`, pol, "F="+file))
+	p.Start()
+	info := waitStatus(t, p, Stopped, 3*time.Second)
+	if info.Reason != "exited and autorestart is off" {
+		t.Errorf("Reason = %q", info.Reason)
+	}
+	if info.LastExit != "exit code 3" || info.ExitCode != 3 || info.Restarts != 0 || info.PID != 0 {
+		t.Errorf("info = %+v", info)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if n := len(readLines(t, file)); n != 1 || p.Info().Status != Stopped {
+		t.Errorf("%d starts, status %s; want 1 and still stopped", n, p.Info().Status)
+	}
+}
+
+var timestamped = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z `)
+
+func TestOutputReachesLogFiles(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	secret := "s3cr3t-Value-42"
+	spec := shSpec("app", `echo "to stdout token=$TOKEN"; echo "to stderr" >&2; sleep 100`, fastPolicy(), "TOKEN="+secret)
+	spec.Secrets = []string{secret}
+	p := add(t, s, spec)
+	p.Start()
+	out, errPath, combined := p.Logs().Paths()
+	dir := filepath.Dir(out)
+	if out != filepath.Join(dir, "app-out.log") || errPath != filepath.Join(dir, "app-error.log") || combined != filepath.Join(dir, "app.log") {
+		t.Fatalf("paths = %s, %s, %s", out, errPath, combined)
+	}
+	has := func(path, s string) bool { return strings.Contains(strings.Join(readLines(t, path), "\n"), s) }
+	waitFor(t, 3*time.Second, "both lines in the combined log", func() bool {
+		return has(combined, "to stdout") && has(combined, "to stderr")
+	})
+	if !has(out, "to stdout token=********") || has(out, "to stderr") {
+		t.Errorf("out log:\n%s", strings.Join(readLines(t, out), "\n"))
+	}
+	if !has(errPath, "to stderr") || has(errPath, "to stdout") {
+		t.Errorf("error log:\n%s", strings.Join(readLines(t, errPath), "\n"))
+	}
+	p.Stop()
+	for _, path := range []string{out, errPath, combined} {
+		if has(path, secret) {
+			t.Errorf("%s holds the secret", path)
+		}
+		for _, l := range readLines(t, path) {
+			if !timestamped.MatchString(l) {
+				t.Errorf("%s: line without timestamp: %q", path, l)
+			}
+		}
+	}
+
+	// A process with the same Log shares the files.
+	q := add(t, s, Spec{Name: "app-v2", Log: "app", Command: []string{"true"}, Policy: fastPolicy()})
+	if q.Logs() != p.Logs() {
+		t.Error("a second process with Log \"app\" got other log files")
+	}
+	if _, err := s.Add(Spec{Name: "bad/name", Command: []string{"true"}}); err == nil {
+		t.Error("Add accepted a name that is no valid log file name")
+	}
+}
+
+func TestLastOutputIsLoggedBeforeTheExit(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.Autorestart = false
+	// Fill the pipe so the log pump lags behind when the process exits.
+	p := add(t, s, shSpec("burst", `seq 1 30000; echo LAST-WORDS; exit 2`, pol))
+	p.Start()
+	waitStatus(t, p, Stopped, 5*time.Second)
+	lines, err := p.Logs().Tail(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 3 || !strings.HasSuffix(lines[0], " 30000") || !strings.HasSuffix(lines[1], " LAST-WORDS") ||
+		!strings.Contains(lines[2], "[slotagent] exit code 2") {
+		t.Errorf("once stopped, the log ends with:\n%s\nwant 30000, LAST-WORDS, then the exit note", strings.Join(lines, "\n"))
+	}
+}
+
+func TestStatusTransitions(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.KillTimeout = 300 * time.Millisecond
+	file := filepath.Join(t.TempDir(), "ready")
+	p := add(t, s, shSpec("states", `trap "" TERM; touch "$F"; while :; do sleep 0.05; done`, pol, "F="+file))
+	if info := p.Info(); info.Status != Stopped || info.Name != "states" {
+		t.Fatalf("new process: %+v", info)
+	}
+	for len(s.Changes()) > 0 {
+		<-s.Changes()
+	}
+
+	var (
+		mu   sync.Mutex
+		seen []Status
+		bad  []string
+	)
+	quit, recDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(recDone)
+		for {
+			info := p.Info()
+			mu.Lock()
+			if len(seen) == 0 || seen[len(seen)-1] != info.Status {
+				seen = append(seen, info.Status)
+			}
+			if (info.Status == Online) != (info.PID != 0) {
+				bad = append(bad, fmt.Sprintf("%s with PID %d", info.Status, info.PID))
+			}
+			mu.Unlock()
+			select {
+			case <-quit:
+				return
+			default:
+			}
+		}
+	}()
+
+	p.Start()
+	select {
+	case <-s.Changes():
+	case <-time.After(time.Second):
+		t.Error("Changes() did not fire on start")
+	}
+	info := waitStatus(t, p, Online, 3*time.Second)
+	if info.PID == 0 || info.StartedAt.IsZero() || info.Uptime() <= 0 {
+		t.Errorf("online: %+v", info)
+	}
+	groups := s.Groups()
+	if id, ok := groups["states"]; !ok || id.PID != info.PID || id.StartTime == 0 || !id.Alive() {
+		t.Errorf("Groups() = %v while online with PID %d", groups, info.PID)
+	}
+	waitFor(t, 3*time.Second, "the trap", func() bool { _, err := os.Stat(file); return err == nil })
+	for len(s.Changes()) > 0 {
+		<-s.Changes()
+	}
+
+	stopped := make(chan struct{})
+	go func() { p.Stop(); close(stopped) }()
+	waitStatus(t, p, Stopping, time.Second)
+	<-stopped
+	close(quit)
+	<-recDone
+	select {
+	case <-s.Changes():
+	default:
+		t.Error("Changes() did not fire on stop")
+	}
+	if info := p.Info(); info.Status != Stopped || info.PID != 0 || info.Uptime() != 0 {
+		t.Errorf("stopped: %+v", info)
+	}
+	if g := s.Groups(); len(g) != 0 {
+		t.Errorf("Groups() = %v after stop", g)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	want := []Status{Stopped, Launching, Online, Stopping, Stopped}
+	if !slices.Equal(seen, want) {
+		t.Errorf("statuses = %v, want %v", seen, want)
+	}
+	if len(bad) > 0 {
+		t.Errorf("PID inconsistent with status: %v", bad[:min(len(bad), 5)])
+	}
+}
+
+func TestGroupsForgetsExitedLeader(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.RestartDelay = 2 * time.Second // long waiting-restart
+	pol.MaxRestartDelay = 2 * time.Second
+	p := add(t, s, shSpec("gone", `exit 1`, pol))
+	p.Start()
+	waitStatus(t, p, WaitingRestart, 3*time.Second)
+	if id, ok := s.Groups()["gone"]; ok {
+		t.Errorf("Groups() lists %v while waiting to restart; that leader is gone", id)
+	}
+	if id, ok := p.Leader(); ok {
+		t.Errorf("Leader() = %v while waiting to restart", id)
+	}
+}
+
+func TestSampling(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 100*time.Millisecond)
+	p := add(t, s, shSpec("busy", `while :; do :; done`, fastPolicy()))
+	p.Start()
+	var info Info
+	waitFor(t, 2*time.Second, "CPU > 20 and memory > 0", func() bool {
+		info = p.Info()
+		return info.CPU > 20 && info.Memory > 0
+	})
+	if info.CPU > 150 {
+		t.Errorf("CPU = %.0f%% for one busy thread", info.CPU)
+	}
+	p.Stop()
+	if info := p.Info(); info.CPU != 0 || info.Memory != 0 {
+		t.Errorf("after stop: CPU %.1f, memory %d", info.CPU, info.Memory)
+	}
+}
+
+func TestAddAndBadCommands(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	add(t, s, shSpec("dup", "true", fastPolicy()))
+	if _, err := s.Add(shSpec("dup", "true", fastPolicy())); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("duplicate Add: err = %v", err)
+	}
+	if got, ok := s.Get("dup"); !ok || got.Spec().Name != "dup" {
+		t.Error("Get(dup) failed")
+	}
+
+	empty := add(t, s, Spec{Name: "empty", Policy: fastPolicy()})
+	empty.Start()
+	info := waitStatus(t, empty, Errored, time.Second)
+	if !strings.Contains(info.Reason, "empty command") {
+		t.Errorf("empty command: Reason = %q", info.Reason)
+	}
+	if info.Restarts != 0 {
+		t.Errorf("empty command restarted %d times", info.Restarts)
+	}
+
+	// A missing executable with autorestart off is not silently retried.
+	pol := fastPolicy()
+	pol.Autorestart = false
+	missing := add(t, s, Spec{Name: "missing", Command: []string{"/nonexistent/app"}, Policy: pol})
+	missing.Start()
+	info = waitStatus(t, missing, Errored, time.Second)
+	if !strings.Contains(info.Reason, "/nonexistent/app") || info.Restarts != 0 || info.LastExit != "failed to start" {
+		t.Errorf("missing, no autorestart: %+v", info)
+	}
+
+	// With autorestart it is retried, and the reason still says why.
+	pol = fastPolicy()
+	pol.MaxRestarts = 2
+	pol.RestartDelay = 20 * time.Millisecond
+	retried := add(t, s, Spec{Name: "retried", Command: []string{"/nonexistent/app"}, Policy: pol})
+	retried.Start()
+	info = waitStatus(t, retried, Errored, 2*time.Second)
+	if !strings.Contains(info.Reason, "unstable restarts") || !strings.Contains(info.Reason, "/nonexistent/app") {
+		t.Errorf("missing, autorestart: Reason = %q", info.Reason)
+	}
+
+	if names := len(s.List()); names != 4 {
+		t.Errorf("List() has %d processes, want 4", names)
+	}
+	s.Remove("empty", 0)
+	if _, ok := s.Get("empty"); ok {
+		t.Error("Remove did not forget the process")
+	}
+}
+
+func TestConcurrentStops(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	for round := range 5 {
+		p := add(t, s, shSpec(fmt.Sprintf("multi%d", round), `sleep 100`, fastPolicy()))
+		p.Start()
+		waitStatus(t, p, Online, 3*time.Second)
+		var wg sync.WaitGroup
+		gate := make(chan struct{})
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				p.Stop()
+				if st := p.Info().Status; st != Stopped {
+					t.Errorf("Stop returned with status %s", st)
+				}
+			}()
+		}
+		close(gate)
+		wg.Wait()
+	}
+}
+
+func TestRestart(t *testing.T) {
+	t.Parallel()
+	s := newSup(t, 0)
+	p := add(t, s, shSpec("re", `sleep 100`, fastPolicy()))
+	p.Start()
+	first := waitStatus(t, p, Online, 3*time.Second)
+	p.Restart()
+	second := waitStatus(t, p, Online, 3*time.Second)
+	if second.PID == first.PID || second.Restarts != 1 {
+		t.Errorf("after Restart: PID %d → %d, Restarts %d", first.PID, second.PID, second.Restarts)
+	}
+	if !pidGone(first.PID) {
+		t.Errorf("old PID %d still exists", first.PID)
+	}
+}
+
+func TestCloseStopsEverything(t *testing.T) {
+	t.Parallel()
+	s := New(filepath.Join(t.TempDir(), "logs"), logs.Options{}, 50*time.Millisecond)
+	var pids []int
+	for i := range 3 {
+		pol := fastPolicy()
+		pol.KillTimeout = 10 * time.Second
+		p, err := s.Add(shSpec(fmt.Sprintf("c%d", i), `trap "" TERM; while :; do sleep 0.05; done`, pol))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Start()
+		pids = append(pids, waitStatus(t, p, Online, 3*time.Second).PID)
+	}
+	time.Sleep(100 * time.Millisecond) // let the traps be set
+	start := time.Now()
+	s.Close(300 * time.Millisecond)
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("Close(300ms) of three stubborn processes took %s", took)
+	}
+	for _, pid := range pids {
+		if procgroup.GroupAlive(pid) {
+			t.Errorf("group %d survived Close", pid)
+		}
+	}
+	if n := len(s.List()); n != 0 {
+		t.Errorf("%d processes left after Close", n)
+	}
+}
