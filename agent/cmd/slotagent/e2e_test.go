@@ -426,3 +426,118 @@ func TestOneAgentPerDataDir(t *testing.T) {
 		t.Fatal("the first agent was disturbed")
 	}
 }
+
+// TestShutdownFitsDockerStopTimeout: an app that ignores SIGTERM, with a
+// kill timeout longer than Docker's 10 s, still lets the agent exit 0 in time.
+func TestShutdownFitsDockerStopTimeout(t *testing.T) {
+	testkit.NeedNode(t)
+	a := newAgent(t)
+	dir := testkit.WriteApp(t, `process.on('SIGTERM', () => console.log('ignoring SIGTERM'));
+require('http').createServer((q, s) => s.end('stubborn')).listen(Number(process.env.PORT), '127.0.0.1');`)
+	st := state.New()
+	st.Slots["b"] = &state.Slot{Desired: state.DesiredRunning, Current: "r1",
+		Releases: []state.Release{{ID: "r1", Dir: dir, Command: "node server.js"}}}
+	if err := state.Save(filepath.Join(a.dataDir, "state.json"), st); err != nil {
+		t.Fatal(err)
+	}
+	a.start("SLOTAGENT_KILL_TIMEOUT=30s")
+	testkit.WaitHTTP(t, a.url("b", "/"), 200, 10*time.Second)
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d := a.wait(15 * time.Second)
+	if code := a.cmd.ProcessState.ExitCode(); code != 0 || d > 9*time.Second {
+		t.Fatalf("shutdown: exit %d after %s\n%s", code, d, a.stderr())
+	}
+	saved, err := state.Load(filepath.Join(a.dataDir, "state.json"))
+	if err != nil || saved.Slots["b"].Desired != state.DesiredRunning || len(saved.Groups) != 0 {
+		t.Fatalf("state after shutdown: %+v %v", saved, err)
+	}
+	t.Logf("shutdown with a SIGTERM-ignoring app took %s", d)
+}
+
+// TestAgentAsPID1 runs the agent as PID 1 of a new PID namespace, as in a
+// container, and stops it with SIGTERM as `docker stop` does.
+func TestAgentAsPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("unshare --pid needs root")
+	}
+	a := newAgent(t)
+	writeState(t, a.dataDir)
+	a.cmd = exec.Command("unshare", "--pid", "--fork", "--mount-proc", binary, "run")
+	a.cmd.Env = a.env
+	f, err := os.CreateTemp(t.TempDir(), "agent-stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.logFile, a.cmd.Stderr = f.Name(), f
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	a.exited = make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(a.exited) }()
+	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)
+	if _, pid := body(t, a.url("a", "/pid")); pid == "" || pid == "1" {
+		t.Fatalf("app pid in the namespace: %q", pid)
+	}
+	if _, about := body(t, a.url("admin", "/healthz")); !strings.Contains(about, `"pid": 1,`) {
+		t.Fatalf("agent is not PID 1: %s", about)
+	}
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", a.cmd.Process.Pid, a.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid1, err := strconv.Atoi(strings.TrimSpace(string(children)))
+	if err != nil {
+		t.Fatalf("children of unshare: %q", children)
+	}
+	if err := syscall.Kill(pid1, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.wait(10 * time.Second); d > 5*time.Second {
+		t.Fatalf("PID 1 shutdown took %s", d)
+	}
+	if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d\n%s", code, a.stderr())
+	}
+	if !strings.Contains(a.stderr(), "stopped cleanly") {
+		t.Fatalf("no clean stop:\n%s", a.stderr())
+	}
+}
+
+// TestAdminPortRefusesCrossOriginChanges: a page on a sibling origin cannot
+// drive the agent through the user's browser; the CLI's socket can.
+func TestAdminPortRefusesCrossOriginChanges(t *testing.T) {
+	a := newAgent(t)
+	a.start()
+	for name, hdr := range map[string][2]string{
+		"sec-fetch-site": {"Sec-Fetch-Site", "cross-site"},
+		"origin":         {"Origin", "https://slot-a--dev--alice.example.com"},
+	} {
+		req, _ := http.NewRequest("POST", a.url("admin", "/api/processes/a/stop"), nil)
+		req.Header.Set(hdr[0], hdr[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "cross-origin") {
+			t.Errorf("%s: %d %s", name, resp.StatusCode, b)
+		}
+	}
+	req, _ := http.NewRequest("POST", a.url("admin", "/api/restart/a"), nil)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("same-origin restart: %d", resp.StatusCode)
+	}
+	if code, _ := body(t, a.url("admin", "/api/nothing")); code != 404 {
+		t.Fatalf("unknown endpoint: %d", code)
+	}
+}
