@@ -220,7 +220,6 @@ func (s *Sink) publish(rec string) {
 			select {
 			case sub.ch <- marker:
 				sub.skipped = 0
-				continue
 			default:
 				sub.skipped++
 				continue

@@ -38,6 +38,36 @@ func payload(t *testing.T, rec string) string {
 	return line
 }
 
+// recv returns the next followed line, failing the test after a timeout.
+func recv(t *testing.T, next <-chan string) string {
+	t.Helper()
+	select {
+	case rec, ok := <-next:
+		if !ok {
+			t.Fatal("follow channel closed")
+		}
+		return rec
+	case <-time.After(10 * time.Second):
+		t.Fatal("no followed line within 10s")
+		return ""
+	}
+}
+
+// closedSoon reports whether next is closed (after draining buffered lines) within 5s.
+func closedSoon(next <-chan string) bool {
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-next:
+			if !ok {
+				return true
+			}
+		case <-timeout:
+			return false
+		}
+	}
+}
+
 // readLines returns the payloads of every line of the log file at path.
 func readLines(t *testing.T, path string) []string {
 	t.Helper()
@@ -281,7 +311,7 @@ func TestSecrets(t *testing.T) {
 	defer cancel()
 	io.WriteString(s.Writer(Stdout), "pw=hunter22 again=hunter22xyz short=abc\n")
 	want := "pw=******** again=******** short=abc"
-	if got := payload(t, <-next); got != want {
+	if got := payload(t, recv(t, next)); got != want {
 		t.Errorf("followed line = %q, want %q", got, want)
 	}
 	out, _, combined := s.Paths()
@@ -292,7 +322,7 @@ func TestSecrets(t *testing.T) {
 	}
 	s.SetSecrets(nil)
 	io.WriteString(s.Writer(Stdout), "pw=hunter22\n")
-	if got := payload(t, <-next); got != "pw=hunter22" {
+	if got := payload(t, recv(t, next)); got != "pw=hunter22" {
 		t.Errorf("after clearing secrets: %q", got)
 	}
 }
@@ -343,13 +373,13 @@ func TestFollow(t *testing.T) {
 	io.WriteString(w, "d\n")
 	io.WriteString(s.Writer(Stderr), "e\n")
 	for _, want := range []string{"d", "e"} {
-		if got := payload(t, <-next); got != want {
+		if got := payload(t, recv(t, next)); got != want {
 			t.Errorf("followed %q, want %q", got, want)
 		}
 	}
 	cancel()
 	cancel() // idempotent
-	if _, ok := <-next; ok {
+	if !closedSoon(next) {
 		t.Error("channel still open after cancel")
 	}
 
@@ -363,15 +393,15 @@ func TestFollow(t *testing.T) {
 			fmt.Fprintf(w, "n%d\n", i)
 		}
 		for i := range followBuf {
-			if got, want := payload(t, <-next), fmt.Sprintf("n%d", i); got != want {
+			if got, want := payload(t, recv(t, next)), fmt.Sprintf("n%d", i); got != want {
 				t.Fatalf("got %q, want %q", got, want)
 			}
 		}
 		io.WriteString(w, "after\n")
-		if got := payload(t, <-next); got != "[slotagent] 10 lines skipped" {
+		if got := payload(t, recv(t, next)); got != "[slotagent] 10 lines skipped" {
 			t.Errorf("got %q, want the skipped marker", got)
 		}
-		if got := payload(t, <-next); got != "after" {
+		if got := payload(t, recv(t, next)); got != "after" {
 			t.Errorf("got %q, want %q", got, "after")
 		}
 	})
@@ -406,7 +436,7 @@ func TestFollow(t *testing.T) {
 			t.Fatalf("only %d initial lines", i)
 		}
 		for ; i < total; i++ {
-			if got := payload(t, <-next); got != strconv.Itoa(i) {
+			if got := payload(t, recv(t, next)); got != strconv.Itoa(i) {
 				t.Fatalf("followed %q, want %d", got, i)
 			}
 		}
@@ -424,7 +454,7 @@ func TestFollow(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := <-next; ok {
+		if !closedSoon(next) {
 			t.Error("channel still open after Close")
 		}
 		cancel() // safe after Close
