@@ -36,6 +36,9 @@ type About struct {
 	DataDir   string    `json:"data_dir"`
 	LogDir    string    `json:"log_dir"`
 	StatePath string    `json:"state_path"`
+	// Warnings are problems found at start, such as a state file that was
+	// unusable and moved aside.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Backend is what the API needs from the agent.

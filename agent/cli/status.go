@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -194,6 +196,11 @@ func runChecks(dir string) []check {
 		return []check{{"agent answering on " + c.socket, err}}
 	}
 	checks := []check{{"agent answering on " + c.socket, nil}}
+	var warned error
+	if len(about.Warnings) > 0 {
+		warned = errors.New(strings.Join(about.Warnings, "; "))
+	}
+	checks = append(checks, check{"no problems at start", warned})
 	var list admin.ProcessList
 	if err := c.getJSON("GET", "/api/processes", &list); err != nil {
 		return append(checks, check{"process list", err})

@@ -27,6 +27,7 @@ func (a *Agent) About() admin.About {
 		DataDir:   a.cfg.DataDir,
 		LogDir:    a.cfg.LogDir(),
 		StatePath: a.cfg.StatePath(),
+		Warnings:  a.warnings,
 	}
 }
 

@@ -49,6 +49,8 @@ type Agent struct {
 	stateMu sync.Mutex // guards st and serialises saves
 	st      *state.State
 
+	warnings []string // problems found at start, shown by /healthz and validate
+
 	quit      chan struct{}
 	saverDone chan struct{}
 }
@@ -115,20 +117,33 @@ func (a *Agent) lockDataDir() error {
 	return nil
 }
 
+// loadState reads the state file. A file that cannot be used is moved
+// aside (never deleted) and the agent starts empty with a visible warning:
+// as the container's entrypoint it must come up, or nobody can get in to
+// repair anything.
 func (a *Agent) loadState() error {
-	st, err := state.Load(a.cfg.StatePath())
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		a.log.Info("first boot: no state file", "path", a.cfg.StatePath())
-		st = state.New()
-	case err != nil:
-		return fmt.Errorf("state file: %w (move it away to start empty)", err)
-	default:
-		if err := state.Validate(st); err != nil {
-			return fmt.Errorf("state file %s: %w", a.cfg.StatePath(), err)
-		}
+	path := a.cfg.StatePath()
+	st, err := state.Load(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		a.log.Info("first boot: no state file", "path", path)
+		a.st = state.New()
+		return nil
 	}
-	a.st = st
+	if err == nil {
+		err = state.Validate(st)
+	}
+	if err == nil {
+		a.st = st
+		return nil
+	}
+	aside := fmt.Sprintf("%s.broken-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return fmt.Errorf("state file %s is unusable (%v) and cannot be moved aside: %w", path, err, rerr)
+	}
+	msg := fmt.Sprintf("state file was unusable and was moved to %s; the slots start empty: %v", aside, err)
+	a.log.Error(msg)
+	a.warnings = append(a.warnings, msg)
+	a.st = state.New()
 	return nil
 }
 

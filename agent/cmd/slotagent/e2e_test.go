@@ -211,7 +211,7 @@ func TestFirstBootStatusValidateAndCleanStop(t *testing.T) {
 		t.Fatalf("unknown slot: %d %s", code, b)
 	}
 	out, _, code = a.cli("validate")
-	if code != 0 || !strings.Contains(out, "all 15 checks passed") {
+	if code != 0 || !strings.Contains(out, "all 16 checks passed") {
 		t.Fatalf("validate: %d\n%s", code, out)
 	}
 	if _, errOut, code := a.cli("stop", "x"); code != 1 || !strings.Contains(errOut, `unknown slot "x"`) {
@@ -539,5 +539,78 @@ func TestAdminPortRefusesCrossOriginChanges(t *testing.T) {
 	}
 	if code, _ := body(t, a.url("admin", "/api/nothing")); code != 404 {
 		t.Fatalf("unknown endpoint: %d", code)
+	}
+}
+
+// TestBrokenReleasesFallBackToThePlaceholder: a release gone from disk and a
+// release that crash-loops leave the agent up, with the error visible, and
+// validate names what fails.
+func TestBrokenReleasesFallBackToThePlaceholder(t *testing.T) {
+	a := newAgent(t)
+	st := state.New()
+	st.Slots["a"] = &state.Slot{Desired: state.DesiredRunning, Current: "gone",
+		Releases: []state.Release{{ID: "gone", Dir: filepath.Join(t.TempDir(), "deleted"), Command: "node server.js"}}}
+	st.Slots["c"] = &state.Slot{Desired: state.DesiredRunning, Current: "crash",
+		Releases: []state.Release{{ID: "crash", Dir: t.TempDir(), Command: "echo boom >&2; exit 2"}}}
+	if err := state.Save(filepath.Join(a.dataDir, "state.json"), st); err != nil {
+		t.Fatal(err)
+	}
+	a.start("SLOTAGENT_MAX_RESTARTS=3", "SLOTAGENT_MIN_UPTIME=500ms")
+
+	code, page := body(t, a.url("a", "/"))
+	if code != 200 || !strings.Contains(page, "ready for deployment") || !strings.Contains(page, "release gone could not be started") {
+		t.Fatalf("slot a: %d %s", code, page)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var row admin.ProcessRow
+	for time.Now().Before(deadline) {
+		row = a.processes().Processes[3]
+		if row.Status == "errored" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if row.Name != "slot-c" || row.Status != "errored" || !strings.Contains(row.Error, "unstable restarts") || row.Restarts < 2 {
+		t.Fatalf("slot c: %+v", row)
+	}
+	if code, _ := body(t, a.url("c", "/")); code != http.StatusServiceUnavailable {
+		t.Fatalf("errored slot answers %d, want 503", code)
+	}
+	if code, _ := body(t, a.url("admin", "/api/slots/c/health")); code != http.StatusServiceUnavailable {
+		t.Fatalf("health of errored slot: %d", code)
+	}
+	out, errOut, code := a.cli("validate")
+	if code != 1 || !strings.Contains(out, "FAIL  process slot-c online: status errored") || !strings.Contains(out, "FAIL  slot c port") ||
+		!strings.Contains(errOut, "checks failed") {
+		t.Fatalf("validate: %d\n%s%s", code, out, errOut)
+	}
+	logs, _, _ := a.cli("logs", "c")
+	if !strings.Contains(logs, "boom") || !strings.Contains(logs, "errored") {
+		t.Fatalf("slot c log:\n%s", logs)
+	}
+}
+
+// TestUnusableStateFileIsMovedAside: the agent still comes up (it is the
+// container's entrypoint), keeps the old file, and says what happened.
+func TestUnusableStateFileIsMovedAside(t *testing.T) {
+	a := newAgent(t)
+	path := filepath.Join(a.dataDir, "state.json")
+	if err := os.WriteFile(path, []byte(`{"version": 1, "slots": {"a": {"desired": "runn`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	aside, _ := filepath.Glob(path + ".broken-*")
+	if len(aside) != 1 {
+		t.Fatalf("moved-aside files: %v", aside)
+	}
+	if b, _ := os.ReadFile(aside[0]); !strings.Contains(string(b), `"runn`) {
+		t.Fatalf("the old file's content was not kept: %q", b)
+	}
+	out, _, code := a.cli("validate")
+	if code != 1 || !strings.Contains(out, "FAIL  no problems at start: state file was unusable and was moved to") {
+		t.Fatalf("validate: %d\n%s", code, out)
+	}
+	if list := a.processes(); list.Online != 6 {
+		t.Fatalf("agent not fully up: %+v", list)
 	}
 }
