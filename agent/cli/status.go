@@ -22,6 +22,7 @@ import (
 
 func statusCmd() *cobra.Command {
 	var asJSON bool
+	var metadataSlot string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show every process like `pm2 ls`; --json prints GET /api/processes",
@@ -30,6 +31,14 @@ func statusCmd() *cobra.Command {
 			var list admin.ProcessList
 			if err := newClient(dataDir(cmd)).getJSON("GET", "/api/processes", &list); err != nil {
 				return err
+			}
+			if metadataSlot != "" {
+				line, err := metadataLine(list, metadataSlot)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), line)
+				return nil
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -41,7 +50,40 @@ func statusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the shape of GET /api/processes)")
+	cmd.Flags().StringVar(&metadataSlot, "metadata", "", "print one short line about SLOT, for Coder's agent metadata")
 	return cmd
+}
+
+// metadataLine is one short line about a slot for the Coder dashboard, e.g.
+// "online · r2 · up 3m · 1 restarts" or "placeholder".
+func metadataLine(list admin.ProcessList, slot string) (string, error) {
+	for _, p := range list.Processes {
+		if p.Slot != slot {
+			continue
+		}
+		if p.Type != "app" {
+			if p.Error != "" {
+				return "placeholder · " + clip(p.Error, 60), nil
+			}
+			return "placeholder", nil
+		}
+		parts := []string{p.Status, p.Release}
+		if p.Status == "online" {
+			parts = append(parts, "up "+shortDuration(time.Duration(p.Uptime)*time.Millisecond))
+		}
+		if p.Restarts > 0 {
+			parts = append(parts, fmt.Sprintf("%d restarts", p.Restarts))
+		}
+		return strings.Join(parts, " · "), nil
+	}
+	return "", fmt.Errorf("unknown slot %q", slot)
+}
+
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 func printTable(w io.Writer, list admin.ProcessList) {

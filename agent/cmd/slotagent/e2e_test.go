@@ -331,6 +331,15 @@ func TestStopRestartLogsAndConfig(t *testing.T) {
 		t.Fatalf("bad format: %d %s", code, errOut)
 	}
 
+	if out, _, code = a.cli("status", "--metadata", "a"); code != 0 || !strings.HasPrefix(out, "online · r1 · up ") {
+		t.Fatalf("status --metadata a: %d %q", code, out)
+	}
+	if out, _, code = a.cli("status", "--metadata", "b"); code != 0 || out != "placeholder\n" {
+		t.Fatalf("status --metadata b: %d %q", code, out)
+	}
+	if _, errOut, code := a.cli("status", "--metadata", "q"); code != 1 || !strings.Contains(errOut, `unknown slot "q"`) {
+		t.Fatalf("status --metadata q: %d %q", code, errOut)
+	}
 	if out, _, code = a.cli("stop", "a"); code != 0 {
 		t.Fatalf("stop a: %d %s", code, out)
 	}
