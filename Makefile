@@ -23,8 +23,8 @@ test: lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # Benchmarks print numbers; they never run in make test.
-bench: build
-	$(GO) run ./scripts/bench
+bench:
+	$(GO) run ./agent/cmd/slotbench
 
 clean:
 	rm -rf bin $(RUN_DIR)
