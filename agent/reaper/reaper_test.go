@@ -2,6 +2,8 @@ package reaper
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -152,5 +154,34 @@ func TestReapsAsPID1(t *testing.T) {
 	b, _ := os.ReadFile(out.Name())
 	if !exit.Success() || !strings.Contains(string(b), "pid1 ok") {
 		t.Fatalf("as PID 1: %s\n%s", exit, b)
+	}
+}
+
+func TestOutputAndRunTo(t *testing.T) {
+	out, err := Output(context.Background(), exec.Command("sh", "-c", "echo hello; echo warn >&2"))
+	if err != nil || string(out) != "hello\n" {
+		t.Fatalf("Output = %q, %v", out, err)
+	}
+	_, err = Output(context.Background(), exec.Command("sh", "-c", "echo first >&2; echo 'fatal: bad' >&2; exit 128"))
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Exit.Code != 128 || ee.Error() != "exit code 128: first | fatal: bad" {
+		t.Fatalf("failing Output: %v", err)
+	}
+	// A grandchild left in the background must not keep RunTo waiting.
+	start := time.Now()
+	var buf bytes.Buffer
+	if err := RunTo(context.Background(), exec.Command("sh", "-c", "sleep 30 & echo done"), &buf, nil); err != nil || buf.String() != "done\n" {
+		t.Fatalf("RunTo = %q, %v", buf.String(), err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("RunTo waited for a background grandchild")
+	}
+	// Cancel kills the whole group.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	err = RunTo(ctx, exec.Command("sh", "-c", "sleep 30; echo never"), &buf, nil)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Fatalf("canceled RunTo: %v after %s", err, time.Since(start))
 	}
 }

@@ -1,0 +1,111 @@
+package reaper
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// ExitError is returned by RunTo and Output when the command ran but did
+// not exit with code 0.
+type ExitError struct {
+	Exit Exit
+	// Stderr holds the end of what the command wrote to stderr (Output only).
+	Stderr string
+}
+
+func (e *ExitError) Error() string {
+	if e.Stderr != "" {
+		return e.Exit.String() + ": " + e.Stderr
+	}
+	return e.Exit.String()
+}
+
+// RunTo runs cmd in its own process group with its stdout and stderr copied
+// to the writers (nil discards), and waits for it and for the copying to
+// finish. When ctx ends first, the whole group is killed and ctx's error is
+// returned. A non-zero exit is an *ExitError.
+func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	var copies sync.WaitGroup
+	var closers []*os.File
+	attach := func(w io.Writer) (*os.File, error) {
+		if w == nil {
+			w = io.Discard
+		}
+		r, pw, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, pw)
+		copies.Add(1)
+		go func() {
+			defer copies.Done()
+			defer r.Close()
+			_, _ = io.Copy(w, r)
+		}()
+		return pw, nil
+	}
+	var err error
+	if cmd.Stdout, err = attach(stdout); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	if cmd.Stderr, err = attach(stderr); err != nil {
+		closers[0].Close()
+		copies.Wait()
+		return fmt.Errorf("pipe: %w", err)
+	}
+	child, err := Start(cmd)
+	for _, f := range closers {
+		f.Close()
+	}
+	if err != nil {
+		copies.Wait()
+		return err
+	}
+	select {
+	case <-child.Done():
+	case <-ctx.Done():
+		_ = syscall.Kill(-child.Pid, syscall.SIGKILL)
+		<-child.Done()
+		copies.Wait()
+		return fmt.Errorf("%s: %w", cmd.Path, ctx.Err())
+	}
+	// Whatever the command left in its group must not hold the pipes open.
+	_ = syscall.Kill(-child.Pid, syscall.SIGKILL)
+	copies.Wait()
+	if exit := child.Exit(); !exit.Success() {
+		return &ExitError{Exit: exit}
+	}
+	return nil
+}
+
+// Output runs cmd like RunTo and returns its stdout; a non-zero exit is an
+// *ExitError carrying the last lines of stderr.
+func Output(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+	var out, errOut bytes.Buffer
+	err := RunTo(ctx, cmd, &out, &errOut)
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		ee.Stderr = lastLines(errOut.String(), 5)
+	}
+	return out.Bytes(), err
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
