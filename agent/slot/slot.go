@@ -15,6 +15,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,10 +67,11 @@ type Slot struct {
 
 // target is the app a slot proxies to.
 type target struct {
-	release Release
-	port    int
-	proc    *supervisor.Process
-	proxy   *httputil.ReverseProxy
+	release  Release
+	port     int
+	proc     *supervisor.Process
+	proxy    *httputil.ReverseProxy
+	inflight atomic.Int64 // requests being proxied to it
 }
 
 // Listen binds the slot's public port and starts serving the placeholder.
@@ -94,24 +96,31 @@ func (s *Slot) Config() Config { return s.cfg }
 // Addr is the address the slot listens on.
 func (s *Slot) Addr() net.Addr { return s.ln.Addr() }
 
-// Run starts release as the slot's app on a fresh internal port and sends
-// the slot's traffic to it, replacing the app that ran before.
-func (s *Slot) Run(rel Release) error {
-	if rel.Command == "" {
-		return errors.New("empty start command")
+// Candidate is a release started beside the slot's app: it runs on its own
+// internal port and gets no traffic until it is promoted.
+type Candidate struct{ t *target }
+
+// Port is the candidate's internal port (its PORT).
+func (c *Candidate) Port() int { return c.t.port }
+
+// Process is the candidate's supervised process.
+func (c *Candidate) Process() *supervisor.Process { return c.t.proc }
+
+// Launch starts rel on a fresh internal port without sending traffic to it.
+func (s *Slot) Launch(rel Release) (*Candidate, error) {
+	if strings.TrimSpace(rel.Command) == "" {
+		return nil, errors.New("empty start command")
 	}
 	if st, err := os.Stat(rel.Dir); err != nil || !st.IsDir() {
-		return fmt.Errorf("release %s: directory %s is missing", rel.ID, rel.Dir)
+		return nil, fmt.Errorf("release %s: directory %s is missing", rel.ID, rel.Dir)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(0)
 	port, err := freePort()
 	if err != nil {
-		return fmt.Errorf("choose an internal port: %w", err)
+		return nil, fmt.Errorf("choose an internal port: %w", err)
 	}
 	proc, err := s.sup.Add(supervisor.Spec{
-		Name:     ProcessName(s.cfg.Name),
+		Name:     ProcessName(s.cfg.Name) + "@" + rel.ID,
+		Log:      ProcessName(s.cfg.Name),
 		Command:  []string{"sh", "-c", rel.Command},
 		Dir:      rel.Dir,
 		Env:      s.appEnv(rel, port),
@@ -120,12 +129,41 @@ func (s *Slot) Run(rel Release) error {
 		Policy:   s.cfg.Policy,
 	})
 	if err != nil {
+		return nil, err
+	}
+	proc.Start()
+	return &Candidate{t: &target{release: rel, port: port, proc: proc, proxy: newProxy(port, s.unavailable)}}, nil
+}
+
+// Promote sends the slot's traffic to c, lets the requests in flight to the
+// previous app finish (up to drain), then stops the previous app.
+func (s *Slot) Promote(c *Candidate, drain time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.target.Swap(c.t)
+	s.errMsg.Store(nil)
+	if old == nil {
+		return
+	}
+	for deadline := time.Now().Add(drain); old.inflight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.sup.Remove(old.proc.Spec().Name, 0)
+}
+
+// Discard stops a candidate that was not promoted.
+func (s *Slot) Discard(c *Candidate) {
+	s.sup.Remove(c.t.proc.Spec().Name, 0)
+}
+
+// Run starts release as the slot's app and sends the slot's traffic to it
+// at once, replacing the app that ran before (no health gate: rehydrate).
+func (s *Slot) Run(rel Release) error {
+	c, err := s.Launch(rel)
+	if err != nil {
 		return err
 	}
-	t := &target{release: rel, port: port, proc: proc, proxy: newProxy(port, s.unavailable)}
-	s.target.Store(t)
-	s.errMsg.Store(nil)
-	proc.Start()
+	s.Promote(c, 0)
 	return nil
 }
 
@@ -134,12 +172,7 @@ func (s *Slot) Run(rel Release) error {
 func (s *Slot) Stop(grace time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.stopLocked(grace)
-}
-
-func (s *Slot) stopLocked(grace time.Duration) {
-	t := s.target.Swap(nil)
-	if t != nil {
+	if t := s.target.Swap(nil); t != nil {
 		s.sup.Remove(t.proc.Spec().Name, grace)
 	}
 }
@@ -234,11 +267,28 @@ var healthClient = &http.Client{Timeout: 3 * time.Second}
 
 // ServeHTTP serves the placeholder, the app, or the unavailable page.
 func (s *Slot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t := s.target.Load()
-	if t == nil {
-		s.placeholder(w, r)
+	for {
+		t := s.target.Load()
+		if t == nil {
+			s.placeholder(w, r)
+			return
+		}
+		t.inflight.Add(1)
+		// Counted first, checked second: a Promote that swapped in between
+		// is seen here, and one that swaps later waits for this request.
+		if s.target.Load() != t {
+			t.inflight.Add(-1)
+			continue
+		}
+		s.proxyTo(t, w, r)
 		return
 	}
+}
+
+// proxyTo serves one request from t; ReverseProxy may panic with
+// http.ErrAbortHandler, so the count is given back in a defer.
+func (s *Slot) proxyTo(t *target, w http.ResponseWriter, r *http.Request) {
+	defer t.inflight.Add(-1)
 	t.proxy.ServeHTTP(w, r)
 }
 

@@ -220,3 +220,79 @@ func TestRunRejectsBadReleases(t *testing.T) {
 		t.Fatal("a refused release changed the slot")
 	}
 }
+
+// TestPromoteWithoutDowntime: a client requesting in a loop while a second
+// release is launched, promoted and the first drained sees no failure, and
+// a slow request in flight to the old release completes.
+func TestPromoteWithoutDowntime(t *testing.T) {
+	s, base := newSlot(t)
+	testkit.NeedNode(t)
+	slowApp := strings.Replace(testkit.HelloApp, "if (req.url === '/pid')",
+		"if (req.url === '/slow') { setTimeout(() => res.end('slow done'), 700); return; }\n  if (req.url === '/pid')", 1)
+	dir := testkit.WriteApp(t, slowApp)
+	if err := s.Run(Release{ID: "r1", Dir: dir, Command: "node server.js", Env: map[string]string{"VERSION": "v1"}}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitHTTP(t, base+"/health", 200, 10*time.Second)
+
+	stop := make(chan struct{})
+	type result struct{ sent, failed, v1, v2 int }
+	done := make(chan result)
+	go func() {
+		var r result
+		client := &http.Client{Timeout: 5 * time.Second}
+		for {
+			select {
+			case <-stop:
+				done <- r
+				return
+			default:
+			}
+			r.sent++
+			resp, err := client.Get(base + "/")
+			if err != nil {
+				r.failed++
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode != 200:
+				r.failed++
+			case string(b) == "hello from a v1":
+				r.v1++
+			case string(b) == "hello from a v2":
+				r.v2++
+			}
+		}
+	}()
+	slow := make(chan string, 1)
+	go func() {
+		_, b := get(t, base+"/slow")
+		slow <- b
+	}()
+	time.Sleep(100 * time.Millisecond)
+
+	c, err := s.Launch(Release{ID: "r2", Dir: dir, Command: "node server.js", Env: map[string]string{"VERSION": "v2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", c.Port()), 200, 10*time.Second)
+	s.Promote(c, 5*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	r := <-done
+	if b := <-slow; b != "slow done" {
+		t.Fatalf("request in flight during the swap got %q", b)
+	}
+	if r.failed != 0 || r.v1 == 0 || r.v2 == 0 {
+		t.Fatalf("during promote: %+v", r)
+	}
+	if st := s.Status(); st.Release != "r2" {
+		t.Fatalf("serving %s after promote", st.Release)
+	}
+	if len(s.sup.List()) != 1 {
+		t.Fatalf("old release still supervised: %d processes", len(s.sup.List()))
+	}
+	t.Logf("requests during promote: %+v", r)
+}
