@@ -1,0 +1,176 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "slots.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExampleLoadsToTheDefaults(t *testing.T) {
+	fromExample, err := Load(writeFile(t, string(Example())), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromExample.AppHost != "*.coder.example.com" || defaults.AppHost != "" {
+		t.Fatalf("app_host: example %q, defaults %q", fromExample.AppHost, defaults.AppHost)
+	}
+	fromExample.AppHost = ""
+	if !reflect.DeepEqual(fromExample, defaults) {
+		t.Fatalf("the example differs from the defaults:\nexample:  %+v\ndefaults: %+v", fromExample, defaults)
+	}
+	if len(defaults.Slots) != 5 || defaults.Slots[4].Name != "e" || defaults.Slots[4].Port != 3005 || defaults.Slots[0].Slug != "slot-a" {
+		t.Fatalf("default slots: %+v", defaults.Slots)
+	}
+}
+
+func TestPrecedenceFlagsOverEnvOverFile(t *testing.T) {
+	file := writeFile(t, "app_host: '*.file.example.com'\nadmin:\n  port: 9100\ntemplate:\n  name: from-file\n")
+	t.Setenv("SLOTPROV_APP_HOST", "*.env.example.com")
+	t.Setenv("SLOTPROV_ADMIN_PORT", "9200")
+	t.Setenv("CODER_URL", "https://coder.env.example.com")
+	t.Setenv("CODER_SESSION_TOKEN", "tok-env")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	AddFlags(fs)
+	if err := fs.Parse([]string{"--admin-port", "9300", "--image-build-apt-packages", "jq,curl"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Template.Name != "from-file" || c.AppHost != "*.env.example.com" || c.Admin.Port != 9300 {
+		t.Fatalf("precedence: name %q app_host %q admin.port %d", c.Template.Name, c.AppHost, c.Admin.Port)
+	}
+	if c.Coder.URL != "https://coder.env.example.com" || c.Coder.SessionToken != "tok-env" {
+		t.Fatalf("coder: %+v", c.Coder)
+	}
+	if strings.Join(c.Image.Build.AptPackages, " ") != "jq curl" {
+		t.Fatalf("apt packages: %q", c.Image.Build.AptPackages)
+	}
+}
+
+func TestSlotsFromFile(t *testing.T) {
+	c, err := Load(writeFile(t, `
+slots:
+  - name: b
+    port: 4002
+    share: public
+  - name: a
+    slug: web
+    display_name: Web
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Slots) != 2 {
+		t.Fatalf("slots: %+v", c.Slots)
+	}
+	b, a := c.Slots[0], c.Slots[1]
+	if b.Name != "b" || b.Port != 4002 || b.Share != SharePublic || b.Slug != "slot-b" || b.DisplayName != "Slot B" {
+		t.Fatalf("slot b: %+v", b)
+	}
+	if a.Slug != "web" || a.DisplayName != "Web" || a.Port != 3001 {
+		t.Fatalf("slot a: %+v", a)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	cases := []struct {
+		name, file string
+		env        map[string]string
+		want       string
+	}{
+		{"malformed yaml", "slots: [\n  - name: a\n", nil, "slots.yaml: "},
+		{"unknown top key", "app_hots: '*.x.io'\n", nil, `app_hots: unknown key (did you mean app_host?)`},
+		{"unknown nested key", "admin:\n  prot: 9000\n", nil, `admin.prot: unknown key (did you mean admin.port?)`},
+		{"unknown slot key", "slots:\n  - name: a\n    prot: 3001\n", nil, `slots[0].prot: unknown key (did you mean slots[0].port?)`},
+		{"slots not a list", "slots: a\n", nil, "slots: want a list of slots"},
+		{"slot without name", "slots:\n  - port: 3001\n", nil, "slots[0].name: missing"},
+		{"unknown slot", "slots:\n  - name: f\n", nil, `slots[0].name: "f" is not a slot of slotagent (a, b, c, d, e)`},
+		{"duplicate slot name", "slots:\n  - name: a\n  - name: a\n    port: 3009\n", nil, `slots[1].name: slot "a" is already slots[0]`},
+		{"duplicate port", "slots:\n  - name: a\n  - name: b\n    port: 3001\n", nil, "slots[1].port: 3001 is already used by slots[0].port"},
+		{"port clashes with admin", "slots:\n  - name: a\n    port: 9000\n", nil, "slots[0].port: 9000 is already used by admin.port"},
+		{"port out of range", "slots:\n  - name: a\n    port: 70000\n", nil, "slots[0].port: 70000 is not a port"},
+		{"port not a number", "slots:\n  - name: a\n    port: http\n", nil, "slots[0].port: want a port number"},
+		{"numeric slug", "slots:\n  - name: a\n    slug: '8080'\n", nil, `slots[0].slug: "8080" is purely numeric`},
+		{"bad slug", "slots:\n  - name: a\n    slug: Slot_A\n", nil, `slots[0].slug: "Slot_A" is not a valid Coder app slug`},
+		{"duplicate slug", "slots:\n  - name: a\n    slug: admin\n", nil, `slots[0].slug: "admin" is already used by admin.slug`},
+		{"unknown share", "slots:\n  - name: a\n    share: everyone\n", nil, `slots[0].share: "everyone" is not owner, authenticated or public`},
+		{"app host without star", "app_host: coder.example.com\n", nil, `app_host: "coder.example.com" must contain exactly one *`},
+		{"app host with scheme", "app_host: 'https://*.coder.example.com'\n", nil, `app_host: "https://*.coder.example.com" is not a host name with a wildcard (no scheme`},
+		{"app host from env", "", map[string]string{"SLOTPROV_APP_HOST": "apps.example.com"}, `app_host: "apps.example.com" must contain exactly one *`},
+		{"url style", "app_url_style: long\n", nil, `app_url_style: "long" is not`},
+		{"template name", "template:\n  name: my template\n", nil, `template.name: "my template" is not a valid Coder name`},
+		{"coder url", "", map[string]string{"CODER_URL": "coder.example.com"}, `coder.url: "coder.example.com" is not an http(s) URL`},
+		{"image mode", "image:\n  mode: pull\n", nil, `image.mode: "pull" is not`},
+		{"image ref", "image:\n  ref: 'Not An Image'\n", nil, `image.ref: "Not An Image" is not an image reference`},
+		{"apt package", "image:\n  mode: build\n  build:\n    apt_packages: ['jq; rm -rf /']\n", nil, `image.build.apt_packages[0]: "jq; rm -rf /" is not a Debian package name`},
+		{"node major", "image:\n  mode: build\n  build:\n    node_major: 8\n", nil, "image.build.node_major: 8 is not"},
+		{"cpus", "resources:\n  cpus: lots\n", nil, `resources.cpus: "lots" is not a positive number`},
+		{"admin port type", "admin:\n  port: [1]\n", nil, "admin.port: want a whole number"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			file := ""
+			if tc.file != "" {
+				file = writeFile(t, tc.file)
+			}
+			_, err := Load(file, nil)
+			if err == nil {
+				t.Fatalf("no error; want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q; want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml does not exist (`slotprov init") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWriteExampleRefusesToOverwrite(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "slots.yaml")
+	if err := os.WriteFile(p, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteExample(p, false); err == nil || !strings.Contains(err.Error(), "exists (use --force") {
+		t.Fatalf("err = %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "mine" {
+		t.Fatalf("file changed: %q", b)
+	}
+	if err := WriteExample(p, true); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != string(Example()) {
+		t.Fatal("force did not write the example")
+	}
+}

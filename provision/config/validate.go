@@ -1,0 +1,191 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	agentconfig "github.com/coder-slots/coder-slots/agent/config"
+)
+
+var (
+	// nameRe is Coder's rule for template names (codersdk.NameValid).
+	nameRe = regexp.MustCompile(`^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$`)
+	// slugRe is Coder's rule for app slugs and agent names, lower case
+	// because they become host names.
+	slugRe = regexp.MustCompile(`^[a-z0-9](-?[a-z0-9])*$`)
+	// hostRe is a host name after its wildcard label, with an optional port.
+	hostRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
+	// labelRe is what may stand beside the * in the wildcard label.
+	labelRe = regexp.MustCompile(`^[a-z0-9-]*$`)
+	// imageRefRe is a Docker image reference: [host[:port]/]path[:tag][@digest].
+	imageRefRe = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
+	// aptRe is a Debian package name.
+	aptRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	cpusRe = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?$`)
+)
+
+// Validate checks every setting and returns the first problem, naming its key.
+func (c *Config) Validate() error {
+	checks := []func() error{c.checkTemplate, c.checkCoder, c.checkApps, c.checkSlots, c.checkImage, c.checkResources}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkTemplate() error {
+	n := c.Template.Name
+	if n == "" || len(n) > 32 || !nameRe.MatchString(n) {
+		return fmt.Errorf("template.name: %q is not a valid Coder name (1–32 letters, digits and single hyphens)", n)
+	}
+	return nil
+}
+
+func (c *Config) checkCoder() error {
+	if c.Coder.URL == "" {
+		return nil
+	}
+	u, err := url.Parse(c.Coder.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("coder.url: %q is not an http(s) URL", c.Coder.URL)
+	}
+	return nil
+}
+
+func (c *Config) checkApps() error {
+	if err := CheckAppHost(c.AppHost); err != nil && c.AppHost != "" {
+		return fmt.Errorf("app_host: %w", err)
+	}
+	switch c.AppURLStyle {
+	case "", URLStyleAgent, URLStyleShort:
+	default:
+		return fmt.Errorf("app_url_style: %q is not %q or %q", c.AppURLStyle, URLStyleAgent, URLStyleShort)
+	}
+	if !slugRe.MatchString(c.AgentName) || len(c.AgentName) > 32 {
+		return fmt.Errorf("agent_name: %q is not a valid Coder agent name (lower-case letters, digits and single hyphens)", c.AgentName)
+	}
+	if err := checkPort(c.Admin.Port); err != nil {
+		return fmt.Errorf("admin.port: %w", err)
+	}
+	return checkApp("admin", c.Admin.Slug, c.Admin.DisplayName, c.Admin.Share)
+}
+
+// CheckAppHost checks a wildcard app host such as "*.coder.example.com".
+func CheckAppHost(h string) error {
+	if h == "" {
+		return fmt.Errorf("empty (want the deployment's wildcard host, e.g. %q)", "*.coder.example.com")
+	}
+	if strings.Count(h, "*") != 1 {
+		return fmt.Errorf("%q must contain exactly one * (e.g. %q)", h, "*.coder.example.com")
+	}
+	first, rest, ok := strings.Cut(h, ".")
+	if !ok || !strings.Contains(first, "*") {
+		return fmt.Errorf("%q: the * must be in the first label (e.g. %q)", h, "*.coder.example.com")
+	}
+	if !labelRe.MatchString(strings.Replace(first, "*", "", 1)) || !hostRe.MatchString(rest) {
+		return fmt.Errorf("%q is not a host name with a wildcard (no scheme, lower case, e.g. %q)", h, "*.coder.example.com")
+	}
+	return nil
+}
+
+func checkApp(key, slug, display, share string) error {
+	if !slugRe.MatchString(slug) || len(slug) > 32 {
+		return fmt.Errorf("%s.slug: %q is not a valid Coder app slug (lower-case letters, digits and single hyphens)", key, slug)
+	}
+	if _, err := strconv.Atoi(slug); err == nil {
+		return fmt.Errorf("%s.slug: %q is purely numeric; Coder would take it for a port", key, slug)
+	}
+	if display == "" {
+		return fmt.Errorf("%s.display_name: empty", key)
+	}
+	switch share {
+	case ShareOwner, ShareAuthenticated, SharePublic:
+	default:
+		return fmt.Errorf("%s.share: %q is not %s, %s or %s", key, share, ShareOwner, ShareAuthenticated, SharePublic)
+	}
+	return nil
+}
+
+func checkPort(p int) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("%d is not a port (1–65535)", p)
+	}
+	return nil
+}
+
+func (c *Config) checkSlots() error {
+	if len(c.Slots) == 0 {
+		return fmt.Errorf("slots: empty (want at least one of %s)", strings.Join(agentconfig.SlotNames, ", "))
+	}
+	names := map[string]int{}
+	slugs := map[string]string{c.Admin.Slug: "admin.slug"}
+	ports := map[int]string{c.Admin.Port: "admin.port"}
+	for i, s := range c.Slots {
+		key := fmt.Sprintf("slots[%d]", i)
+		if !agentconfig.ValidSlot(s.Name) {
+			return fmt.Errorf("%s.name: %q is not a slot of slotagent (%s)", key, s.Name, strings.Join(agentconfig.SlotNames, ", "))
+		}
+		if j, dup := names[s.Name]; dup {
+			return fmt.Errorf("%s.name: slot %q is already slots[%d]", key, s.Name, j)
+		}
+		names[s.Name] = i
+		if err := checkApp(key, s.Slug, s.DisplayName, s.Share); err != nil {
+			return err
+		}
+		if other, dup := slugs[s.Slug]; dup {
+			return fmt.Errorf("%s.slug: %q is already used by %s", key, s.Slug, other)
+		}
+		slugs[s.Slug] = key + ".slug"
+		if err := checkPort(s.Port); err != nil {
+			return fmt.Errorf("%s.port: %w", key, err)
+		}
+		if other, dup := ports[s.Port]; dup {
+			return fmt.Errorf("%s.port: %d is already used by %s", key, s.Port, other)
+		}
+		ports[s.Port] = key + ".port"
+	}
+	return nil
+}
+
+func (c *Config) checkImage() error {
+	im := c.Image
+	if !imageRefRe.MatchString(im.Ref) {
+		return fmt.Errorf("image.ref: %q is not an image reference (e.g. ghcr.io/acme/coder-slots:1.0)", im.Ref)
+	}
+	switch im.Mode {
+	case ImagePrebuilt:
+		return nil
+	case ImageBuild:
+	default:
+		return fmt.Errorf("image.mode: %q is not %q or %q", im.Mode, ImagePrebuilt, ImageBuild)
+	}
+	if im.Build.Base != "" && !imageRefRe.MatchString(im.Build.Base) {
+		return fmt.Errorf("image.build.base: %q is not an image reference", im.Build.Base)
+	}
+	if im.Build.NodeMajor < 18 || im.Build.NodeMajor > 99 {
+		return fmt.Errorf("image.build.node_major: %d is not a Node.js major version (18 or later)", im.Build.NodeMajor)
+	}
+	for i, p := range im.Build.AptPackages {
+		if !aptRe.MatchString(p) {
+			return fmt.Errorf("image.build.apt_packages[%d]: %q is not a Debian package name", i, p)
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkResources() error {
+	if c.Resources.CPUs != "" {
+		if f, err := strconv.ParseFloat(c.Resources.CPUs, 64); !cpusRe.MatchString(c.Resources.CPUs) || err != nil || f <= 0 {
+			return fmt.Errorf("resources.cpus: %q is not a positive number of CPUs", c.Resources.CPUs)
+		}
+	}
+	if m := c.Resources.MemoryMB; m != 0 && m < 128 {
+		return fmt.Errorf("resources.memory_mb: %d is below 128 MiB (0 = no limit)", m)
+	}
+	return nil
+}
