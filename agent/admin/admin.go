@@ -22,6 +22,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/slot"
+	"github.com/coder-slots/coder-slots/agent/state"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
 
@@ -54,19 +55,23 @@ type Backend interface {
 	Logs(name string) (*logs.Sink, error)
 	// Specs are the specs of every supervised process.
 	Specs() []supervisor.Spec
+	// SlotState returns a copy of a slot's saved state.
+	SlotState(name string) state.Slot
 }
 
 // API serves the admin endpoints.
 type API struct {
 	b   Backend
+	d   Deploys
 	log *slog.Logger
 	mux *http.ServeMux
 }
 
-// New returns the API over backend b.
-func New(b Backend, log *slog.Logger) *API {
-	a := &API{b: b, log: log, mux: http.NewServeMux()}
+// New returns the API over backend b and deployer d.
+func New(b Backend, d Deploys, log *slog.Logger) *API {
+	a := &API{b: b, d: d, log: log, mux: http.NewServeMux()}
 	a.routes()
+	a.deployRoutes()
 	return a
 }
 

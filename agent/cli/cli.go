@@ -32,6 +32,11 @@ func New(version string) *cobra.Command {
 	root.AddCommand(
 		runCmd(version),
 		statusCmd(),
+		deployCmd(),
+		deployLogCmd(),
+		rollbackCmd(),
+		envCmd(),
+		importLegacyCmd(),
 		slotActionCmd("stop", "Stop a slot's app and serve the placeholder", "POST", "/api/processes/%s/stop"),
 		slotActionCmd("restart", "Restart a slot's app (or start its release again after a stop)", "POST", "/api/restart/%s"),
 		logsCmd(),
@@ -132,7 +137,7 @@ func slotActionCmd(name, short, method, pathFormat string) *cobra.Command {
 			var res struct {
 				Message string `json:"message"`
 			}
-			if err := newClient(dataDir(cmd)).getJSON(method, fmt.Sprintf(pathFormat, args[0]), &res); err != nil {
+			if err := newClient(dataDir(cmd)).call(method, fmt.Sprintf(pathFormat, args[0]), nil, &res); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), res.Message)
@@ -155,7 +160,7 @@ func logsCmd() *cobra.Command {
 			if follow {
 				path += "&follow=1"
 			}
-			resp, err := newClient(dataDir(cmd)).do(ctx, "GET", path)
+			resp, err := newClient(dataDir(cmd)).do(ctx, "GET", path, nil)
 			if err != nil {
 				return err
 			}

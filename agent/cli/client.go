@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,12 +39,24 @@ func (e errNotRunning) Error() string {
 	return fmt.Sprintf("no agent is running: nothing answers on %s (start one with `slotagent run`, or point --data-dir / SLOTAGENT_DATA_DIR at its data dir)", e.socket)
 }
 
-// do sends a request and returns the response for 2xx answers; other
-// answers become an error carrying the API's message.
-func (c *client) do(ctx context.Context, method, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://slotagent"+path, nil)
+// do sends a request (with body as JSON unless nil) and returns the
+// response for 2xx answers; other answers become an error carrying the
+// API's message.
+func (c *client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://slotagent"+path, rd)
 	if err != nil {
 		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -68,11 +81,11 @@ func (c *client) do(ctx context.Context, method, path string) (*http.Response, e
 	return resp, nil
 }
 
-// getJSON decodes the answer of a request into v.
-func (c *client) getJSON(method, path string, v any) error {
+// call sends body (nil for none) and decodes the answer into v.
+func (c *client) call(method, path string, body, v any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	resp, err := c.do(ctx, method, path)
+	resp, err := c.do(ctx, method, path, body)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func statusCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var list admin.ProcessList
-			if err := newClient(dataDir(cmd)).getJSON("GET", "/api/processes", &list); err != nil {
+			if err := newClient(dataDir(cmd)).call("GET", "/api/processes", nil, &list); err != nil {
 				return err
 			}
 			if metadataSlot != "" {
@@ -138,7 +138,7 @@ func configCmd() *cobra.Command {
 				return fmt.Errorf("--format must be json or ecosystem, not %q", format)
 			}
 			var pc admin.ProcessConfig
-			if err := newClient(dataDir(cmd)).getJSON("GET", "/api/config", &pc); err != nil {
+			if err := newClient(dataDir(cmd)).call("GET", "/api/config", nil, &pc); err != nil {
 				return err
 			}
 			if format == "json" {
@@ -176,7 +176,7 @@ func writeEcosystem(w io.Writer, pc admin.ProcessConfig) error {
 	apps := make([]ecosystemApp, 0, len(pc.Processes))
 	for _, p := range pc.Processes {
 		app := ecosystemApp{
-			Name: p.Name, Cwd: p.Dir, Env: p.ShownEnv,
+			Name: p.Log, Cwd: p.Dir, Env: p.ShownEnv,
 			Autorestart: p.Policy.Autorestart, MaxRestarts: p.Policy.MaxRestarts,
 			MinUptime: p.Policy.MinUptime.Milliseconds(), KillTimeout: p.Policy.KillTimeout.Milliseconds(),
 			ExpBackoffRestartDelay: p.Policy.RestartDelay.Milliseconds(),
@@ -234,7 +234,7 @@ func validateCmd() *cobra.Command {
 func runChecks(dir string) []check {
 	c := newClient(dir)
 	var about admin.About
-	if err := c.getJSON("GET", "/healthz", &about); err != nil {
+	if err := c.call("GET", "/healthz", nil, &about); err != nil {
 		return []check{{"agent answering on " + c.socket, err}}
 	}
 	checks := []check{{"agent answering on " + c.socket, nil}}
@@ -244,7 +244,7 @@ func runChecks(dir string) []check {
 	}
 	checks = append(checks, check{"no problems at start", warned})
 	var list admin.ProcessList
-	if err := c.getJSON("GET", "/api/processes", &list); err != nil {
+	if err := c.call("GET", "/api/processes", nil, &list); err != nil {
 		return append(checks, check{"process list", err})
 	}
 	sort.SliceStable(list.Processes, func(i, j int) bool { return list.Processes[i].Name < list.Processes[j].Name })
@@ -259,7 +259,7 @@ func runChecks(dir string) []check {
 		checks = append(checks, check{"process " + p.Name + " online", err})
 	}
 	var slots admin.SlotList
-	if err := c.getJSON("GET", "/api/slots", &slots); err != nil {
+	if err := c.call("GET", "/api/slots", nil, &slots); err != nil {
 		return append(checks, check{"slot list", err})
 	}
 	host := about.Bind

@@ -49,8 +49,24 @@ type Config struct {
 	Policy supervisor.Policy
 	// ShutdownTimeout bounds an orderly shutdown (inside Docker's 10 s).
 	ShutdownTimeout time.Duration
+	// Deploy configures the deploy pipeline.
+	Deploy Deploy
 	// LogMaxSizeMB and LogMaxBackups configure log rotation.
 	LogMaxSizeMB, LogMaxBackups int
+}
+
+// Deploy is the deploy pipeline's settings.
+type Deploy struct {
+	// HealthListenTimeout is how long a new release may take to listen on PORT.
+	HealthListenTimeout time.Duration
+	// HealthAttempts GET /health (then /) tries, HealthInterval apart, each
+	// bounded by HealthTimeout.
+	HealthAttempts                int
+	HealthInterval, HealthTimeout time.Duration
+	// DrainTimeout bounds how long the old release finishes its requests.
+	DrainTimeout time.Duration
+	// KeepReleases is how many releases per slot stay on disk.
+	KeepReleases int
 }
 
 // SocketPath is the control socket the CLI talks to.
@@ -107,6 +123,12 @@ func Keys() []Key {
 		{"max_restarts", "SLOTAGENT_MAX_RESTARTS", "16", "unstable restarts before errored"},
 		{"max_memory_restart", "SLOTAGENT_MAX_MEMORY_RESTART", "0", "restart an app whose process tree passes this RSS (e.g. 512M, 1G; 0 = off)"},
 		{"shutdown_timeout", "SLOTAGENT_SHUTDOWN_TIMEOUT", "8s", "bound on an orderly shutdown"},
+		{"health_listen_timeout", "SLOTAGENT_HEALTH_LISTEN_TIMEOUT", "60s", "how long a new release may take to listen on PORT"},
+		{"health_attempts", "SLOTAGENT_HEALTH_ATTEMPTS", "15", "GET /health (then /) tries before a deploy fails"},
+		{"health_interval", "SLOTAGENT_HEALTH_INTERVAL", "1s", "wait between health tries"},
+		{"health_timeout", "SLOTAGENT_HEALTH_TIMEOUT", "5s", "bound on one health request"},
+		{"drain_timeout", "SLOTAGENT_DRAIN_TIMEOUT", "30s", "how long the old release may finish its requests after a cutover"},
+		{"keep_releases", "SLOTAGENT_KEEP_RELEASES", "3", "releases per slot kept on disk for rollback"},
 		{"log_max_size_mb", "SLOTAGENT_LOG_MAX_SIZE_MB", "10", "rotate a log file at this size"},
 		{"log_max_backups", "SLOTAGENT_LOG_MAX_BACKUPS", "5", "rotated log files kept (gzip)"},
 	}
@@ -155,8 +177,16 @@ func Load(flags *pflag.FlagSet, file string) (*Config, error) {
 		AdminURL:             p.url("admin_url"),
 		CoderAgentInitScript: p.str("coder_agent_init_script"),
 		ShutdownTimeout:      p.duration("shutdown_timeout"),
-		LogMaxSizeMB:         p.positive("log_max_size_mb"),
-		LogMaxBackups:        p.positive("log_max_backups"),
+		Deploy: Deploy{
+			HealthListenTimeout: p.duration("health_listen_timeout"),
+			HealthAttempts:      p.positive("health_attempts"),
+			HealthInterval:      p.duration("health_interval"),
+			HealthTimeout:       p.duration("health_timeout"),
+			DrainTimeout:        p.duration("drain_timeout"),
+			KeepReleases:        p.positive("keep_releases"),
+		},
+		LogMaxSizeMB:  p.positive("log_max_size_mb"),
+		LogMaxBackups: p.positive("log_max_backups"),
 	}
 	c.Policy = supervisor.DefaultPolicy()
 	c.Policy.KillTimeout = p.duration("kill_timeout")
@@ -291,6 +321,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s: port %d is already used by %s", Describe(name), s.Port, Describe(other))
 		}
 		used[s.Port] = name
+	}
+	if c.Deploy.HealthAttempts < 1 {
+		return fmt.Errorf("config: %s: at least 1", Describe("health_attempts"))
+	}
+	if c.Deploy.KeepReleases < 1 {
+		return fmt.Errorf("config: %s: at least 1", Describe("keep_releases"))
 	}
 	if c.ShutdownTimeout < time.Second {
 		return fmt.Errorf("config: %s: %s is too short (at least 1s)", Describe("shutdown_timeout"), c.ShutdownTimeout)

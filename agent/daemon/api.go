@@ -58,7 +58,7 @@ func (a *Agent) SlotHealth(ctx context.Context, name string) (bool, string) {
 // kept so that a restart brings it back.
 func (a *Agent) StopSlot(name string) error {
 	a.slots[name].Stop(0)
-	return a.updateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
+	return a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
 }
 
 // RestartSlot restarts the slot's app, or starts its current release again
@@ -82,14 +82,27 @@ func (a *Agent) RestartSlot(name string) (string, error) {
 		s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
 		return "", fmt.Errorf("start release %s: %w", rel.ID, err)
 	}
-	if err := a.updateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredRunning }); err != nil {
+	if err := a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredRunning }); err != nil {
 		return "", err
 	}
 	return "slot " + name + " started release " + rel.ID, nil
 }
 
-// updateSlot changes one slot's state and saves it.
-func (a *Agent) updateSlot(name string, change func(*state.Slot)) error {
+// Slot returns a copy of a slot's saved state.
+func (a *Agent) Slot(name string) state.Slot {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if ss := a.st.Clone().Slots[name]; ss != nil {
+		return *ss
+	}
+	return state.Slot{}
+}
+
+// SlotState returns a copy of a slot's saved state.
+func (a *Agent) SlotState(name string) state.Slot { return a.Slot(name) }
+
+// UpdateSlot changes one slot's state and saves it.
+func (a *Agent) UpdateSlot(name string, change func(*state.Slot)) error {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	ss := a.st.Slots[name]
@@ -120,31 +133,4 @@ func (a *Agent) Specs() []supervisor.Spec {
 		out = append(out, p.Spec())
 	}
 	return out
-}
-
-// RunRelease makes rel the slot's current release and starts it; it is how
-// the deploy pipeline (and tests) hand an app to a slot.
-func (a *Agent) RunRelease(name string, rel state.Release) error {
-	s, ok := a.slots[name]
-	if !ok {
-		return fmt.Errorf("unknown slot %q", name)
-	}
-	a.stateMu.Lock()
-	env := map[string]string{}
-	if ss := a.st.Slots[name]; ss != nil {
-		env = ss.Env
-	}
-	a.stateMu.Unlock()
-	if err := s.Run(toSlotRelease(rel, env)); err != nil {
-		return err
-	}
-	a.stateMu.Lock()
-	_, known := a.st.Release(name, rel.ID)
-	a.stateMu.Unlock()
-	return a.updateSlot(name, func(ss *state.Slot) {
-		ss.Desired, ss.Current = state.DesiredRunning, rel.ID
-		if !known {
-			ss.Releases = append(ss.Releases, rel)
-		}
-	})
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
@@ -36,15 +37,18 @@ const CoderAgentName = "coder-agent"
 
 // Agent is a running slotagent.
 type Agent struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	version string
-	started time.Time
-	lock    *os.File
-	sup     *supervisor.Supervisor
-	slots   map[string]*slot.Slot
-	admin   *http.Server
-	control *http.Server
+	cfg       *config.Config
+	log       *slog.Logger
+	version   string
+	started   time.Time
+	lock      *os.File
+	sup       *supervisor.Supervisor
+	slots     map[string]*slot.Slot
+	deployer  *deploy.Deployer
+	admin     *http.Server
+	adminLn   net.Listener
+	control   *http.Server
+	controlLn net.Listener
 
 	stateMu sync.Mutex // guards st and serialises saves
 	st      *state.State
@@ -98,6 +102,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 	if err != nil {
 		return nil, fmt.Errorf("save state: %w", err)
 	}
+	a.serve()
 	ok = true
 	return a, nil
 }
@@ -180,7 +185,8 @@ func (a *Agent) killLeftovers() {
 }
 
 // listen binds every port before any app starts, so a port that is taken
-// fails the start with a clear error.
+// fails the start with a clear error, and makes the deployer; the admin
+// port and control socket are served later, by serve.
 func (a *Agent) listen() error {
 	for _, sc := range a.cfg.Slots {
 		s, err := slot.Listen(slot.Config{
@@ -197,14 +203,25 @@ func (a *Agent) listen() error {
 		}
 		a.slots[sc.Name] = s
 	}
-	api := admin.New(a, a.log)
+	dc := a.cfg.Deploy
+	dcfg := deploy.DefaultConfig(a.cfg.DataDir)
+	dcfg.Env = appBaseEnv()
+	dcfg.Health = deploy.HealthConfig{ListenTimeout: dc.HealthListenTimeout, Attempts: dc.HealthAttempts,
+		Interval: dc.HealthInterval, Timeout: dc.HealthTimeout}
+	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
+	var err error
+	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, a.log)
+	if err != nil {
+		return fmt.Errorf("deploys: %w", err)
+	}
+	api := admin.New(a, a.deployer, a.log)
 	addr := net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.AdminPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("admin panel: listen on %s: %w (%s)", addr, err, config.Describe("admin_port"))
 	}
 	a.admin = &http.Server{Handler: api.Browser(), ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = a.admin.Serve(ln) }()
+	a.adminLn = ln
 
 	sock := a.cfg.SocketPath()
 	_ = os.Remove(sock) // stale: the data dir lock proves no agent owns it
@@ -215,9 +232,19 @@ func (a *Agent) listen() error {
 		return fmt.Errorf("control socket %s: %w", sock, err)
 	}
 	a.control = &http.Server{Handler: api.Control(), ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = a.control.Serve(sln) }()
+	a.controlLn = sln
 	return nil
 }
+
+// serve starts answering on the admin port and the control socket, once
+// the slots are rehydrated: an agent that answers is fully up.
+func (a *Agent) serve() {
+	go func() { _ = a.admin.Serve(a.adminLn) }()
+	go func() { _ = a.control.Serve(a.controlLn) }()
+}
+
+// slotByName returns the slot named name, or nil.
+func (a *Agent) slotByName(name string) *slot.Slot { return a.slots[name] }
 
 // appBaseEnv is the agent's environment without what apps must not see.
 func appBaseEnv() []string {
@@ -315,6 +342,7 @@ func (a *Agent) Shutdown() error {
 	reserve := total / 4 // kept for the Coder agent and the final save
 	drainCtx, cancel := context.WithTimeout(context.Background(), total/4)
 	defer cancel()
+	a.deployer.Close() // running deploys are canceled; their candidates stop
 	var wg sync.WaitGroup
 	for _, s := range a.slots {
 		wg.Add(1)
@@ -350,11 +378,13 @@ func (a *Agent) closeEarly() {
 	for _, s := range a.slots {
 		_ = s.Shutdown(context.Background())
 	}
-	if a.admin != nil {
-		_ = a.admin.Close()
+	for _, ln := range []net.Listener{a.adminLn, a.controlLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
 	}
-	if a.control != nil {
-		_ = a.control.Close()
+	if a.deployer != nil {
+		a.deployer.Close()
 	}
 	if a.sup != nil {
 		a.sup.Close(time.Second)

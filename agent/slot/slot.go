@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
 
@@ -92,6 +93,10 @@ func (s *Slot) Name() string { return s.cfg.Name }
 
 // Config returns the slot's configuration.
 func (s *Slot) Config() Config { return s.cfg }
+
+// Logs returns the log files of the slot's apps (every release's process
+// writes to the same slot-<x> files).
+func (s *Slot) Logs() (*logs.Sink, error) { return s.sup.Logs(ProcessName(s.cfg.Name)) }
 
 // Addr is the address the slot listens on.
 func (s *Slot) Addr() net.Addr { return s.ln.Addr() }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -116,15 +117,20 @@ func (p *Process) Leader() (procgroup.Identity, bool) {
 // stopped process starts over with fresh restart counters.
 func (p *Process) Start() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.stopCh != nil {
+		p.mu.Unlock()
 		return
 	}
 	p.stopCh = make(chan struct{})
 	p.loopDone = make(chan struct{})
 	p.info.Unstable = 0
 	p.info.Reason = ""
+	// Launching at once, so no caller sees the old "stopped" or "errored"
+	// after Start returned.
+	p.info.Status = Launching
 	go p.loop(p.stopCh, p.loopDone)
+	p.mu.Unlock()
+	p.changed()
 }
 
 // Stop stops the process (SIGTERM to its group, SIGKILL after the kill
@@ -136,19 +142,23 @@ func (p *Process) Stop() { p.StopWithin(0) }
 func (p *Process) StopWithin(grace time.Duration) {
 	p.mu.Lock()
 	stop, done := p.stopCh, p.loopDone
-	p.grace = p.spec.Policy.KillTimeout
-	if grace > 0 && grace < p.grace {
-		p.grace = grace
-	}
-	p.mu.Unlock()
 	if stop == nil {
+		p.mu.Unlock()
 		return
 	}
+	// Check and close under the lock: two concurrent stops must not both
+	// find the channel open and both close it (a panic). The first stop's
+	// grace holds.
 	select {
 	case <-stop:
 	default:
+		p.grace = p.spec.Policy.KillTimeout
+		if grace > 0 && grace < p.grace {
+			p.grace = grace
+		}
 		close(stop)
 	}
+	p.mu.Unlock()
 	<-done
 }
 
@@ -188,27 +198,39 @@ func (p *Process) loop(stop, done chan struct{}) {
 			}
 		}
 		p.set(func(i *Info) { i.Status = Launching })
-		started := time.Now()
 		exit, reason, err := p.runOnce(stop)
 		if errors.Is(err, errStopped) {
 			p.finish(Stopped, "")
 			return
 		}
-		uptime := time.Since(started)
+		// Up from online to the reap: neither the spawn nor the clean-up
+		// after the exit (group kill, log drain) counts.
+		var uptime time.Duration
+		if err == nil {
+			uptime = max(0, exit.At.Sub(p.Info().StartedAt))
+		}
 		if err != nil {
-			p.note("failed to start: %v", err)
-			reason = err.Error()
+			reason = "failed to start: " + err.Error()
+			p.note("%s", reason)
 		} else {
 			p.note("%s after %s%s", exit, uptime.Round(time.Millisecond), reasonSuffix(reason))
 		}
-		p.set(func(i *Info) {
-			i.PID, i.CPU, i.Memory = 0, 0, 0
-			i.LastExit, i.ExitCode = exit.String(), exit.Code
-			if err != nil {
-				i.LastExit, i.ExitCode = "failed to start", -1
-			}
-		})
+		p.mu.Lock()
+		p.leader = procgroup.Identity{} // gone; Groups() must not list it while waiting
+		p.info.PID, p.info.CPU, p.info.Memory = 0, 0, 0
+		p.info.LastExit, p.info.ExitCode = exit.String(), exit.Code
+		if err != nil {
+			p.info.LastExit, p.info.ExitCode = "failed to start", -1
+		}
+		p.mu.Unlock()
+		p.changed()
 		pol := p.spec.Policy
+		if err != nil && (errors.Is(err, errEmptyCommand) || !pol.Autorestart) {
+			// Retrying cannot help, or is not wanted: say why at once.
+			p.note("errored: %s", reason)
+			p.finish(Errored, reason)
+			return
+		}
 		if reason == "" && !pol.Autorestart {
 			p.finish(Stopped, "exited and autorestart is off")
 			return
@@ -216,6 +238,9 @@ func (p *Process) loop(stop, done chan struct{}) {
 		unstable := p.countUnstable(uptime < pol.MinUptime)
 		if pol.MaxRestarts > 0 && unstable >= pol.MaxRestarts {
 			why := fmt.Sprintf("%d unstable restarts (each up less than %s)", unstable, pol.MinUptime)
+			if reason != "" {
+				why += "; last: " + reason
+			}
 			p.note("errored: %s; not restarting until told to", why)
 			p.finish(Errored, why)
 			return
@@ -260,15 +285,28 @@ func (p *Process) finish(status Status, reason string) {
 	p.changed()
 }
 
-var errStopped = errors.New("stopped")
+var (
+	errStopped      = errors.New("stopped")
+	errEmptyCommand = errors.New("empty command")
+)
 
 // runOnce starts the process and waits until it exits, is stopped (returns
 // errStopped) or passes its memory limit (returns a reason).
 func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
-	child, err := p.spawn()
+	child, logged, err := p.spawn()
 	if err != nil {
 		return reaper.Exit{}, "", err
 	}
+	// Every way out ends the whole tree first; then the last lines it wrote
+	// are logged before the exit is noted (a deploy shows the log's tail as
+	// soon as the process is down). Something that escaped the tree and
+	// keeps the pipe open must not block the loop for long.
+	defer func() {
+		select {
+		case <-logged:
+		case <-time.After(2 * time.Second):
+		}
+	}()
 	id, err := procgroup.Lookup(child.Pid)
 	if err != nil {
 		id = procgroup.Identity{PID: child.Pid}
@@ -313,41 +351,50 @@ func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-func (p *Process) spawn() (*reaper.Child, error) {
+// spawn starts the process; logged closes once its output pipes are
+// closed and every line is written.
+func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, err error) {
 	if len(p.spec.Command) == 0 {
-		return nil, errors.New("empty command")
+		return nil, nil, errEmptyCommand
 	}
 	outW, outDone, err := p.sink.Pipe(logs.Stdout)
 	if err != nil {
-		return nil, fmt.Errorf("log pipe: %w", err)
+		return nil, nil, fmt.Errorf("log pipe: %w", err)
 	}
 	errW, errDone, err := p.sink.Pipe(logs.Stderr)
 	if err != nil {
 		outW.Close()
-		return nil, fmt.Errorf("log pipe: %w", err)
+		<-outDone
+		return nil, nil, fmt.Errorf("log pipe: %w", err)
 	}
 	cmd := exec.Command(p.spec.Command[0], p.spec.Command[1:]...)
 	cmd.Dir = p.spec.Dir
 	cmd.Env = p.spec.Env
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	child, err := reaper.Start(cmd)
+	child, err = reaper.Start(cmd)
 	outW.Close()
 	errW.Close()
 	if err != nil {
 		<-outDone
 		<-errDone
-		return nil, err
+		return nil, nil, err
 	}
-	return child, nil
+	both := make(chan struct{})
+	go func() {
+		<-outDone
+		<-errDone
+		close(both)
+	}()
+	return child, both, nil
 }
 
 // terminate ends the process group of child and every descendant that left
 // the group: SIGTERM, then SIGKILL once grace has passed. It returns when the
-// leader is reaped and the group is empty.
+// leader is reaped and the group and the strays are gone.
 func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	pgid := child.Pid
-	strays := procgroup.Descendants(pgid)
+	strays := descendants(child, nil)
 	signalAll(pgid, strays, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
@@ -363,27 +410,52 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	if grace > 0 {
 		p.note("still running %s after SIGTERM, sending SIGKILL", grace)
 	}
+	strays = descendants(child, strays) // the tree may have grown since
 	signalAll(pgid, strays, syscall.SIGKILL)
 	<-child.Done()
-	for end := time.Now().Add(2 * time.Second); procgroup.GroupAlive(pgid) && time.Now().Before(end); {
+	// SIGKILL takes effect asynchronously: wait until the strays are gone
+	// too, or one may still hold its port when the stop returns.
+	for end := time.Now().Add(2 * time.Second); (procgroup.GroupAlive(pgid) || anyAlive(strays)) && time.Now().Before(end); {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-func signalAll(pgid int, pids []int, sig syscall.Signal) {
+// descendants adds the descendants of child's leader to known. Once the
+// leader is reaped it adds nothing: its children were re-parented, and its
+// PID may belong to an unrelated process by now.
+func descendants(child *reaper.Child, known []procgroup.Identity) []procgroup.Identity {
+	select {
+	case <-child.Done():
+		return known
+	default:
+	}
+	for _, pid := range procgroup.Descendants(child.Pid) {
+		id, err := procgroup.Lookup(pid)
+		if err == nil && !slices.Contains(known, id) {
+			known = append(known, id)
+		}
+	}
+	return known
+}
+
+func signalAll(pgid int, ids []procgroup.Identity, sig syscall.Signal) {
 	_ = syscall.Kill(-pgid, sig)
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, sig)
+	for _, id := range ids {
+		if exists(id) {
+			_ = syscall.Kill(id.PID, sig)
+		}
 	}
 }
 
-func anyAlive(pids []int) bool {
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); err == nil {
-			return true
-		}
-	}
-	return false
+// exists reports whether id's process still exists, even as a zombie, so a
+// reused PID is neither signalled nor waited for.
+func exists(id procgroup.Identity) bool {
+	cur, err := procgroup.Lookup(id.PID)
+	return err == nil && cur == id
+}
+
+func anyAlive(ids []procgroup.Identity) bool {
+	return slices.ContainsFunc(ids, exists)
 }
 
 // sample updates the CPU and memory figures of a running process.

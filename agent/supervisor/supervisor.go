@@ -24,6 +24,7 @@ type Supervisor struct {
 	procs map[string]*Process
 	sinks map[string]*logs.Sink
 	done  chan struct{}
+	once  sync.Once // closes done
 }
 
 // New returns a supervisor writing logs under logDir and sampling CPU and
@@ -137,9 +138,9 @@ func (s *Supervisor) Groups() map[string]procgroup.Identity {
 }
 
 // Close stops sampling and every process (in parallel, each within grace;
-// see Process.StopWithin) and closes their logs.
+// see Process.StopWithin) and closes their logs. It may be called again.
 func (s *Supervisor) Close(grace time.Duration) {
-	close(s.done)
+	s.once.Do(func() { close(s.done) })
 	var wg sync.WaitGroup
 	for _, p := range s.List() {
 		wg.Add(1)

@@ -5,7 +5,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/reaper"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
 
@@ -33,7 +36,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "slotagent")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err := reaper.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	out, err := reaper.Output(context.Background(), exec.Command("go", "build", "-o", binary, "."))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build slotagent: %v\n%s", err, out)
 		os.Exit(1)
@@ -49,9 +56,8 @@ type agent struct {
 	dataDir string
 	env     []string
 	ports   map[string]int // "admin", "a"…"e"
-	cmd     *exec.Cmd
+	child   *reaper.Child
 	logFile string // the agent's stderr
-	exited  chan struct{}
 }
 
 // newAgent prepares an agent with its own data dir and free ports.
@@ -66,8 +72,8 @@ func newAgent(t *testing.T) *agent {
 		a.env = append(a.env, "SLOT_"+up+"_PORT="+strconv.Itoa(a.ports[s]), "SLOT_"+up+"_URL=https://slot-"+s+"--dev--alice.example.com")
 	}
 	t.Cleanup(func() {
-		if a.cmd != nil && a.cmd.ProcessState == nil {
-			_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		if a.child != nil {
+			_ = syscall.Kill(a.child.Pid, syscall.SIGTERM)
 			a.wait(15 * time.Second)
 		}
 	})
@@ -81,21 +87,36 @@ func (a *agent) url(slot, path string) string {
 // start runs `slotagent run` and waits until the admin API answers.
 func (a *agent) start(extraEnv ...string) {
 	a.t.Helper()
-	a.cmd = exec.Command(binary, "run")
-	a.cmd.Env = append(append([]string{}, a.env...), extraEnv...)
+	a.launch(exec.Command(binary, "run"), extraEnv...)
+	testkit.WaitHTTP(a.t, a.url("admin", "/healthz"), 200, 10*time.Second)
+}
+
+// launch starts cmd (the agent, or a wrapper of it) with the agent's env
+// and its stderr in a file.
+func (a *agent) launch(cmd *exec.Cmd, extraEnv ...string) {
+	a.t.Helper()
+	cmd.Env = append(append([]string{}, a.env...), extraEnv...)
 	f, err := os.CreateTemp(a.t.TempDir(), "agent-stderr")
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	defer f.Close()
-	a.logFile, a.cmd.Stderr = f.Name(), f
-	if err := a.cmd.Start(); err != nil {
+	a.logFile, cmd.Stderr = f.Name(), f
+	if a.child, err = reaper.Start(cmd); err != nil {
 		a.t.Fatal(err)
 	}
-	a.exited = make(chan struct{})
-	go func() { _ = a.cmd.Wait(); close(a.exited) }()
-	testkit.WaitHTTP(a.t, a.url("admin", "/healthz"), 200, 10*time.Second)
 }
+
+// signal sends sig to the agent.
+func (a *agent) signal(sig syscall.Signal) {
+	a.t.Helper()
+	if err := syscall.Kill(a.child.Pid, sig); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// exitCode is the exit code of the agent, which has exited.
+func (a *agent) exitCode() int { return a.child.Exit().Code }
 
 // stderr is what the agent has logged so far.
 func (a *agent) stderr() string {
@@ -107,7 +128,7 @@ func (a *agent) stderr() string {
 func (a *agent) wait(timeout time.Duration) time.Duration {
 	start := time.Now()
 	select {
-	case <-a.exited:
+	case <-a.child.Done():
 	case <-time.After(timeout):
 		a.t.Fatalf("agent did not exit within %s\n%s", timeout, a.stderr())
 	}
@@ -120,15 +141,28 @@ func (a *agent) cli(args ...string) (string, string, int) {
 	cmd := exec.Command(binary, args...)
 	cmd.Env = a.env
 	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
+	err := reaper.RunTo(context.Background(), cmd, &out, &errOut)
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
+	var ee *reaper.ExitError
+	if errors.As(err, &ee) {
+		code = ee.Exit.Code
 	} else if err != nil {
 		a.t.Fatal(err)
 	}
 	return out.String(), errOut.String(), code
+}
+
+// runFails runs `slotagent run` with env, expecting it to stop at once, and
+// returns its output (stderr then stdout) and whether it failed.
+func runFails(t *testing.T, env []string) (string, bool) {
+	t.Helper()
+	cmd := exec.Command(binary, "run")
+	cmd.Env = env
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := reaper.RunTo(ctx, cmd, &out, &errOut)
+	return errOut.String() + out.String(), err != nil
 }
 
 func (a *agent) processes() admin.ProcessList {
@@ -225,14 +259,12 @@ func TestFirstBootStatusValidateAndCleanStop(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file: %v %v", fi, err)
 	}
-	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	a.signal(syscall.SIGTERM)
 	if d := a.wait(10 * time.Second); d > 3*time.Second {
 		t.Fatalf("shutdown took %s", d)
 	}
-	if a.cmd.ProcessState.ExitCode() != 0 {
-		t.Fatalf("exit code %d\n%s", a.cmd.ProcessState.ExitCode(), a.stderr())
+	if a.exitCode() != 0 {
+		t.Fatalf("exit code %d\n%s", a.exitCode(), a.stderr())
 	}
 	for _, p := range []string{"admin", "a", "e"} {
 		if !testkit.PortFree(a.ports[p]) {
@@ -253,11 +285,9 @@ func TestBadConfigStopsTheStartWithOneLine(t *testing.T) {
 	}
 	for _, c := range cases {
 		a := newAgent(t)
-		cmd := exec.Command(binary, "run")
-		cmd.Env = append(a.env, c.env)
-		out, err := cmd.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), c.want) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
-			t.Errorf("%s: err=%v output=%q", c.env, err, out)
+		out, failed := runFails(t, append(a.env, c.env))
+		if !failed || !strings.Contains(out, c.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("%s: failed=%v output=%q", c.env, failed, out)
 		}
 	}
 	// A slot port that is taken.
@@ -267,11 +297,9 @@ func TestBadConfigStopsTheStartWithOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	cmd := exec.Command(binary, "run")
-	cmd.Env = a.env
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "SLOT_B_PORT") || !strings.Contains(string(out), "address already in use") {
-		t.Fatalf("busy port: %v %q", err, out)
+	out, failed := runFails(t, a.env)
+	if !failed || !strings.Contains(out, "SLOT_B_PORT") || !strings.Contains(out, "address already in use") {
+		t.Fatalf("busy port: %v %q", failed, out)
 	}
 }
 
@@ -290,9 +318,7 @@ func TestRehydrateAfterKill9(t *testing.T) {
 	}
 
 	// An unclean stop leaves the app running, holding its port.
-	if err := a.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
+	a.signal(syscall.SIGKILL)
 	a.wait(5 * time.Second)
 	if !pidAlive(oldPID) {
 		t.Fatal("the app died with the agent; the test cannot show the cleanup")
@@ -367,10 +393,11 @@ func TestStopRestartLogsAndConfig(t *testing.T) {
 	}
 	logs.Stdout = logOut
 	followed := func() string { b, _ := os.ReadFile(logOut.Name()); return string(b) }
-	if err := logs.Start(); err != nil {
+	follower, err := reaper.Start(logs)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = logs.Process.Kill(); _ = logs.Wait() }()
+	defer func() { _ = syscall.Kill(follower.Pid, syscall.SIGKILL); <-follower.Done() }()
 	time.Sleep(300 * time.Millisecond)
 	if out, _, code = a.cli("restart", "a"); code != 0 {
 		t.Fatalf("restart a: %d %s", code, out)
@@ -425,11 +452,9 @@ func TestOneAgentPerDataDir(t *testing.T) {
 	a := newAgent(t)
 	a.start()
 	b := newAgent(t)
-	cmd := exec.Command(binary, "run")
-	cmd.Env = append(b.env, "SLOTAGENT_DATA_DIR="+a.dataDir)
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "another slotagent is already running") {
-		t.Fatalf("second agent: %v %s", err, out)
+	out, failed := runFails(t, append(b.env, "SLOTAGENT_DATA_DIR="+a.dataDir))
+	if !failed || !strings.Contains(out, "another slotagent is already running") {
+		t.Fatalf("second agent: %v %s", failed, out)
 	}
 	if code, _ := body(t, a.url("admin", "/healthz")); code != 200 {
 		t.Fatal("the first agent was disturbed")
@@ -451,11 +476,9 @@ require('http').createServer((q, s) => s.end('stubborn')).listen(Number(process.
 	}
 	a.start("SLOTAGENT_KILL_TIMEOUT=30s")
 	testkit.WaitHTTP(t, a.url("b", "/"), 200, 10*time.Second)
-	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	a.signal(syscall.SIGTERM)
 	d := a.wait(15 * time.Second)
-	if code := a.cmd.ProcessState.ExitCode(); code != 0 || d > 9*time.Second {
+	if code := a.exitCode(); code != 0 || d > 9*time.Second {
 		t.Fatalf("shutdown: exit %d after %s\n%s", code, d, a.stderr())
 	}
 	saved, err := state.Load(filepath.Join(a.dataDir, "state.json"))
@@ -473,19 +496,7 @@ func TestAgentAsPID1(t *testing.T) {
 	}
 	a := newAgent(t)
 	writeState(t, a.dataDir)
-	a.cmd = exec.Command("unshare", "--pid", "--fork", "--mount-proc", binary, "run")
-	a.cmd.Env = a.env
-	f, err := os.CreateTemp(t.TempDir(), "agent-stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.logFile, a.cmd.Stderr = f.Name(), f
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	a.exited = make(chan struct{})
-	go func() { _ = a.cmd.Wait(); close(a.exited) }()
+	a.launch(exec.Command("unshare", "--pid", "--fork", "--mount-proc", binary, "run"))
 	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)
 	if _, pid := body(t, a.url("a", "/pid")); pid == "" || pid == "1" {
 		t.Fatalf("app pid in the namespace: %q", pid)
@@ -493,7 +504,7 @@ func TestAgentAsPID1(t *testing.T) {
 	if _, about := body(t, a.url("admin", "/healthz")); !strings.Contains(about, `"pid": 1,`) {
 		t.Fatalf("agent is not PID 1: %s", about)
 	}
-	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", a.cmd.Process.Pid, a.cmd.Process.Pid))
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", a.child.Pid, a.child.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +518,7 @@ func TestAgentAsPID1(t *testing.T) {
 	if d := a.wait(10 * time.Second); d > 5*time.Second {
 		t.Fatalf("PID 1 shutdown took %s", d)
 	}
-	if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := a.exitCode(); code != 0 {
 		t.Fatalf("exit %d\n%s", code, a.stderr())
 	}
 	if !strings.Contains(a.stderr(), "stopped cleanly") {

@@ -3,6 +3,7 @@
 package testkit
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -49,27 +50,54 @@ func NeedNode(t testing.TB) {
 func WriteApp(t testing.TB, src string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "server.js"), []byte(src), 0o644); err != nil {
+	if err := WriteAppIn(dir, src); err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
 
+// WriteAppIn writes src as server.js into the existing directory dir.
+func WriteAppIn(dir, src string) error {
+	if err := os.WriteFile(filepath.Join(dir, "server.js"), []byte(src), 0o644); err != nil {
+		return fmt.Errorf("write app: %w", err)
+	}
+	return nil
+}
+
 // FreePort returns a loopback port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := FreePortErr()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return port
+}
+
+// FreePortErr returns a loopback port that was free a moment ago.
+func FreePortErr() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // WaitHTTP polls url until it answers with status want, or fails the test
 // after timeout. It returns the time it took.
 func WaitHTTP(t testing.TB, url string, want int, timeout time.Duration) time.Duration {
 	t.Helper()
+	d, err := WaitHTTPErr(url, want, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// WaitHTTPErr polls url every 10 ms until it answers with status want and
+// returns the time it took, or an error naming the last answer after timeout.
+func WaitHTTPErr(url string, want int, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	client := &http.Client{Timeout: time.Second}
 	var last string
@@ -78,7 +106,7 @@ func WaitHTTP(t testing.TB, url string, want int, timeout time.Duration) time.Du
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == want {
-				return time.Since(start)
+				return time.Since(start), nil
 			}
 			last = resp.Status
 		} else {
@@ -86,8 +114,7 @@ func WaitHTTP(t testing.TB, url string, want int, timeout time.Duration) time.Du
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("%s did not answer %d within %s (last: %s)", url, want, timeout, last)
-	return 0
+	return 0, fmt.Errorf("%s did not answer %d within %s (last: %s)", url, want, timeout, last)
 }
 
 // PortFree reports whether nothing listens on the loopback port.

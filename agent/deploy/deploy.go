@@ -1,0 +1,304 @@
+// Package deploy turns a git repository or a folder into a release of a
+// slot and cuts over to it without downtime: fetch, install, build, start
+// beside the serving release, health-check, swap, drain, stop the old one.
+// Any failure leaves the previous release serving. It also rolls back to a
+// kept release, makes env changes releases of their own, keeps a record and
+// a log of every deploy, and prunes old releases.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/slot"
+	"github.com/coder-slots/coder-slots/agent/state"
+)
+
+// Store is the agent's state as the deployer sees it.
+type Store interface {
+	// Slot returns a copy of a slot's state (zero value when it has none).
+	Slot(name string) state.Slot
+	// UpdateSlot changes a slot's state and saves the state file.
+	UpdateSlot(name string, change func(*state.Slot)) error
+}
+
+// Config configures the deployer.
+type Config struct {
+	// DataDir holds slots/<x>/releases, slots/<x>/cache.git, deploys/<x>
+	// and the shared package manager cache.
+	DataDir string
+	// Env is the environment of git and the package managers.
+	Env []string
+	// Health configures the health gate.
+	Health HealthConfig
+	// Drain bounds how long the old release keeps its in-flight requests.
+	Drain time.Duration
+	// KeepReleases is how many releases of a slot stay on disk.
+	KeepReleases int
+	// KeepRecords is how many deploy records a slot keeps.
+	KeepRecords int
+}
+
+// DefaultConfig has the defaults of DESIGN.md: drain 30 s, 3 releases, 20 records.
+func DefaultConfig(dataDir string) Config {
+	return Config{
+		DataDir:      dataDir,
+		Env:          os.Environ(),
+		Health:       DefaultHealth(),
+		Drain:        30 * time.Second,
+		KeepReleases: 3,
+		KeepRecords:  20,
+	}
+}
+
+// ErrBusy is returned when a deploy already runs on the slot.
+type ErrBusy struct{ Running string }
+
+func (e ErrBusy) Error() string { return "a deploy is already running on this slot: " + e.Running }
+
+// Deployer runs deploys, one at a time per slot.
+type Deployer struct {
+	cfg     Config
+	slots   func(string) *slot.Slot
+	store   Store
+	log     *slog.Logger
+	records *records
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[string]string // slot → running deploy id
+	sinks   map[string]*logs.Sink
+}
+
+// New returns a deployer. Records left running by a dead agent become
+// abandoned, and release folders the state does not know (half-made by a
+// deploy that died) are removed.
+func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string, log *slog.Logger) (*Deployer, error) {
+	recs, err := loadRecords(filepath.Join(cfg.DataDir, "deploys"), cfg.KeepRecords)
+	if err != nil {
+		return nil, err
+	}
+	d := &Deployer{cfg: cfg, slots: slots, store: store, log: log, records: recs,
+		running: map[string]string{}, sinks: map[string]*logs.Sink{}}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	for _, name := range names {
+		d.removeStrayReleases(name)
+	}
+	return d, nil
+}
+
+// Close cancels the running deploys and waits for them to end.
+func (d *Deployer) Close() {
+	d.cancel()
+	d.wg.Wait()
+}
+
+func (d *Deployer) releasesDir(name string) string {
+	return filepath.Join(d.cfg.DataDir, "slots", name, "releases")
+}
+
+// removeStrayReleases deletes release folders no release of the state uses.
+func (d *Deployer) removeStrayReleases(name string) {
+	known := map[string]bool{}
+	for _, r := range d.store.Slot(name).Releases {
+		known[filepath.Clean(r.Dir)] = true
+	}
+	entries, _ := os.ReadDir(d.releasesDir(name))
+	for _, e := range entries {
+		dir := filepath.Join(d.releasesDir(name), e.Name())
+		if !known[dir] {
+			d.log.Warn("removing a release a dead deploy left half-made", "slot", name, "dir", dir)
+			_ = os.RemoveAll(dir)
+		}
+	}
+}
+
+// Get returns the record of a deploy.
+func (d *Deployer) Get(id string) (Record, bool) { return d.records.get(id) }
+
+// List returns a slot's deploy records, newest first.
+func (d *Deployer) List(name string) []Record { return d.records.list(name) }
+
+// Logs returns the log of a deploy: lines so far, and, while it runs, a
+// channel of the next ones (nil when it has ended) with its cancel func.
+func (d *Deployer) Logs(id string) ([]string, <-chan string, func(), error) {
+	rec, ok := d.records.get(id)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("unknown deploy %q", id)
+	}
+	d.mu.Lock()
+	sink := d.sinks[id]
+	d.mu.Unlock()
+	if sink != nil {
+		lines, next, cancel, err := sink.Follow(1 << 20)
+		if err == nil {
+			return lines, next, cancel, nil
+		}
+	}
+	b, err := os.ReadFile(rec.Log)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read deploy log: %w", err)
+	}
+	return splitLines(string(b)), nil, func() {}, nil
+}
+
+// job is one deploy under way.
+type job struct {
+	d      *Deployer
+	rec    *Record
+	sink   *logs.Sink
+	out    io.Writer
+	errOut io.Writer
+	slot   *slot.Slot
+}
+
+// begin locks the slot, creates the record and the log; the caller runs
+// the job in the background with run.
+func (d *Deployer) begin(name string, trig Trigger, fill func(*Record)) (*job, error) {
+	s := d.slots(name)
+	if s == nil {
+		return nil, invalid("unknown slot %q", name)
+	}
+	d.mu.Lock()
+	if id, ok := d.running[name]; ok {
+		d.mu.Unlock()
+		return nil, ErrBusy{Running: id}
+	}
+	now := time.Now().UTC()
+	id := name + "-" + stamp(now)
+	d.running[name] = id
+	d.mu.Unlock()
+	rec := &Record{ID: id, Slot: name, Trigger: trig, Status: Running, CreatedAt: now, Stages: []Stage{}}
+	fill(rec)
+	sink, err := logs.Open(d.records.slotDir(name), id, logs.Options{})
+	if err == nil {
+		_, _, rec.Log = sink.Paths()
+		err = d.records.add(rec)
+	}
+	if err != nil {
+		d.unlock(name)
+		return nil, fmt.Errorf("start deploy record: %w", err)
+	}
+	d.mu.Lock()
+	d.sinks[id] = sink
+	d.mu.Unlock()
+	return &job{d: d, rec: rec, sink: sink, out: sink.Writer(logs.Stdout), errOut: sink.Writer(logs.Stderr), slot: s}, nil
+}
+
+func (d *Deployer) unlock(name string) {
+	d.mu.Lock()
+	delete(d.running, name)
+	d.mu.Unlock()
+}
+
+// stamp is a sortable, millisecond-precise time for ids.
+func stamp(t time.Time) string {
+	return t.Format("20060102T150405") + fmt.Sprintf("%03d", t.Nanosecond()/1e6)
+}
+
+// run executes steps in the background and finishes the record.
+func (j *job) run(steps func(ctx context.Context) error) {
+	j.d.wg.Add(1)
+	go func() {
+		defer j.d.wg.Done()
+		err := steps(j.d.ctx)
+		status := Succeeded
+		switch {
+		case errors.Is(err, context.Canceled):
+			status = Canceled
+		case err != nil:
+			status = Failed
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+			j.logf("deploy %s: %s", status, msg)
+		} else {
+			j.logf("deploy succeeded: slot %s serves release %s", j.rec.Slot, j.rec.Release)
+		}
+		if uerr := j.d.records.update(j.rec, func(r *Record) {
+			r.Status, r.Error, r.FinishedAt = status, msg, time.Now().UTC()
+		}); uerr != nil {
+			j.d.log.Error("save deploy record", "deploy", j.rec.ID, "err", uerr)
+		}
+		j.d.log.Info("deploy finished", "deploy", j.rec.ID, "status", status, "err", msg)
+		j.d.mu.Lock()
+		delete(j.d.sinks, j.rec.ID)
+		j.d.mu.Unlock()
+		_ = j.sink.Close()
+		j.d.unlock(j.rec.Slot)
+	}()
+}
+
+func (j *job) logf(format string, args ...any) {
+	fmt.Fprintf(j.out, format+"\n", args...)
+}
+
+// stage runs one timed step and records its duration.
+func (j *job) stage(name string, f func() error) error {
+	j.logf("==> %s", name)
+	start := time.Now()
+	err := f()
+	_ = j.d.records.update(j.rec, func(r *Record) {
+		r.Stages = append(r.Stages, Stage{Name: name, StartedAt: start.UTC(), DurationMS: time.Since(start).Milliseconds()})
+	})
+	return err
+}
+
+// cutover starts rel beside the serving release, gates it on health, swaps
+// and drains, then records it as the slot's current release. On failure the
+// candidate is discarded and nothing else changes.
+func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) error {
+	var cand *slot.Candidate
+	started := time.Now()
+	err := j.stage("start", func() error {
+		var err error
+		cand, err = j.slot.Launch(slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: rel.Env})
+		if err == nil {
+			j.logf("started %q on PORT=%d", rel.Command, cand.Port())
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	err = j.stage("health", func() error { return gate(ctx, cand, j.d.cfg.Health, j.out) })
+	if err != nil {
+		tail := appTail(j.d, j.rec.Slot, started)
+		j.slot.Discard(cand)
+		if tail != "" {
+			return fmt.Errorf("%w\nlast lines of the app's log:\n%s", err, tail)
+		}
+		return err
+	}
+	return j.stage("cutover", func() error {
+		j.slot.Promote(cand, j.d.cfg.Drain)
+		j.rec.Release = rel.ID
+		return j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
+			ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
+			if isNew {
+				ss.Releases = append(ss.Releases, rel)
+			}
+			ss.Releases = j.d.prune(ss.Releases, rel.ID)
+		})
+	})
+}
+
+func splitLines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}

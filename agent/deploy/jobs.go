@@ -1,0 +1,317 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/buildpack"
+	"github.com/coder-slots/coder-slots/agent/source"
+	"github.com/coder-slots/coder-slots/agent/state"
+)
+
+// Deploy validates req and starts deploying it into the slot; the record it
+// returns is running. A refused request (ErrInvalid, ErrBusy) changes nothing.
+func (d *Deployer) Deploy(name string, req Request) (Record, error) {
+	if err := req.check(); err != nil {
+		return Record{}, err
+	}
+	if req.Repo != "" {
+		if err := source.ValidateRepo(req.Repo); err != nil {
+			return Record{}, invalid("%v", err)
+		}
+		if err := source.ValidateRef(d.ctx, req.Ref); err != nil {
+			return Record{}, invalid("%v", err)
+		}
+	}
+	j, err := d.begin(name, TriggerDeploy, func(r *Record) {
+		r.Repo, r.Ref, r.Dir = source.Redact(req.Repo), req.Ref, req.Dir
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	secrets := append(source.Secrets(req.Repo), slices.Collect(maps.Values(req.Env))...)
+	j.sink.SetSecrets(append(secrets, slices.Collect(maps.Values(d.store.Slot(name).Env))...))
+	rec := *j.rec
+	j.run(func(ctx context.Context) error { return j.build(ctx, req) })
+	return rec, nil
+}
+
+// build makes a new release from req's source and cuts over to it.
+func (j *job) build(ctx context.Context, req Request) error {
+	d, name := j.d, j.rec.Slot
+	prev := d.store.Slot(name)
+	now := time.Now().UTC()
+	var commit, dir string
+	// The release folder gets its final name once the commit is known.
+	work, err := os.MkdirTemp(d.releasesDir(name), ".new-")
+	if err != nil {
+		if err = os.MkdirAll(d.releasesDir(name), 0o700); err == nil {
+			work, err = os.MkdirTemp(d.releasesDir(name), ".new-")
+		}
+		if err != nil {
+			return fmt.Errorf("create release folder: %w", err)
+		}
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			_ = os.RemoveAll(work)
+			if dir != "" {
+				_ = os.RemoveAll(dir)
+			}
+		}
+	}()
+	err = j.stage("fetch", func() error {
+		if req.Dir != "" {
+			j.logf("copying %s", req.Dir)
+			desc, err := source.CopyDir(ctx, req.Dir, work, j.out)
+			commit = desc
+			return err
+		}
+		j.logf("fetching %s %s", source.Redact(req.Repo), refOrDefault(req.Ref))
+		g := &source.Git{CacheDir: filepath.Join(d.cfg.DataDir, "slots", name, "cache.git"), Env: d.cfg.Env, Log: j.out}
+		c, err := g.Fetch(ctx, req.Repo, req.Ref)
+		if err != nil {
+			return err
+		}
+		commit = c
+		j.logf("commit %s", c)
+		return g.Checkout(ctx, c, work)
+	})
+	if err != nil {
+		return err
+	}
+	_ = d.records.update(j.rec, func(r *Record) { r.Commit = commit })
+	id := stamp(now) + "-" + shortCommit(commit)
+	dir = filepath.Join(d.releasesDir(name), id)
+	if err := os.Rename(work, dir); err != nil {
+		return fmt.Errorf("name release folder: %w", err)
+	}
+	var plan buildpack.Plan
+	if err := j.stage("detect", func() error {
+		var err error
+		plan, err = buildpack.Detect(dir, buildpack.Options{Build: req.Build, Start: req.Start})
+		if err == nil {
+			j.logf("package manager: %s; install: %s; build: %s; start: %s",
+				orNone(string(plan.Manager)), orNone(strings.Join(plan.Install, " ")), orNone(plan.Build), plan.Start)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	runner := &buildpack.Runner{Env: d.cfg.Env, CacheDir: filepath.Join(d.cfg.DataDir, "cache"), Log: j.out}
+	prevDir := ""
+	if cur, ok := currentRelease(prev); ok {
+		prevDir = cur.Dir
+	}
+	if err := j.stage("install", func() error {
+		reused, err := runner.Install(ctx, dir, plan, prevDir)
+		if reused {
+			j.logf("dependencies unchanged: reused node_modules of the previous release")
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := j.stage("build", func() error { return runner.Build(ctx, dir, plan) }); err != nil {
+		return err
+	}
+	env := maps.Clone(prev.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	maps.Copy(env, req.Env)
+	rel := state.Release{
+		ID: id, Dir: dir, Command: plan.Start, Env: env, CreatedAt: now,
+		Repo: source.Redact(req.Repo), Ref: req.Ref, Commit: commit,
+	}
+	if err := j.cutover(ctx, rel, true); err != nil {
+		return err
+	}
+	keep = true
+	return nil
+}
+
+// Rollback switches the slot back to a kept release (the one before the
+// current when id is empty), through the same health gate.
+func (d *Deployer) Rollback(name, id string) (Record, error) {
+	ss := d.store.Slot(name)
+	if id == "" {
+		id = previousRelease(ss)
+		if id == "" {
+			return Record{}, invalid("slot %s has no earlier release to roll back to", name)
+		}
+	}
+	rel, ok := findRelease(ss, id)
+	if !ok {
+		return Record{}, invalid("slot %s has no release %q (kept: %s)", name, id, releaseIDs(ss))
+	}
+	if id == ss.Current && ss.Desired == state.DesiredRunning {
+		return Record{}, invalid("release %s is already serving in slot %s", id, name)
+	}
+	j, err := d.begin(name, TriggerRollback, func(r *Record) {
+		r.Repo, r.Ref, r.Commit, r.Release = rel.Repo, rel.Ref, rel.Commit, rel.ID
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	j.sink.SetSecrets(slices.Collect(maps.Values(rel.Env)))
+	rec := *j.rec
+	j.run(func(ctx context.Context) error {
+		j.logf("rolling back slot %s to release %s", name, rel.ID)
+		return j.cutover(ctx, rel, false)
+	})
+	return rec, nil
+}
+
+// SetEnv changes the slot's environment and returns the new one. With a
+// release serving, that is a new release of the same code with the new env,
+// cut over like a deploy (so a rollback restores the old env), and its
+// record is returned. An empty slot keeps the env for its next deploy (nil
+// record).
+func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (map[string]string, *Record, error) {
+	if d.slots(name) == nil {
+		return nil, nil, invalid("unknown slot %q", name)
+	}
+	if len(set) == 0 && len(unset) == 0 {
+		return nil, nil, invalid("nothing to change: give K=V to set or K to unset")
+	}
+	if err := validateEnv(set); err != nil {
+		return nil, nil, err
+	}
+	for _, k := range unset {
+		if err := ValidateEnvName(k); err != nil {
+			return nil, nil, err
+		}
+	}
+	ss := d.store.Slot(name)
+	env := maps.Clone(ss.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	maps.Copy(env, set)
+	for _, k := range unset {
+		delete(env, k)
+	}
+	cur, ok := currentRelease(ss)
+	if !ok || ss.Desired != state.DesiredRunning {
+		return env, nil, d.store.UpdateSlot(name, func(s *state.Slot) { s.Env = env })
+	}
+	now := time.Now().UTC()
+	rel := cur
+	rel.ID, rel.Env, rel.CreatedAt = stamp(now)+"-"+shortCommit(cur.Commit), env, now
+	j, err := d.begin(name, TriggerEnv, func(r *Record) {
+		r.Repo, r.Ref, r.Commit, r.Release = rel.Repo, rel.Ref, rel.Commit, rel.ID
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	j.sink.SetSecrets(append(slices.Collect(maps.Values(env)), slices.Collect(maps.Values(ss.Env))...))
+	rec := *j.rec
+	j.run(func(ctx context.Context) error {
+		j.logf("new release %s: code of %s with env %s", rel.ID, cur.ID, strings.Join(sortedKeys(env), ", "))
+		return j.cutover(ctx, rel, true)
+	})
+	return env, &rec, nil
+}
+
+// prune keeps the newest KeepReleases releases (always the current one)
+// and deletes the folders no kept release uses.
+func (d *Deployer) prune(rels []state.Release, current string) []state.Release {
+	if len(rels) <= d.cfg.KeepReleases {
+		return rels
+	}
+	cut := len(rels) - d.cfg.KeepReleases
+	var kept, dropped []state.Release
+	for i, r := range rels {
+		if i >= cut || r.ID == current {
+			kept = append(kept, r)
+		} else {
+			dropped = append(dropped, r)
+		}
+	}
+	used := map[string]bool{}
+	for _, r := range kept {
+		used[r.Dir] = true
+	}
+	for _, r := range dropped {
+		if !used[r.Dir] {
+			_ = os.RemoveAll(r.Dir)
+		}
+	}
+	return kept
+}
+
+func currentRelease(ss state.Slot) (state.Release, bool) {
+	if ss.Current == "" {
+		return state.Release{}, false
+	}
+	return findRelease(ss, ss.Current)
+}
+
+func findRelease(ss state.Slot, id string) (state.Release, bool) {
+	for _, r := range ss.Releases {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return state.Release{}, false
+}
+
+// previousRelease is the release kept just before the current one.
+func previousRelease(ss state.Slot) string {
+	for i := len(ss.Releases) - 1; i > 0; i-- {
+		if ss.Releases[i].ID == ss.Current {
+			return ss.Releases[i-1].ID
+		}
+	}
+	return ""
+}
+
+func releaseIDs(ss state.Slot) string {
+	ids := make([]string, 0, len(ss.Releases))
+	for _, r := range ss.Releases {
+		ids = append(ids, r.ID)
+	}
+	if len(ids) == 0 {
+		return "none"
+	}
+	return strings.Join(ids, ", ")
+}
+
+func sortedKeys(m map[string]string) []string {
+	return slices.Sorted(maps.Keys(m))
+}
+
+func shortCommit(c string) string {
+	if c == "" {
+		return "local"
+	}
+	if len(c) > 7 && !strings.HasSuffix(c, "-dirty") {
+		return c[:7]
+	}
+	if strings.HasSuffix(c, "-dirty") && len(c) > 13 {
+		return c[:7] + "-dirty"
+	}
+	return c
+}
+
+func refOrDefault(ref string) string {
+	if ref == "" {
+		return "(default branch)"
+	}
+	return ref
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}

@@ -1,0 +1,157 @@
+// Package bench measures slotagent's speed and memory and prints a markdown
+// table: idle memory, status query latency, crash → slot answering again
+// (against a bare Node.js boot) and cold start. It runs the real binary on
+// free loopback ports, kills every process it starts, and bounds every loop
+// in count and time.
+//
+// The table has one column group per stack measured (Report.Stacks); today
+// that is slotagent alone, and a later comparison (the PM2 setup slotagent
+// replaces) adds its own stack and rows.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Ours is the stack name of slotagent's column.
+const Ours = "slotagent"
+
+// Options configure a run.
+type Options struct {
+	// Quick runs fewer iterations (well under a minute).
+	Quick bool
+	// Binary is a slotagent binary to measure; empty builds one from the
+	// module (./agent/cmd/slotagent) into a temporary directory.
+	Binary string
+	// Command is how the run was invoked, printed so it can be reproduced.
+	Command string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	// Machine is where it ran.
+	Machine Machine
+	// Command reproduces the run.
+	Command string
+	// Quick tells a short run.
+	Quick bool
+	// Stacks are the stacks measured, in column order; targets are judged
+	// against the first.
+	Stacks []string
+	// Rows are the figures, in table order.
+	Rows []Row
+}
+
+// Failed reports whether a figure could not be measured (a missed target
+// is a result, not a failure).
+func (r *Report) Failed() bool {
+	for _, row := range r.Rows {
+		if row.Err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// counts are the iterations of each measurement.
+type counts struct {
+	idleRuns    int // fresh agents whose idle RSS is read
+	apiWarmup   int // GET /api/processes before timing
+	apiRequests int // timed GET /api/processes
+	cliRuns     int // slotagent status --json
+	crashRuns   int // kill -9 → answering, and as many bare node boots
+	coldRuns    int // slotagent run → six ports answering
+}
+
+func countsFor(quick bool) counts {
+	if quick {
+		return counts{idleRuns: 2, apiWarmup: 100, apiRequests: 1000, cliRuns: 10, crashRuns: 8, coldRuns: 4}
+	}
+	return counts{idleRuns: 5, apiWarmup: 200, apiRequests: 2000, cliRuns: 30, crashRuns: 40, coldRuns: 10}
+}
+
+// bench is the state of one run shared by the measurements.
+type bench struct {
+	bin  string // the slotagent binary
+	root string // temporary directory holding everything the run writes
+	n    counts
+	log  io.Writer
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "slotbench: "+format+"\n", args...)
+}
+
+// Run builds slotagent (unless Options.Binary is set), measures every
+// figure and returns the report. A figure that cannot be measured becomes a
+// row carrying its error; Run itself fails only when nothing can be
+// measured (no binary, no temporary directory) or ctx is cancelled.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	b := &bench{n: countsFor(opts.Quick), log: opts.Log}
+	if b.log == nil {
+		b.log = io.Discard
+	}
+	root, err := os.MkdirTemp("", "slotbench-")
+	if err != nil {
+		return nil, fmt.Errorf("create a temporary directory: %w", err)
+	}
+	defer os.RemoveAll(root)
+	b.root = root
+
+	b.bin = opts.Binary
+	if b.bin == "" {
+		b.logf("building slotagent")
+		if b.bin, err = buildAgent(ctx, root); err != nil {
+			return nil, err
+		}
+	}
+	r := &Report{
+		Machine: probeMachine(ctx, b.bin),
+		Command: opts.Command,
+		Quick:   opts.Quick,
+		Stacks:  []string{Ours},
+	}
+	for _, measure := range []func(context.Context) []Row{b.idle, b.crash, b.coldStart} {
+		r.Rows = append(r.Rows, measure(ctx)...)
+		if err := ctx.Err(); err != nil {
+			return r, fmt.Errorf("benchmark interrupted: %w", err)
+		}
+	}
+	r.Machine.LoadAfter = loadAverage()
+	return r, nil
+}
+
+// ours is a row measured on slotagent.
+func ours(figure, unit string, st Stat, target *Target, note string) Row {
+	return Row{Figure: figure, Unit: unit, Cells: map[string]Stat{Ours: st}, Target: target, Note: note}
+}
+
+// failed is a row for a figure that could not be measured.
+func failed(figure string, target *Target, err error) Row {
+	return Row{Figure: figure, Target: target, Err: err}
+}
+
+// stop stops an agent, logging what went wrong.
+func (b *bench) stop(a *agentProc) {
+	if err := a.stop(); err != nil {
+		b.logf("%v", err)
+	}
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
