@@ -116,6 +116,7 @@ func TestBadInput(t *testing.T) {
 		{"app host without star", "app_host: coder.example.com\n", nil, `app_host: "coder.example.com" must contain exactly one *`},
 		{"app host with scheme", "app_host: 'https://*.coder.example.com'\n", nil, `app_host: "https://*.coder.example.com" is not a host name with a wildcard (no scheme`},
 		{"app host from env", "", map[string]string{"SLOTPROV_APP_HOST": "apps.example.com"}, `app_host: "apps.example.com" must contain exactly one *`},
+		{"agent name starting with a digit", "agent_name: 1st\n", nil, `agent_name: "1st" is not a valid agent name`},
 		{"url style", "app_url_style: long\n", nil, `app_url_style: "long" is not`},
 		{"template name", "template:\n  name: my template\n", nil, `template.name: "my template" is not a valid Coder name`},
 		{"coder url", "", map[string]string{"CODER_URL": "coder.example.com"}, `coder.url: "coder.example.com" is not an http(s) URL`},

@@ -18,6 +18,9 @@ var (
 	slugRe = regexp.MustCompile(`^[a-z0-9](-?[a-z0-9])*$`)
 	// hostRe is a host name after its wildcard label, with an optional port.
 	hostRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
+	// agentRe is slugRe starting with a letter: the agent's name is also
+	// the coder_agent resource's name in main.tf.
+	agentRe = regexp.MustCompile(`^[a-z](-?[a-z0-9])*$`)
 	// labelRe is what may stand beside the * in the wildcard label.
 	labelRe = regexp.MustCompile(`^[a-z0-9-]*$`)
 	// imageRefRe is a Docker image reference: [host[:port]/]path[:tag][@digest].
@@ -66,8 +69,8 @@ func (c *Config) checkApps() error {
 	default:
 		return fmt.Errorf("app_url_style: %q is not %q or %q", c.AppURLStyle, URLStyleAgent, URLStyleShort)
 	}
-	if !slugRe.MatchString(c.AgentName) || len(c.AgentName) > 32 {
-		return fmt.Errorf("agent_name: %q is not a valid Coder agent name (lower-case letters, digits and single hyphens)", c.AgentName)
+	if !agentRe.MatchString(c.AgentName) || len(c.AgentName) > 32 {
+		return fmt.Errorf("agent_name: %q is not a valid agent name (a lower-case letter, then letters, digits and single hyphens)", c.AgentName)
 	}
 	if err := checkPort(c.Admin.Port); err != nil {
 		return fmt.Errorf("admin.port: %w", err)

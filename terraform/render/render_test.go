@@ -1,0 +1,193 @@
+package render
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coder-slots/coder-slots/provision/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func load(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "slots.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+const buildYAML = `
+app_host: "*--apps.coder.example.com:8443"
+app_url_style: short
+agent_name: dev
+admin:
+  port: 9100
+  slug: panel
+  share: authenticated
+slots:
+  - name: c
+    slug: web
+    port: 4000
+    display_name: "Web \"front\" ${not.interpolated}"
+    share: public
+  - name: a
+image:
+  mode: build
+  ref: ghcr.io/acme/coder-slots:1.4.0
+  build:
+    node_major: 24
+    apt_packages: [jq]
+resources:
+  cpus: "1.5"
+  memory_mb: 2048
+postgres:
+  enabled: true
+`
+
+func TestGolden(t *testing.T) {
+	cases := map[string]string{
+		"default": string(config.Example()),
+		"build":   buildYAML,
+	}
+	for name, yaml := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := load(t, yaml)
+			files, err := Files(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := Files(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for f, b := range files {
+				if !bytes.Equal(again[f], b) {
+					t.Fatalf("%s: two renders of the same config differ", f)
+				}
+				golden(t, name+"."+strings.ReplaceAll(f, "/", "_")+".golden", b)
+			}
+			if _, ok := files[Dockerfile]; ok != (name == "build") {
+				t.Fatalf("build/Dockerfile present: %t", ok)
+			}
+			terraformFmt(t, files[MainTF])
+		})
+	}
+}
+
+// The template literal in a display name must stay a literal: the value
+// goes through hclwrite.TokensForValue, which escapes ${.
+func TestValuesAreEscaped(t *testing.T) {
+	b, err := MainFile(load(t, buildYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `display_name = "Web \"front\" $${not.interpolated}"`) {
+		t.Fatalf("display name not escaped:\n%s", b)
+	}
+}
+
+// terraformFmt checks that terraform's own formatter leaves main.tf as it is.
+func terraformFmt(t *testing.T, main []byte) {
+	t.Helper()
+	tf, err := exec.LookPath("terraform")
+	if err != nil {
+		t.Fatal("terraform is not on PATH")
+	}
+	cmd := exec.Command(tf, "fmt", "-no-color", "-")
+	cmd.Stdin = bytes.NewReader(main)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("terraform fmt: %v", err)
+	}
+	if !bytes.Equal(out, main) {
+		t.Fatalf("terraform fmt changes main.tf:\n%s", out)
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -update writes it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s differs from the golden file (go test -update if intended):\n%s", path, got)
+	}
+}
+
+func TestWriteRefusesAForeignDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Write(dir, map[string][]byte{MainTF: []byte("x")}, false)
+	if err == nil || !strings.Contains(err.Error(), "exists and is not a previous render") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("something was written: %v", entries)
+	}
+	if err := Write(dir, map[string][]byte{MainTF: []byte("x")}, true); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "notes.txt")); string(b) != "mine" {
+		t.Fatal("--force touched a file that is not part of the render")
+	}
+}
+
+func TestWriteRefusesAForgedMarker(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, Marker), []byte("../../etc/passwd\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(dir, map[string][]byte{MainTF: []byte("x")}, false); err == nil || !strings.Contains(err.Error(), "is not a slotprov marker") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRerenderReplacesItsOwnFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tpl")
+	if err := Write(dir, map[string][]byte{MainTF: []byte("one"), Dockerfile: []byte("FROM x")}, false); err != nil {
+		t.Fatal(err)
+	}
+	lock := filepath.Join(dir, ".terraform.lock.hcl")
+	if err := os.WriteFile(lock, []byte("# lock"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(dir, map[string][]byte{MainTF: []byte("two")}, false); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, MainTF)); string(b) != "two" {
+		t.Fatalf("main.tf = %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "build")); !os.IsNotExist(err) {
+		t.Fatalf("the stale build/ folder is still there: %v", err)
+	}
+	if _, err := os.Stat(lock); err != nil {
+		t.Fatal("a file that is not part of the render was removed")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp") {
+			t.Fatalf("temporary file left: %s", e.Name())
+		}
+	}
+}
