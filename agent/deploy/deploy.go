@@ -46,9 +46,13 @@ type Config struct {
 	KeepReleases int
 	// KeepRecords is how many deploy records a slot keeps.
 	KeepRecords int
+	// Timeout bounds a whole deploy (a git prompt or a hung install must
+	// not hold the slot's lock forever).
+	Timeout time.Duration
 }
 
-// DefaultConfig has the defaults of DESIGN.md: drain 30 s, 3 releases, 20 records.
+// DefaultConfig has the defaults of DESIGN.md: drain 30 s, 3 releases, 20
+// records; a deploy may take 30 minutes.
 func DefaultConfig(dataDir string) Config {
 	return Config{
 		DataDir:      dataDir,
@@ -57,6 +61,7 @@ func DefaultConfig(dataDir string) Config {
 		Drain:        30 * time.Second,
 		KeepReleases: 3,
 		KeepRecords:  20,
+		Timeout:      30 * time.Minute,
 	}
 }
 
@@ -213,11 +218,15 @@ func (j *job) run(steps func(ctx context.Context) error) {
 	j.d.wg.Add(1)
 	go func() {
 		defer j.d.wg.Done()
-		err := steps(j.d.ctx)
+		ctx, cancel := context.WithTimeout(j.d.ctx, j.d.cfg.Timeout)
+		err := steps(ctx)
+		cancel()
 		status := Succeeded
 		switch {
 		case errors.Is(err, context.Canceled):
 			status = Canceled
+		case errors.Is(err, context.DeadlineExceeded):
+			status, err = Failed, fmt.Errorf("the deploy took longer than %s: %w", j.d.cfg.Timeout, err)
 		case err != nil:
 			status = Failed
 		}

@@ -290,16 +290,16 @@ func sortedKeys(m map[string]string) []string {
 }
 
 func shortCommit(c string) string {
-	if c == "" {
+	switch {
+	case c == "":
 		return "local"
-	}
-	if len(c) > 7 && !strings.HasSuffix(c, "-dirty") {
-		return c[:7]
-	}
-	if strings.HasSuffix(c, "-dirty") && len(c) > 13 {
+	case strings.HasSuffix(c, "-dirty") && len(c) > 13:
 		return c[:7] + "-dirty"
+	case len(c) == 40 || len(c) == 64:
+		return c[:7]
+	default:
+		return c
 	}
-	return c
 }
 
 func refOrDefault(ref string) string {

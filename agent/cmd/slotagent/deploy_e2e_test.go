@@ -539,3 +539,47 @@ func TestImportLegacy(t *testing.T) {
 		t.Fatal("import printed a secret")
 	}
 }
+
+// TestDeployLogStreamsAsServerSentEvents: the panel's live log.
+func TestDeployLogStreamsAsServerSentEvents(t *testing.T) {
+	a := newAgent(t)
+	bare, _ := sampleRepo(t, t.TempDir())
+	a.start(fastDeploys...)
+	resp, err := http.Post(a.url("admin", "/api/slots/e/deploy"), "application/json", strings.NewReader(`{"repo":"`+bare+`","env":{"K":"sse-secret-77"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec deploy.Record
+	err = json.NewDecoder(resp.Body).Decode(&rec)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusAccepted || rec.Status != deploy.Running || rec.ID == "" {
+		t.Fatalf("deploy: %d %+v %v", resp.StatusCode, rec, err)
+	}
+	req, _ := http.NewRequest("GET", a.url("admin", "/api/deploys/"+rec.ID+"/log"), nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	stream := string(b)
+	if resp.Header.Get("Content-Type") != "text/event-stream" || !strings.Contains(stream, "data: ") ||
+		!strings.Contains(stream, "==> install") || !strings.Contains(stream, "event: end\ndata: {") || !strings.Contains(stream, `"status":"succeeded"`) {
+		t.Fatalf("event stream:\n%s", stream)
+	}
+	if strings.Contains(stream, "sse-secret-77") {
+		t.Fatal("the deploy log shows an env value")
+	}
+	a.apiJSON("/api/deploys/"+rec.ID, &rec)
+	names := []string{}
+	for _, s := range rec.Stages {
+		names = append(names, s.Name)
+	}
+	if got := strings.Join(names, ","); got != "fetch,detect,install,build,start,health,cutover" || rec.Commit == "" || rec.FinishedAt.IsZero() {
+		t.Fatalf("record: stages %s, %+v", got, rec)
+	}
+	if code, _ := body(t, a.url("admin", "/api/deploys/e-nope")); code != 404 {
+		t.Fatalf("unknown deploy: %d", code)
+	}
+}
