@@ -126,7 +126,7 @@ func (s *Slot) Launch(rel Release) (*Candidate, error) {
 	proc, err := s.sup.Add(supervisor.Spec{
 		Name:     ProcessName(s.cfg.Name) + "@" + rel.ID,
 		Log:      ProcessName(s.cfg.Name),
-		Command:  []string{"sh", "-c", rel.Command},
+		Command:  shellArgv(rel.Command),
 		Dir:      rel.Dir,
 		Env:      s.appEnv(rel, port),
 		ShownEnv: s.shownEnv(rel, port),
@@ -312,6 +312,16 @@ func (s *Slot) appEnv(rel Release, port int) []string {
 		"SLOT_NAME="+s.cfg.Name,
 		"SLOT_URL="+s.cfg.URL,
 	)
+}
+
+// shellArgv runs a start command line with sh -c. A simple command (no
+// shell syntax) is exec'd by the shell, so no sh stays between the
+// supervisor and the app: one process less, and signals reach the app.
+func shellArgv(line string) []string {
+	if strings.ContainsAny(line, "|&;<>()$`\\\"'*?[]#~=%{}\n") {
+		return []string{"sh", "-c", line}
+	}
+	return []string{"sh", "-c", "exec " + line}
 }
 
 // shownEnv is the app's own environment with the release's values masked.

@@ -296,3 +296,18 @@ func TestPromoteWithoutDowntime(t *testing.T) {
 	}
 	t.Logf("requests during promote: %+v", r)
 }
+
+func TestShellArgv(t *testing.T) {
+	for line, want := range map[string]string{
+		"node server.js":          "exec node server.js",
+		"npm start":               "exec npm start",
+		"npm run build && node x": "npm run build && node x",
+		"FOO=1 node x":            "FOO=1 node x",
+		"node $MAIN":              "node $MAIN",
+		"node 'a b.js'":           "node 'a b.js'",
+	} {
+		if got := shellArgv(line); len(got) != 3 || got[0] != "sh" || got[1] != "-c" || got[2] != want {
+			t.Errorf("shellArgv(%q) = %q, want sh -c %q", line, got, want)
+		}
+	}
+}

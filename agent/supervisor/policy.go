@@ -22,8 +22,9 @@ type Policy struct {
 	MaxMemory uint64 `json:"max_memory_restart" mapstructure:"max_memory_restart"`
 	// MemoryCheckInterval is how often MaxMemory is checked.
 	MemoryCheckInterval time.Duration `json:"memory_check_interval" mapstructure:"memory_check_interval"`
-	// RestartDelay is the first delay between restarts; each further restart
-	// waits 1.5 times longer, up to MaxRestartDelay.
+	// RestartDelay is the delay before the second restart in a row (the
+	// first is immediate); each further restart waits 1.5 times longer, up
+	// to MaxRestartDelay.
 	RestartDelay time.Duration `json:"restart_delay" mapstructure:"restart_delay"`
 	// MaxRestartDelay caps the exponential delay.
 	MaxRestartDelay time.Duration `json:"max_restart_delay" mapstructure:"max_restart_delay"`
@@ -33,7 +34,7 @@ type Policy struct {
 
 // DefaultPolicy is the policy of DESIGN.md: autorestart, min_uptime 1 s,
 // max_restarts 16, kill_timeout 10 s, backoff 100 ms × 1.5 capped at 15 s
-// and reset after 30 s of uptime.
+// and reset after 30 s of uptime; the first restart in a row is immediate.
 func DefaultPolicy() Policy {
 	return Policy{
 		Autorestart:         true,
@@ -47,9 +48,15 @@ func DefaultPolicy() Policy {
 	}
 }
 
-// backoff returns the delay before the n-th restart in a row (n from 0).
+// backoff returns the delay before the n-th restart in a row (n from 0):
+// the first restart is immediate (an app that crashed once should be back
+// as fast as it boots), the following ones wait RestartDelay × 1.5^(n-1),
+// capped at MaxRestartDelay.
 func (p Policy) backoff(n int) time.Duration {
-	d := float64(p.RestartDelay) * math.Pow(1.5, float64(n))
+	if n == 0 {
+		return 0
+	}
+	d := float64(p.RestartDelay) * math.Pow(1.5, float64(n-1))
 	if d > float64(p.MaxRestartDelay) {
 		return p.MaxRestartDelay
 	}

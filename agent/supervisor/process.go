@@ -251,7 +251,11 @@ func (p *Process) loop(stop, done chan struct{}) {
 		delay = pol.backoff(backoffN)
 		backoffN++
 		p.set(func(i *Info) { i.Restarts++ })
-		p.note("restarting in %s", delay.Round(time.Millisecond))
+		if delay == 0 {
+			p.note("restarting now")
+		} else {
+			p.note("restarting in %s", delay.Round(time.Millisecond))
+		}
 	}
 }
 
