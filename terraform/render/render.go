@@ -148,11 +148,14 @@ func (w *writer) dataSources(b *hclwrite.Body) {
 	b.AppendNewline()
 }
 
-// slotKey is a slot's key in the locals' maps and its Terraform resource name.
+// AdminApp is the admin panel's coder_app name and key in local.app_urls.
+const AdminApp = "admin"
+
+// slotKey is a slot's coder_app name and key in local.app_urls.
 func slotKey(s config.Slot) string { return "slot_" + s.Name }
 
 func (w *writer) locals(b *hclwrite.Body, c *config.Config) {
-	slugs := map[string]string{"admin": c.Admin.Slug}
+	slugs := map[string]string{AdminApp: c.Admin.Slug}
 	for _, s := range c.Slots {
 		slugs[slotKey(s)] = s.Slug
 	}
@@ -248,7 +251,7 @@ func (w *writer) agentBlock(b *hclwrite.Body, c *config.Config) {
 
 func (w *writer) apps(b *hclwrite.Body, c *config.Config) {
 	adminHealth := fmt.Sprintf("http://127.0.0.1:%d", c.Admin.Port)
-	w.app(b, "admin", c.Admin.Slug, c.Admin.DisplayName, c.Admin.Icon, c.Admin.Share, c.Admin.Port, adminHealth+"/healthz", 0)
+	w.app(b, AdminApp, c.Admin.Slug, c.Admin.DisplayName, c.Admin.Icon, c.Admin.Share, c.Admin.Port, adminHealth+"/healthz", 0)
 	for i, s := range c.Slots {
 		w.app(b, slotKey(s), s.Slug, s.DisplayName, s.Icon, s.Share, s.Port, adminHealth+"/api/slots/"+s.Name+"/health", i+1)
 	}
@@ -334,11 +337,8 @@ func (w *writer) container(b *hclwrite.Body, c *config.Config) {
 }
 
 func (w *writer) outputs(b *hclwrite.Body) {
-	o := b.AppendNewBlock("output", []string{"admin_url"}).Body()
-	attrs(o, "description", str("The admin panel's URL."), "value", w.expr(`local.app_urls["admin"]`))
-	b.AppendNewline()
-	o = b.AppendNewBlock("output", []string{"slot_urls"}).Body()
-	attrs(o, "description", str("Each slot's URL."), "value", w.expr(`{ for k, url in local.app_urls : trimprefix(k, "slot_") => url if k != "admin" }`))
+	o := b.AppendNewBlock("output", []string{"app_urls"}).Body()
+	attrs(o, "description", str("Each app's URL, by coder_app name."), "value", w.expr("local.app_urls"))
 	b.AppendNewline()
 	o = b.AppendNewBlock("output", []string{"workspace_env"}).Body()
 	attrs(o, "description", str("The container's environment besides the agent's token and init script."), "value", w.expr("local.workspace_env"))
