@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
 	"os"
 	"strconv"
@@ -72,17 +73,36 @@ func New(b Backend, d Deploys, log *slog.Logger) *API {
 	a := &API{b: b, d: d, log: log, mux: http.NewServeMux()}
 	a.routes()
 	a.deployRoutes()
+	a.uiRoutes()
 	return a
 }
 
 // Browser is the handler for the admin port: state-changing requests must
-// be same-origin (Sec-Fetch-Site, then Origin against Host).
+// be same-origin (Sec-Fetch-Site, then Origin against Host) and JSON, so a
+// page on a sibling subdomain (another slot's app) cannot drive the agent
+// through the user's browser, not even with a "simple" form post.
 func (a *API) Browser() http.Handler {
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused", "state-changing requests must come from the admin panel itself")
 	}))
-	return cop.Handler(a.mux)
+	return cop.Handler(requireJSON(a.mux))
+}
+
+// requireJSON refuses state-changing requests whose body is not declared
+// JSON (HTML forms can only send form encodings and text/plain).
+func requireJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+				writeError(w, http.StatusUnsupportedMediaType, "the body must be JSON", "send Content-Type: application/json")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Control is the handler for the control socket (the CLI): the socket's

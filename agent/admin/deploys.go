@@ -166,14 +166,18 @@ type ReleaseList struct {
 }
 
 func (a *API) releases(w http.ResponseWriter, _ *http.Request, name string) {
-	ss := a.b.SlotState(name)
+	writeJSON(w, http.StatusOK, releaseList(a.b.SlotState(name)))
+}
+
+// releaseList lists a slot's kept releases, newest first, env masked.
+func releaseList(ss state.Slot) ReleaseList {
 	out := ReleaseList{Current: ss.Current, Releases: []ReleaseInfo{}}
 	for i := len(ss.Releases) - 1; i >= 0; i-- {
 		rel := ss.Releases[i]
 		rel.Env = slot.Mask(rel.Env)
 		out.Releases = append(out.Releases, ReleaseInfo{Release: rel, Current: rel.ID == ss.Current})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // DeployList is the answer of GET /api/slots/:slot/deploys.

@@ -547,9 +547,21 @@ func TestAdminPortRefusesCrossOriginChanges(t *testing.T) {
 			t.Errorf("%s: %d %s", name, resp.StatusCode, b)
 		}
 	}
-	req, _ := http.NewRequest("POST", a.url("admin", "/api/restart/a"), nil)
+	req, _ := http.NewRequest("POST", a.url("admin", "/api/restart/a"), strings.NewReader("x=1"))
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("same-origin form post: %d, want 415", resp.StatusCode)
+	}
+	req, _ = http.NewRequest("POST", a.url("admin", "/api/restart/a"), strings.NewReader("{}"))
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

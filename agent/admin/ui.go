@@ -1,0 +1,166 @@
+package admin
+
+import (
+	"embed"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/slot"
+	"github.com/coder-slots/coder-slots/agent/state"
+)
+
+//go:embed web
+var webFS embed.FS
+
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"bytes":    humanBytes,
+	"duration": humanDuration,
+	"ms":       func(ms int64) string { return humanDuration(time.Duration(ms) * time.Millisecond) },
+	"short":    shortID,
+	"when":     func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
+}).ParseFS(webFS, "web/*.html"))
+
+func (a *API) uiRoutes() {
+	static, _ := fs.Sub(webFS, "web/static")
+	a.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	a.mux.HandleFunc("GET /{$}", a.dashboard)
+	a.mux.HandleFunc("GET /slots/{slot}", a.withSlot(a.slotPage))
+}
+
+// Row is one line of the dashboard.
+type Row struct {
+	ProcessRow
+	Repo, Ref, Commit string
+}
+
+// dashboardData is what the dashboard shows.
+type dashboardData struct {
+	Title, Root string
+	Rows        []Row
+}
+
+func (a *API) dashboard(w http.ResponseWriter, r *http.Request) {
+	d := dashboardData{Title: "slotagent", Root: "./"}
+	for _, p := range a.processList().Processes {
+		row := Row{ProcessRow: p}
+		if p.Slot != "" {
+			if rel, ok := currentRelease(a.b.SlotState(p.Slot)); ok && p.Type == "app" {
+				row.Repo, row.Ref, row.Commit = rel.Repo, rel.Ref, rel.Commit
+			}
+		}
+		d.Rows = append(d.Rows, row)
+	}
+	render(w, r, "dashboard.html", d)
+}
+
+// slotData is what a slot's page shows.
+type slotData struct {
+	Title    string
+	Root     string
+	Slot     slot.Status
+	Row      ProcessRow
+	Env      []string // names only: values never leave the agent
+	Releases ReleaseList
+	Deploys  []deploy.Record
+	Running  string // id of the deploy under way, if any
+	Slots    []string
+}
+
+func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
+	d := slotData{Title: "slot " + name + " · slotagent", Root: "../", Slots: config.SlotNames}
+	for _, s := range a.b.Slots() {
+		if s.Name == name {
+			d.Slot = s
+		}
+	}
+	for _, p := range a.processList().Processes {
+		if p.Slot == name {
+			d.Row = p
+		}
+	}
+	ss := a.b.SlotState(name)
+	for k := range ss.Env {
+		d.Env = append(d.Env, k)
+	}
+	sort.Strings(d.Env)
+	d.Releases = releaseList(ss)
+	d.Deploys = a.d.List(name)
+	if len(d.Deploys) > 10 {
+		d.Deploys = d.Deploys[:10]
+	}
+	for _, rec := range d.Deploys {
+		if rec.Status == deploy.Running {
+			d.Running = rec.ID
+		}
+	}
+	render(w, r, "slot.html", d)
+}
+
+// render executes a page, or one of its parts (?part=NAME, a template
+// defined in the page) for the live refresh, which swaps that part in.
+func render(w http.ResponseWriter, r *http.Request, page string, data any) {
+	name := page
+	if part := r.URL.Query().Get("part"); part != "" {
+		if pages.Lookup(part) == nil || !strings.HasPrefix(part, "part-") {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no part %q", part), "")
+			return
+		}
+		name = part
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+	if err := pages.ExecuteTemplate(w, name, data); err != nil {
+		fmt.Fprintf(w, "<p class=error>page failed: %s</p>", template.HTMLEscapeString(err.Error()))
+	}
+}
+
+func currentRelease(ss state.Slot) (state.Release, bool) {
+	for _, rel := range ss.Releases {
+		if rel.ID == ss.Current {
+			return rel, true
+		}
+	}
+	return state.Release{}, false
+}
+
+func humanBytes(b uint64) string {
+	switch {
+	case b == 0:
+		return "—"
+	case b < 1<<20:
+		return fmt.Sprintf("%.0f KiB", float64(b)/(1<<10))
+	default:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "—"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}
+
+func shortID(s string) string {
+	if len(s) == 40 || len(s) == 64 {
+		return s[:7]
+	}
+	return s
+}

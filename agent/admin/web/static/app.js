@@ -1,0 +1,192 @@
+// slotagent admin panel: live refresh of server-rendered parts, forms that
+// call the JSON API, live deploy and app logs. Every text from the server
+// is inserted with textContent, or as HTML the server escaped.
+'use strict';
+(function () {
+  const body = document.body;
+  const root = body.dataset.root || './';
+  const slot = body.dataset.slot;
+  const ansi = /\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
+
+  function showError(msg) {
+    const box = document.getElementById('error');
+    if (!box) return;
+    box.textContent = msg;
+    box.hidden = !msg;
+    if (msg) box.scrollIntoView({ block: 'nearest' });
+  }
+
+  async function api(method, path, payload) {
+    const opts = { method, headers: { 'Accept': 'application/json' } };
+    if (method !== 'GET') {
+      opts.headers['Content-Type'] = 'application/json';
+      opts.body = JSON.stringify(payload || {});
+    }
+    const resp = await fetch(root + path, opts);
+    let data = null;
+    try { data = await resp.json(); } catch (e) { /* not JSON */ }
+    if (!resp.ok) {
+      const msg = data && data.error ? data.error + (data.details ? ' (' + data.details + ')' : '') : method + ' ' + path + ': ' + resp.status;
+      throw new Error(msg);
+    }
+    return data;
+  }
+
+  // Live parts: elements with data-live="part-x" are re-rendered by the
+  // server every data-every milliseconds.
+  function refresh(el) {
+    return fetch(location.pathname + '?part=' + encodeURIComponent(el.dataset.live), { cache: 'no-store' })
+      .then(r => r.ok ? r.text() : Promise.reject(new Error('refresh: ' + r.status)))
+      .then(html => { el.innerHTML = html; });
+  }
+  function refreshAll() { document.querySelectorAll('[data-live]').forEach(el => refresh(el).catch(() => {})); }
+  document.querySelectorAll('[data-live]').forEach(el => {
+    setInterval(() => { if (!document.hidden) refresh(el).catch(() => {}); }, Number(el.dataset.every) || 2000);
+  });
+
+  function appendLine(pre, line) {
+    pre.appendChild(document.createTextNode(line.replace(ansi, '') + '\n'));
+    pre.scrollTop = pre.scrollHeight;
+  }
+
+  // The deploy log follows one deploy over Server-Sent Events.
+  let source = null;
+  function followDeploy(id) {
+    const card = document.getElementById('deploy-log-card');
+    const pre = document.getElementById('deploy-log');
+    const badge = document.getElementById('deploy-status');
+    if (!card) return;
+    if (source) source.close();
+    card.hidden = false;
+    pre.textContent = '';
+    badge.textContent = 'running';
+    badge.className = 'badge st-running';
+    source = new EventSource(root + 'api/deploys/' + encodeURIComponent(id) + '/log');
+    source.onmessage = e => appendLine(pre, e.data);
+    source.addEventListener('end', e => {
+      source.close();
+      source = null;
+      const rec = JSON.parse(e.data);
+      badge.textContent = rec.status;
+      badge.className = 'badge st-' + rec.status;
+      if (rec.status !== 'succeeded' && rec.error) showError('Deploy ' + rec.status + ': ' + rec.error);
+      refreshAll();
+    });
+    source.onerror = () => { if (source && source.readyState === EventSource.CLOSED) source = null; };
+  }
+
+  async function act(fn) {
+    showError('');
+    try { await fn(); } catch (e) { showError(e.message); }
+  }
+
+  document.addEventListener('click', e => {
+    const btn = e.target.closest('button[data-action], button[data-rollback]');
+    if (!btn || !slot) return;
+    if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
+    act(async () => {
+      if (btn.dataset.rollback) {
+        const rec = await api('POST', 'api/slots/' + slot + '/rollback', { release: btn.dataset.rollback });
+        followDeploy(rec.id);
+      } else if (btn.dataset.action === 'restart') {
+        await api('POST', 'api/restart/' + slot);
+      } else if (btn.dataset.action === 'stop') {
+        await api('POST', 'api/processes/' + slot + '/stop');
+      }
+      refreshAll();
+    });
+  });
+
+  const deployForm = document.getElementById('deploy-form');
+  if (deployForm) {
+    deployForm.addEventListener('submit', e => {
+      e.preventDefault();
+      const f = new FormData(deployForm);
+      const req = {};
+      for (const k of ['repo', 'ref', 'build', 'start']) {
+        const v = String(f.get(k) || '').trim();
+        if (v) req[k] = v;
+      }
+      act(async () => {
+        const rec = await api('POST', 'api/slots/' + slot + '/deploy', req);
+        followDeploy(rec.id);
+      });
+    });
+  }
+
+  const envForm = document.getElementById('env-form');
+  if (envForm) {
+    document.getElementById('env-add').addEventListener('click', () => {
+      const row = document.createElement('div');
+      row.className = 'env-row';
+      const name = document.createElement('input');
+      name.placeholder = 'NAME';
+      name.className = 'env-name';
+      name.autocomplete = 'off';
+      const value = document.createElement('input');
+      value.type = 'password';
+      value.placeholder = 'value';
+      value.className = 'env-value';
+      value.autocomplete = 'new-password';
+      row.append(name, value);
+      document.getElementById('env-new').appendChild(row);
+      name.focus();
+    });
+    envForm.addEventListener('submit', e => {
+      e.preventDefault();
+      const set = {};
+      envForm.querySelectorAll('.env-row').forEach(row => {
+        const k = row.querySelector('.env-name').value.trim();
+        if (k) set[k] = row.querySelector('.env-value').value;
+      });
+      const unset = Array.from(envForm.querySelectorAll('input[name=unset]:checked')).map(i => i.value);
+      act(async () => {
+        const ans = await api('POST', 'api/slots/' + slot + '/env', { set, unset });
+        document.getElementById('env-new').textContent = '';
+        const list = document.getElementById('env-list');
+        list.textContent = '';
+        Object.keys(ans.env).sort().forEach(k => {
+          const li = document.createElement('li');
+          const code = document.createElement('code');
+          code.textContent = k;
+          li.append(code, ' = ', ans.env[k]);
+          list.appendChild(li);
+        });
+        if (ans.deploy) followDeploy(ans.deploy.id);
+      });
+    });
+  }
+
+  // The app log: the last lines, then, on demand, new ones as they come.
+  const appLog = document.getElementById('app-log');
+  let follow = null;
+  if (appLog && slot) {
+    fetch(root + 'api/slots/' + slot + '/logs?n=200').then(r => r.text()).then(t => {
+      t.split('\n').filter(Boolean).forEach(l => appendLine(appLog, l));
+    }).catch(err => showError('logs: ' + err.message));
+    document.getElementById('log-follow').addEventListener('click', async ev => {
+      const btn = ev.target;
+      if (follow) { follow.abort(); follow = null; btn.textContent = 'Follow'; return; }
+      follow = new AbortController();
+      btn.textContent = 'Stop following';
+      appLog.textContent = '';
+      try {
+        const resp = await fetch(root + 'api/slots/' + slot + '/logs?n=50&follow=1', { signal: follow.signal });
+        const reader = resp.body.getReader();
+        const dec = new TextDecoder();
+        let rest = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          const lines = (rest + dec.decode(value, { stream: true })).split('\n');
+          rest = lines.pop();
+          lines.forEach(l => appendLine(appLog, l));
+        }
+      } catch (err) {
+        if (err.name !== 'AbortError') showError('logs: ' + err.message);
+      }
+    });
+  }
+
+  if (body.dataset.running) followDeploy(body.dataset.running);
+})();
