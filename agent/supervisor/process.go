@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
@@ -47,6 +49,20 @@ type Spec struct {
 	Secrets []string `json:"-"`
 	// Policy is the restart and stop policy.
 	Policy Policy `json:"policy"`
+	// Credential, when set, runs the process as another user (the agent
+	// runs as root and the process refuses to, like PostgreSQL).
+	Credential *syscall.Credential `json:"-"`
+	// StopSignal asks the process to stop; 0 means SIGTERM. SIGKILL
+	// follows after the kill timeout either way.
+	StopSignal syscall.Signal `json:"-"`
+}
+
+// stopSignal is the signal that asks the process to stop.
+func (s Spec) stopSignal() syscall.Signal {
+	if s.StopSignal == 0 {
+		return syscall.SIGTERM
+	}
+	return s.StopSignal
 }
 
 // Info is a snapshot of a process for status displays.
@@ -375,7 +391,7 @@ func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, err erro
 	cmd.Dir = p.spec.Dir
 	cmd.Env = p.spec.Env
 	cmd.Stdout, cmd.Stderr = outW, errW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.spec.Credential}
 	child, err = reaper.Start(cmd)
 	outW.Close()
 	errW.Close()
@@ -394,12 +410,13 @@ func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, err erro
 }
 
 // terminate ends the process group of child and every descendant that left
-// the group: SIGTERM, then SIGKILL once grace has passed. It returns when the
+// the group: the stop signal, then SIGKILL once grace has passed. It returns when the
 // leader is reaped and the group and the strays are gone.
 func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	pgid := child.Pid
 	strays := descendants(child, nil)
-	signalAll(pgid, strays, syscall.SIGTERM)
+	sig := p.spec.stopSignal()
+	signalAll(pgid, strays, sig)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		select {
@@ -412,7 +429,7 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if grace > 0 {
-		p.note("still running %s after SIGTERM, sending SIGKILL", grace)
+		p.note("still running %s after %s, sending SIGKILL", grace, unix.SignalName(sig))
 	}
 	strays = descendants(child, strays) // the tree may have grown since
 	signalAll(pgid, strays, syscall.SIGKILL)
