@@ -53,6 +53,25 @@ type Config struct {
 	Deploy Deploy
 	// LogMaxSizeMB and LogMaxBackups configure log rotation.
 	LogMaxSizeMB, LogMaxBackups int
+	// Postgres configures the workspace PostgreSQL.
+	Postgres Postgres
+}
+
+// The values of postgres.enabled.
+const (
+	PostgresAuto = "auto" // run it when the binaries are found
+	PostgresOn   = "true" // run it; missing binaries are a problem
+	PostgresOff  = "false"
+)
+
+// Postgres is the workspace PostgreSQL's settings.
+type Postgres struct {
+	// Enabled is PostgresAuto, PostgresOn or PostgresOff.
+	Enabled string
+	// BinDir holds postgres and initdb; empty means search for them.
+	BinDir string
+	// Port is the server's port on 127.0.0.1.
+	Port int
 }
 
 // Deploy is the deploy pipeline's settings.
@@ -131,6 +150,9 @@ func Keys() []Key {
 		{"keep_releases", "SLOTAGENT_KEEP_RELEASES", "3", "releases per slot kept on disk for rollback"},
 		{"log_max_size_mb", "SLOTAGENT_LOG_MAX_SIZE_MB", "10", "rotate a log file at this size"},
 		{"log_max_backups", "SLOTAGENT_LOG_MAX_BACKUPS", "5", "rotated log files kept (gzip)"},
+		{"postgres.enabled", "SLOTAGENT_POSTGRES_ENABLED", PostgresAuto, "run the workspace PostgreSQL: auto (when its binaries are found), true or false"},
+		{"postgres.bin_dir", "SLOTAGENT_POSTGRES_BIN_DIR", "", "directory of postgres and initdb (empty: PATH, then /usr/lib/postgresql/<newest>/bin)"},
+		{"postgres.port", "SLOTAGENT_POSTGRES_PORT", "5432", "PostgreSQL port on 127.0.0.1"},
 	}
 	return append(base, slotKeys()...)
 }
@@ -187,6 +209,11 @@ func Load(flags *pflag.FlagSet, file string) (*Config, error) {
 		},
 		LogMaxSizeMB:  p.positive("log_max_size_mb"),
 		LogMaxBackups: p.positive("log_max_backups"),
+		Postgres: Postgres{
+			Enabled: p.auto("postgres.enabled"),
+			BinDir:  p.str("postgres.bin_dir"),
+			Port:    p.port("postgres.port"),
+		},
 	}
 	c.Policy = supervisor.DefaultPolicy()
 	c.Policy.KillTimeout = p.duration("kill_timeout")
@@ -269,6 +296,22 @@ func (p *parser) positive(name string) int {
 	return n
 }
 
+// auto reads auto, or a boolean as PostgresOn or PostgresOff.
+func (p *parser) auto(name string) string {
+	s := strings.ToLower(p.str(name))
+	if s == PostgresAuto {
+		return s
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		p.fail(name, "%q is not auto, true or false", s)
+	}
+	if b {
+		return PostgresOn
+	}
+	return PostgresOff
+}
+
 func (p *parser) duration(name string) time.Duration {
 	s := p.str(name)
 	d, err := time.ParseDuration(s)
@@ -321,6 +364,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s: port %d is already used by %s", Describe(name), s.Port, Describe(other))
 		}
 		used[s.Port] = name
+	}
+	if other, ok := used[c.Postgres.Port]; ok && c.Postgres.Enabled != PostgresOff {
+		return fmt.Errorf("config: %s: port %d is already used by %s", Describe("postgres.port"), c.Postgres.Port, Describe(other))
 	}
 	if c.Deploy.HealthAttempts < 1 {
 		return fmt.Errorf("config: %s: at least 1", Describe("health_attempts"))
