@@ -81,12 +81,21 @@ func New(b Backend, d Deploys, log *slog.Logger) *API {
 // be same-origin (Sec-Fetch-Site, then Origin against Host) and JSON, so a
 // page on a sibling subdomain (another slot's app) cannot drive the agent
 // through the user's browser, not even with a "simple" form post.
-func (a *API) Browser() http.Handler {
+//
+// Behind an app proxy that rewrites Host, a browser that sends no
+// Sec-Fetch-Site (plain http) is judged by Origin alone; trusted lists the
+// panel's own public origins (ADMIN_URL) so that case works too.
+func (a *API) Browser(trusted ...string) (http.Handler, error) {
 	cop := http.NewCrossOriginProtection()
+	for _, origin := range trusted {
+		if err := cop.AddTrustedOrigin(origin); err != nil {
+			return nil, fmt.Errorf("trusted origin %q: %w", origin, err)
+		}
+	}
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused", "state-changing requests must come from the admin panel itself")
 	}))
-	return cop.Handler(requireJSON(a.mux))
+	return cop.Handler(requireJSON(a.mux)), nil
 }
 
 // requireJSON refuses state-changing requests whose body is not declared

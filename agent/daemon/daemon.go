@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -220,7 +221,15 @@ func (a *Agent) listen() error {
 	if err != nil {
 		return fmt.Errorf("admin panel: listen on %s: %w (%s)", addr, err, config.Describe("admin_port"))
 	}
-	a.admin = &http.Server{Handler: api.Browser(), ReadHeaderTimeout: 30 * time.Second}
+	var trusted []string
+	if a.cfg.AdminURL != "" {
+		trusted = append(trusted, originOf(a.cfg.AdminURL))
+	}
+	browser, err := api.Browser(trusted...)
+	if err != nil {
+		return fmt.Errorf("%w (%s)", err, config.Describe("admin_url"))
+	}
+	a.admin = &http.Server{Handler: browser, ReadHeaderTimeout: 30 * time.Second}
 	a.adminLn = ln
 
 	sock := a.cfg.SocketPath()
@@ -241,6 +250,15 @@ func (a *Agent) listen() error {
 func (a *Agent) serve() {
 	go func() { _ = a.admin.Serve(a.adminLn) }()
 	go func() { _ = a.control.Serve(a.controlLn) }()
+}
+
+// originOf is scheme://host[:port] of a URL.
+func originOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // slotByName returns the slot named name, or nil.

@@ -71,6 +71,7 @@
       badge.className = 'badge st-' + rec.status;
       if (rec.status !== 'succeeded' && rec.error) showError('Deploy ' + rec.status + ': ' + rec.error);
       refreshAll();
+      loadAppLog();
     });
     source.onerror = () => { if (source && source.readyState === EventSource.CLOSED) source = null; };
   }
@@ -160,10 +161,15 @@
   // The app log: the last lines, then, on demand, new ones as they come.
   const appLog = document.getElementById('app-log');
   let follow = null;
-  if (appLog && slot) {
+  function loadAppLog() {
+    if (!appLog || follow) return;
     fetch(root + 'api/slots/' + slot + '/logs?n=200').then(r => r.text()).then(t => {
+      appLog.textContent = '';
       t.split('\n').filter(Boolean).forEach(l => appendLine(appLog, l));
     }).catch(err => showError('logs: ' + err.message));
+  }
+  if (appLog && slot) {
+    loadAppLog();
     document.getElementById('log-follow').addEventListener('click', async ev => {
       const btn = ev.target;
       if (follow) { follow.abort(); follow = null; btn.textContent = 'Follow'; return; }
