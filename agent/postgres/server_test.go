@@ -1,0 +1,190 @@
+package postgres
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+// searchableDir is a temporary directory that the postgres user can get
+// through when the tests run as root (t.TempDir's parent is 0700).
+func searchableDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pgtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// testServer is one run of the server over a data dir.
+type testServer struct {
+	*Server
+	sup *supervisor.Supervisor
+	log *logBuffer
+}
+
+func runServer(t *testing.T, dataDir string, port int) *testServer {
+	t.Helper()
+	ts := &testServer{log: &logBuffer{}, sup: supervisor.New(filepath.Join(dataDir, "logs"), logs.Options{}, 0)}
+	opt := Options{Settings: config.Postgres{Enabled: config.PostgresOn, Port: port}, Dir: Dir(dataDir), Slots: []string{"a", "b"}}
+	ts.Server = New(context.Background(), opt, slog.New(slog.NewTextHandler(ts.log, nil)))
+	if p := ts.Problem(); p != "" {
+		t.Fatal(p)
+	}
+	if err := ts.Run(ts.sup, 30*time.Second); err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, ts.log)
+	}
+	return ts
+}
+
+// stop stops the server the way the agent does at shutdown.
+func (ts *testServer) stop() {
+	ts.Close()
+	ts.sup.Close(5 * time.Second)
+}
+
+func (ts *testServer) sql(t *testing.T, slot, sql string) string {
+	t.Helper()
+	out, err := connect(t, ts.bins, ts.SlotEnv(slot), sql)
+	if err != nil {
+		t.Fatalf("slot %s: %s: %v", slot, sql, err)
+	}
+	return out
+}
+
+func TestServerLifecycle(t *testing.T) {
+	needBinaries(t)
+	dataDir := filepath.Join(searchableDir(t), "data")
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	port := testkit.FreePort(t)
+	start := time.Now()
+	ts := runServer(t, dataDir, port)
+	t.Logf("first boot (initdb, start, databases) took %s", time.Since(start))
+	if !strings.Contains(ts.log.String(), "first boot of PostgreSQL") {
+		t.Errorf("log:\n%s", ts.log)
+	}
+	st := ts.Status(context.Background())
+	if st.State != StateOnline || len(st.Databases) != 3 || st.Port != port {
+		t.Fatalf("status %+v", st)
+	}
+	for _, db := range st.Databases {
+		if !db.Up || db.Size == 0 || !strings.Contains(db.URL, ":********@") {
+			t.Errorf("database %+v", db)
+		}
+	}
+
+	ts.sql(t, "a", "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('from a')")
+	ts.sql(t, "b", "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('from b')")
+	crossed := ts.SlotEnv("a")
+	crossed["PGDATABASE"] = "slot_b"
+	if out, err := connect(t, ts.bins, crossed, "SELECT * FROM notes"); err == nil || !strings.Contains(err.Error(), "permission denied for database") {
+		t.Errorf("slot a's role in slot b's database: %q, %v", out, err)
+	}
+	for _, db := range []string{"postgres", "template1"} {
+		crossed["PGDATABASE"] = db
+		if _, err := connect(t, ts.bins, crossed, "SELECT 1"); err == nil {
+			t.Errorf("slot a's role connects to %s", db)
+		}
+	}
+	checkWorkspaceURL(t, ts, dataDir)
+
+	if err := ts.Reset(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := connect(t, ts.bins, ts.SlotEnv("a"), "SELECT * FROM notes"); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("after reset: %q, %v", out, err)
+	}
+
+	killAndRecover(t, ts)
+	ts.stop()
+	if _, err := os.Stat(filepath.Join(ts.dataDir(), "postmaster.pid")); !os.IsNotExist(err) {
+		t.Errorf("postmaster.pid after the stop: %v (not a clean shutdown?)", err)
+	}
+	checkNoSecretsLogged(t, dataDir, ts)
+
+	// The next agent starts the same cluster, never a new one.
+	ts = runServer(t, dataDir, port)
+	defer ts.stop()
+	if strings.Contains(ts.log.String(), "first boot") {
+		t.Errorf("second start made a new cluster:\n%s", ts.log)
+	}
+	if got := ts.sql(t, "b", "SELECT body FROM notes"); got != "from b" {
+		t.Errorf("slot b's rows after a restart: %q", got)
+	}
+}
+
+// checkWorkspaceURL: the workspace user's URL file is private and works.
+func checkWorkspaceURL(t *testing.T, ts *testServer, dataDir string) {
+	t.Helper()
+	path := filepath.Join(Dir(dataDir), "workspace_db.url")
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("workspace_db.url: %v %v", st, err)
+	}
+	b, _ := os.ReadFile(path)
+	want, err := URL(Dir(dataDir), "workspace")
+	if err != nil || strings.TrimSpace(string(b)) != want {
+		t.Fatalf("workspace URL %q, file %q, %v", want, b, err)
+	}
+	env := ts.creds.Env(WorkspaceRole, WorkspaceDatabase)
+	if out, err := connect(t, ts.bins, env, "SELECT current_database()"); err != nil || out != WorkspaceDatabase {
+		t.Errorf("workspace database: %q, %v", out, err)
+	}
+}
+
+// killAndRecover kills the server with SIGKILL: the supervisor starts it
+// again and clients connect again.
+func killAndRecover(t *testing.T, ts *testServer) {
+	t.Helper()
+	old := ts.proc.Info().PID
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := connect(t, ts.bins, ts.SlotEnv("b"), "SELECT count(*) FROM notes")
+		info := ts.proc.Info()
+		if err == nil && info.PID != old && info.Status == supervisor.Online {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not back after kill -9: %+v, %v", info, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkNoSecretsLogged: no password is in the server's logs or the agent's.
+func checkNoSecretsLogged(t *testing.T, dataDir string, ts *testServer) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dataDir, "logs", "*"))
+	texts := []string{ts.log.String()}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		texts = append(texts, string(b))
+	}
+	for role, pw := range ts.creds.Passwords {
+		for _, text := range texts {
+			if strings.Contains(text, pw) {
+				t.Errorf("the password of %s is in a log", role)
+			}
+		}
+	}
+}
