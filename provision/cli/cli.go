@@ -1,0 +1,251 @@
+// Package cli is slotprov's command line: init, render, validate, plan,
+// push and version, each a thin layer over the config, render, tfrun and
+// push packages.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/coder-slots/coder-slots/provision/config"
+	"github.com/coder-slots/coder-slots/provision/push"
+	"github.com/coder-slots/coder-slots/provision/tarball"
+	"github.com/coder-slots/coder-slots/terraform/render"
+	"github.com/coder-slots/coder-slots/terraform/tfrun"
+)
+
+// Run runs slotprov with args and returns its exit code; errors go to
+// stderr on one line.
+func Run(version string, args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "slotprov",
+		Short:         "Renders, validates, plans and pushes the coder-slots Coder template",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(
+		versionCmd(version), initCmd(), renderCmd(), validateCmd(), planCmd(), pushCmd(),
+	)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "slotprov: "+strings.Join(strings.Fields(err.Error()), " "))
+		return 1
+	}
+	return 0
+}
+
+func versionCmd(version string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "slotprov %s (%s)\n", version, runtime.Version())
+		},
+	}
+}
+
+func initCmd() *cobra.Command {
+	var out string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "init [-o slots.yaml]",
+		Short: "Write a commented example slots.yaml",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.WriteExample(out, force); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Wrote %s; edit it, then: slotprov render -c %s -o template\n", out, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "slots.yaml", "file to write")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file")
+	return cmd
+}
+
+// loadConfig loads the config file named by --config (may be empty) with
+// the command's flags.
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	file, _ := cmd.Flags().GetString("config")
+	return config.Load(file, cmd.Flags())
+}
+
+func addConfigFlag(fs *pflag.FlagSet, required bool) {
+	help := "slots.yaml to read (optional: defaults and SLOTPROV_* environment)"
+	if required {
+		help = "slots.yaml to read"
+	}
+	fs.StringP("config", "c", "", help)
+}
+
+func renderCmd() *cobra.Command {
+	var out string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "render -c slots.yaml -o DIR",
+		Short: "Write the Coder template (main.tf, and build/Dockerfile in build mode) into DIR",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return fmt.Errorf("render: -o DIR is required")
+			}
+			start := time.Now()
+			c, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			files, err := render.Files(c)
+			if err != nil {
+				return err
+			}
+			if err := render.Write(out, files, force); err != nil {
+				return err
+			}
+			took := time.Since(start)
+			pack, err := tarball.Pack(out)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			for _, name := range slices.Sorted(maps.Keys(files)) {
+				fmt.Fprintf(w, "Wrote %s/%s (%d bytes)\n", out, name, len(files[name]))
+			}
+			fmt.Fprintf(w, "Rendered in %s; the template tarball is %d bytes (Coder's limit: %d)\n", took.Round(time.Millisecond), len(pack.Tar), tarball.Limit)
+			return nil
+		},
+	}
+	addConfigFlag(cmd.Flags(), true)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "template directory to write")
+	cmd.Flags().BoolVar(&force, "force", false, "write into a directory that is not a previous render")
+	config.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// terraformFlags adds what validate and plan need: the config file (for
+// terraform_config) and --terraform-config.
+func terraformFlags(cmd *cobra.Command) {
+	addConfigFlag(cmd.Flags(), false)
+	for _, k := range config.Keys() {
+		if k.Name == "terraform_config" {
+			cmd.Flags().String(k.Flag, "", k.Help+" ($"+k.Env[0]+")")
+		}
+	}
+}
+
+func runner(cmd *cobra.Command) (tfrun.Runner, error) {
+	c, err := loadConfig(cmd)
+	if err != nil {
+		return tfrun.Runner{}, err
+	}
+	return tfrun.Runner{CLIConfig: c.TerraformConfig}, nil
+}
+
+func validateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "validate DIR",
+		Short: "Check the template's syntax, then run terraform init and validate on it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := runner(cmd)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			if err := r.Validate(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is valid (terraform init + validate in %s)\n", args[0], time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	terraformFlags(cmd)
+	return cmd
+}
+
+func planCmd() *cobra.Command {
+	var ws tfrun.Workspace
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "plan DIR --workspace NAME --owner USER [--json]",
+		Short: "Run terraform plan for one workspace and show its URLs, environment and apps",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := runner(cmd)
+			if err != nil {
+				return err
+			}
+			s, err := r.Plan(cmd.Context(), args[0], ws)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), s.Text())
+			return nil
+		},
+	}
+	terraformFlags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&ws.Name, "workspace", "", "workspace name (CODER_WORKSPACE_NAME)")
+	f.StringVar(&ws.Owner, "owner", "", "workspace owner's user name (CODER_WORKSPACE_OWNER)")
+	f.StringVar(&ws.Transition, "transition", "start", "start or stop (CODER_WORKSPACE_TRANSITION)")
+	f.StringVar(&ws.AccessURL, "access-url", "https://coder.example.com", "the deployment's access URL (CODER_AGENT_URL)")
+	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+func pushCmd() *cobra.Command {
+	var name string
+	var activate bool
+	cmd := &cobra.Command{
+		Use:   "push DIR [--name NAME] [--activate]",
+		Short: "Upload the template to Coder as a new version, like `coder templates push`",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = c.Template.Name
+			}
+			res, err := push.Push(cmd.Context(), push.Options{Dir: args[0], Name: name, Activate: activate, Config: c, Log: cmd.OutOrStdout()})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Pushed %s: version %s (%d-byte tarball)\n", name, res.VersionName, res.TarballBytes)
+			return nil
+		},
+	}
+	addConfigFlag(cmd.Flags(), false)
+	cmd.Flags().StringVar(&name, "name", "", "template name (default: template.name)")
+	cmd.Flags().BoolVar(&activate, "activate", false, "make the new version active (a new template starts with it)")
+	for _, k := range config.Keys() {
+		if strings.HasPrefix(k.Name, "coder.") || k.Name == "app_host" || k.Name == "app_url_style" || k.Name == "template.description" {
+			cmd.Flags().String(k.Flag, "", k.Help+" ($"+strings.Join(k.Env, ", $")+")")
+		}
+	}
+	return cmd
+}

@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coder-slots/coder-slots/provision/internal/fakecoder"
+	"github.com/coder-slots/coder-slots/terraform/tfmirror"
+)
+
+// run runs slotprov and returns its exit code, stdout and stderr.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := Run("test", args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func writeConfig(t *testing.T, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "slots.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestBadInput: a clear one-line error each, and nothing written or sent.
+func TestBadInput(t *testing.T) {
+	srv := fakecoder.New()
+	defer srv.Close()
+	cases := []struct {
+		name, yaml string
+		args       func(cfg, out string) []string
+		env        map[string]string
+		want       string
+	}{
+		{"missing slots.yaml", "", func(_, out string) []string {
+			return []string{"render", "-c", "/nonexistent/slots.yaml", "-o", out}
+		}, nil, "config: /nonexistent/slots.yaml does not exist"},
+		{"malformed slots.yaml", "slots: [a\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil, "config: "},
+		{"unknown key", "slotz: []\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			"slotz: unknown key (did you mean slots?)"},
+		{"duplicate slot names", "slots:\n  - name: b\n  - name: b\n    port: 3009\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			`slots[1].name: slot "b" is already slots[0]`},
+		{"duplicate ports", "slots:\n  - name: a\n    port: 3005\n  - name: e\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			"slots[1].port: 3005 is already used by slots[0].port"},
+		{"app host without *", "app_host: coder.example.com\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			`app_host: "coder.example.com" must contain exactly one *`},
+		{"app host flag without *", "", func(cfg, out string) []string {
+			return []string{"render", "-c", cfg, "-o", out, "--app-host", "apps.example.com"}
+		}, nil, `app_host: "apps.example.com" must contain exactly one *`},
+		{"push without a token", "", func(_, out string) []string { return []string{"push", out} },
+			map[string]string{"CODER_URL": srv.URL, "CODER_SESSION_TOKEN": ""}, "push: no session token: set CODER_SESSION_TOKEN"},
+		{"push to an unreachable URL", "", func(_, out string) []string { return []string{"push", out} },
+			map[string]string{"CODER_URL": "http://127.0.0.1:1", "CODER_SESSION_TOKEN": "x"}, "push: reach the deployment: cannot reach Coder at http://127.0.0.1:1: "},
+		{"push with a bad token", "", func(_, out string) []string { return []string{"push", out} },
+			map[string]string{"CODER_URL": srv.URL, "CODER_SESSION_TOKEN": "nope"}, "the deployment refused the session token (401: " + fakecoder.SignedOut},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			dir := t.TempDir()
+			cfg := writeConfig(t, dir, tc.yaml)
+			out := filepath.Join(dir, "template")
+			if strings.HasPrefix(tc.name, "push") {
+				if code, _, stderr := run(t, "render", "-o", out, "--app-host", "*.coder.example.com"); code != 0 {
+					t.Fatal(stderr)
+				}
+			}
+			before := listing(t, dir)
+			code, _, stderr := run(t, tc.args(cfg, out)...)
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 1 and %q", code, stderr, tc.want)
+			}
+			if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "slotprov: ") {
+				t.Fatalf("stderr is not one line: %q", stderr)
+			}
+			if after := listing(t, dir); after != before {
+				t.Fatalf("files changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+	if n := srv.Requests("POST /api/v2/files"); n != 0 {
+		t.Fatalf("%d uploads reached the deployment", n)
+	}
+}
+
+// listing is every path under dir with its size.
+func listing(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil {
+			fmt.Fprintf(&b, "%s:%d ", strings.TrimPrefix(p, dir), info.Size())
+		}
+		return nil
+	})
+	return b.String()
+}
+
+func TestRenderRefusesAForeignDirectory(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "main.tf"), []byte("# hand-written"), 0o644)
+	code, _, stderr := run(t, "render", "-o", dir, "--app-host", "*.x.example.com")
+	if code != 1 || !strings.Contains(stderr, "exists and is not a previous render") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "main.tf")); string(b) != "# hand-written" {
+		t.Fatal("main.tf was overwritten")
+	}
+	if code, _, stderr := run(t, "render", "-o", dir, "--app-host", "*.x.example.com", "--force"); code != 0 {
+		t.Fatal(stderr)
+	}
+	// A previous render is replaced without --force.
+	if code, _, stderr := run(t, "render", "-o", dir, "--app-host", "*.y.example.com"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "main.tf")); !strings.Contains(string(b), `"*.y.example.com"`) {
+		t.Fatal("the re-render did not replace main.tf")
+	}
+}
+
+func TestInitRenderValidatePlanPush(t *testing.T) {
+	rc := tfmirror.Require(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "slots.yaml")
+	if code, _, stderr := run(t, "init", "-o", cfg); code != 0 {
+		t.Fatal(stderr)
+	}
+	tpl := filepath.Join(dir, "template")
+	code, out, stderr := run(t, "render", "-c", cfg, "-o", tpl)
+	if code != 0 || !strings.Contains(out, "main.tf") || !strings.Contains(out, "the template tarball is") {
+		t.Fatalf("render: %d %s %s", code, out, stderr)
+	}
+	t.Setenv("SLOTPROV_TERRAFORM_CONFIG", rc)
+	if code, out, stderr := run(t, "validate", tpl); code != 0 || !strings.Contains(out, "is valid") {
+		t.Fatalf("validate: %d %s %s", code, out, stderr)
+	}
+	code, out, stderr = run(t, "plan", tpl, "--workspace", "dev", "--owner", "alice", "--json")
+	if code != 0 || !strings.Contains(out, `"SLOT_A_URL": "https://slot-a--main--dev--alice.coder.example.com"`) {
+		t.Fatalf("plan: %d %s %s", code, out, stderr)
+	}
+
+	srv := fakecoder.New()
+	defer srv.Close()
+	t.Setenv("CODER_URL", srv.URL)
+	t.Setenv("CODER_SESSION_TOKEN", srv.Token)
+	code, out, stderr = run(t, "push", tpl, "-c", cfg, "--name", "slots")
+	if code != 0 || !strings.Contains(out, "Created template slots") || !strings.Contains(out, "Pushed slots: version v1") {
+		t.Fatalf("push: %d %s %s", code, out, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(tpl, ".terraform.lock.hcl")); err == nil {
+		t.Fatal("validate or plan left a lock file in the template")
+	}
+}
