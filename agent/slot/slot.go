@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -40,6 +41,9 @@ type Config struct {
 	Policy supervisor.Policy
 	// BaseEnv is the environment every app inherits, as "KEY=value".
 	BaseEnv []string
+	// DBEnv connects the apps to the slot's own database (DATABASE_URL,
+	// PG*); its values are secrets. A release's env overrides it.
+	DBEnv map[string]string
 }
 
 // Release is a runnable version of an app: a directory, a start command line
@@ -130,7 +134,7 @@ func (s *Slot) Launch(rel Release) (*Candidate, error) {
 		Dir:      rel.Dir,
 		Env:      s.appEnv(rel, port),
 		ShownEnv: s.shownEnv(rel, port),
-		Secrets:  secretValues(rel.Env),
+		Secrets:  append(secretValues(rel.Env), secretValues(s.cfg.DBEnv)...),
 		Policy:   s.cfg.Policy,
 	})
 	if err != nil {
@@ -299,13 +303,15 @@ func (s *Slot) proxyTo(t *target, w http.ResponseWriter, r *http.Request) {
 
 func (s *Slot) appEnv(rel Release, port int) []string {
 	env := append([]string{}, s.cfg.BaseEnv...)
-	keys := make([]string, 0, len(rel.Env))
-	for k := range rel.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+rel.Env[k])
+	for _, vars := range []map[string]string{s.cfg.DBEnv, rel.Env} {
+		keys := make([]string, 0, len(vars))
+		for k := range vars {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			env = append(env, k+"="+vars[k])
+		}
 	}
 	return append(env,
 		"PORT="+strconv.Itoa(port),
@@ -324,12 +330,12 @@ func shellArgv(line string) []string {
 	return []string{"sh", "-c", "exec " + line}
 }
 
-// shownEnv is the app's own environment with the release's values masked.
+// shownEnv is the app's own environment with the database's and the
+// release's values masked.
 func (s *Slot) shownEnv(rel Release, port int) map[string]string {
-	env := Mask(rel.Env)
-	if env == nil {
-		env = map[string]string{}
-	}
+	env := map[string]string{}
+	maps.Copy(env, Mask(s.cfg.DBEnv))
+	maps.Copy(env, Mask(rel.Env))
 	env["PORT"], env["SLOT_NAME"], env["SLOT_URL"] = strconv.Itoa(port), s.cfg.Name, s.cfg.URL
 	return env
 }
