@@ -3,8 +3,10 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 RUN_DIR ?= .run
+# The workspace image `make image` builds.
+IMAGE   ?= coder-slots/workspace:$(VERSION)
 
-.PHONY: build run test lint bench clean
+.PHONY: build run test lint bench clean tf-mirror image
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/slotagent ./agent/cmd/slotagent
@@ -25,6 +27,17 @@ test: lint
 # Benchmarks print numbers; they never run in make test.
 bench:
 	$(GO) run ./agent/cmd/slotbench
+
+# The Terraform providers the template needs (coder/coder, kreuzwerker/docker),
+# built from the Go module proxy into the mirror under .cache/tf-mirror, with
+# the CLI config .cache/tf-mirror/terraformrc. Skips providers already built.
+tf-mirror:
+	scripts/tf-mirror.sh
+
+# The workspace image (images/Dockerfile), where a Docker engine runs.
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers here (docker info fails)"; exit 1; }
+	docker build -f images/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 clean:
 	rm -rf bin $(RUN_DIR)
