@@ -166,11 +166,11 @@ func Keys() []Key {
 		k("image.mode", ImagePrebuilt, `"prebuilt" (use image.ref) or "build" (a Dockerfile in the template)`),
 		k("image.ref", "coder-slots/workspace:latest", "workspace image built from images/Dockerfile (build mode takes slotagent from it)"),
 		k("image.build.base", "", "build mode: base image with Node.js; empty: node:<node_major>-bookworm-slim"),
-		k("image.build.node_major", 22, "build mode: Node.js major version"),
+		k("image.build.node_major", 24, "build mode: Node.js major version"),
 		k("image.build.apt_packages", []string{}, "build mode: extra Debian packages"),
 		k("resources.cpus", "", `CPU limit, e.g. "2" or "1.5"; empty: none`),
 		k("resources.memory_mb", 0, "memory limit in MiB; 0: none"),
-		k("postgres.enabled", false, "run a local PostgreSQL (data on the home volume)"),
+		k("postgres.enabled", false, "PostgreSQL in the workspace: build mode installs it, the container gets PGDATA on the home volume"),
 		k("terraform_config", "", "Terraform CLI config for validate and plan (TF_CLI_CONFIG_FILE), e.g. .cache/tf-mirror/terraformrc"),
 	}
 }

@@ -175,3 +175,19 @@ func TestWriteExampleRefusesToOverwrite(t *testing.T) {
 		t.Fatal("force did not write the example")
 	}
 }
+
+// The README's configuration table lists every key with its environment
+// variables and flag.
+func TestREADMEListsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, k := range Keys() {
+		row := "| `" + k.Name + "` | `" + strings.Join(k.Env, "`, `") + "` | `--" + k.Flag + "` |"
+		if !strings.Contains(readme, row) {
+			t.Errorf("README lacks the row %s", row)
+		}
+	}
+}
