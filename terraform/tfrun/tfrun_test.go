@@ -168,6 +168,17 @@ func TestPlanStyleAndPorts(t *testing.T) {
 	}
 }
 
+func TestPlanBuildMode(t *testing.T) {
+	dir := template(t, "\nimage:\n  mode: build\n  ref: ghcr.io/acme/ws:1.0\n")
+	s, err := Runner{CLIConfig: tfmirror.Require(t)}.Plan(ctx(t), dir, Workspace{Name: "dev", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "coder-slots-" + derivedUUID("workspace/alice/dev"); s.Container == nil || s.Container.Image != want {
+		t.Fatalf("container %+v; want image %s", s.Container, want)
+	}
+}
+
 func TestPlanRefusesLongHostLabels(t *testing.T) {
 	dir := template(t, "")
 	_, err := Runner{CLIConfig: tfmirror.Require(t)}.Plan(ctx(t), dir, Workspace{

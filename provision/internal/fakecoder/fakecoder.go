@@ -198,12 +198,27 @@ func (s *Server) appHost(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) organizations(w http.ResponseWriter, r *http.Request) {
 	if r.PathValue("user") != codersdk.Me {
-		write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
+		notFound(w)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	write(w, http.StatusOK, s.orgs)
+}
+
+// notFound is coderd's answer for what does not exist or may not be seen.
+func notFound(w http.ResponseWriter) {
+	write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
+}
+
+// orgParam is the organization named by the {org} path value (id or
+// name); it answers 404 itself when there is none.
+func (s *Server) orgParam(w http.ResponseWriter, r *http.Request) *codersdk.Organization {
+	org := s.org(r.PathValue("org"))
+	if org == nil {
+		notFound(w)
+	}
+	return org
 }
 
 func (s *Server) org(id string) *codersdk.Organization {
@@ -222,7 +237,7 @@ func (s *Server) organizationByName(w http.ResponseWriter, r *http.Request) {
 		write(w, http.StatusOK, org)
 		return
 	}
-	write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
+	notFound(w)
 }
 
 func (s *Server) findTemplate(org uuid.UUID, name string) *template {
@@ -237,16 +252,15 @@ func (s *Server) findTemplate(org uuid.UUID, name string) *template {
 func (s *Server) templateByName(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	org := s.org(r.PathValue("org"))
+	org := s.orgParam(w, r)
 	if org == nil {
-		write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
 		return
 	}
 	if t := s.findTemplate(org.ID, r.PathValue("name")); t != nil && !t.hidden {
 		write(w, http.StatusOK, t.t)
 		return
 	}
-	write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
+	notFound(w)
 }
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
@@ -278,9 +292,8 @@ func (s *Server) createVersion(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	org := s.org(r.PathValue("org"))
+	org := s.orgParam(w, r)
 	if org == nil {
-		write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
 		return
 	}
 	data, ok := s.files[req.FileID]
@@ -350,7 +363,7 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	v := s.lookupVersion(r.PathValue("id"))
 	if v == nil {
-		write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
+		notFound(w)
 		return
 	}
 	write(w, http.StatusOK, v.v)
@@ -371,7 +384,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	v := s.lookupVersion(r.PathValue("id"))
 	s.mu.Unlock()
 	if v == nil {
-		write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
+		notFound(w)
 		return
 	}
 	if !r.URL.Query().Has("follow") {
@@ -420,9 +433,8 @@ func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	org := s.org(r.PathValue("org"))
+	org := s.orgParam(w, r)
 	if org == nil {
-		write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
 		return
 	}
 	if s.findTemplate(org.ID, req.Name) != nil {
@@ -455,7 +467,7 @@ func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
 	id, err := uuid.Parse(r.PathValue("id"))
 	t := s.templates[id]
 	if err != nil || t == nil || t.hidden {
-		write(w, http.StatusNotFound, codersdk.Response{Message: "Resource not found or you do not have access to this resource"})
+		notFound(w)
 		return
 	}
 	v := s.versions[req.ID]
