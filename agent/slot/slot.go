@@ -44,6 +44,10 @@ type Config struct {
 	// DBEnv connects the apps to the slot's own database (DATABASE_URL,
 	// PG*); its values are secrets. A release's env overrides it.
 	DBEnv map[string]string
+	// Observe, when set, is told of every request proxied to the app when
+	// its response header is sent: its status code and the time it took (a
+	// stream or a WebSocket is counted as it starts).
+	Observe func(slot string, code int, d time.Duration)
 }
 
 // Release is a runnable version of an app: a directory, a start command line
@@ -298,6 +302,10 @@ func (s *Slot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // http.ErrAbortHandler, so the count is given back in a defer.
 func (s *Slot) proxyTo(t *target, w http.ResponseWriter, r *http.Request) {
 	defer t.inflight.Add(-1)
+	if s.cfg.Observe != nil {
+		s.serveObserved(t.proxy, w, r)
+		return
+	}
 	t.proxy.ServeHTTP(w, r)
 }
 
