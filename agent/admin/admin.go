@@ -21,6 +21,7 @@ import (
 	"github.com/shirou/gopsutil/v4/process"
 
 	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/state"
@@ -275,7 +276,7 @@ type Result struct {
 func (a *API) restart(w http.ResponseWriter, _ *http.Request, name string) {
 	msg, err := a.b.RestartSlot(name)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "restart failed", err.Error())
+		writeActionError(w, "restart failed", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, Result{Success: true, Message: msg})
@@ -283,10 +284,20 @@ func (a *API) restart(w http.ResponseWriter, _ *http.Request, name string) {
 
 func (a *API) stop(w http.ResponseWriter, _ *http.Request, name string) {
 	if err := a.b.StopSlot(name); err != nil {
-		writeError(w, http.StatusInternalServerError, "stop failed", err.Error())
+		writeActionError(w, "stop failed", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, Result{Success: true, Message: "slot " + name + " is back to its placeholder"})
+}
+
+// writeActionError answers 409 while a deploy runs on the slot, else 500.
+func writeActionError(w http.ResponseWriter, msg string, err error) {
+	var busy deploy.ErrBusy
+	if errors.As(err, &busy) {
+		writeDeployError(w, err)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, msg, err.Error())
 }
 
 // logs streams a slot's (or a process's) combined log as text: the last n

@@ -13,7 +13,6 @@ import (
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/slot"
-	"github.com/coder-slots/coder-slots/agent/state"
 )
 
 //go:embed web
@@ -29,7 +28,14 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 
 func (a *API) uiRoutes() {
 	static, _ := fs.Sub(webFS, "web/static")
-	a.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	a.mux.HandleFunc("GET /static/{file...}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("file")
+		if st, err := fs.Stat(static, name); err != nil || st.IsDir() {
+			writeError(w, http.StatusNotFound, "no such file", r.URL.Path)
+			return
+		}
+		http.ServeFileFS(w, r, static, name)
+	})
 	a.mux.HandleFunc("GET /{$}", a.dashboard)
 	a.mux.HandleFunc("GET /slots/{slot}", a.withSlot(a.slotPage))
 }
@@ -51,7 +57,8 @@ func (a *API) dashboard(w http.ResponseWriter, r *http.Request) {
 	for _, p := range a.processList().Processes {
 		row := Row{ProcessRow: p}
 		if p.Slot != "" {
-			if rel, ok := currentRelease(a.b.SlotState(p.Slot)); ok && p.Type == "app" {
+			if ss := a.b.SlotState(p.Slot); p.Type == "app" {
+				rel, _ := ss.Find(ss.Current)
 				row.Repo, row.Ref, row.Commit = rel.Repo, rel.Ref, rel.Commit
 			}
 		}
@@ -121,15 +128,6 @@ func render(w http.ResponseWriter, r *http.Request, page string, data any) {
 	if err := pages.ExecuteTemplate(w, name, data); err != nil {
 		fmt.Fprintf(w, "<p class=error>page failed: %s</p>", template.HTMLEscapeString(err.Error()))
 	}
-}
-
-func currentRelease(ss state.Slot) (state.Release, bool) {
-	for _, rel := range ss.Releases {
-		if rel.ID == ss.Current {
-			return rel, true
-		}
-	}
-	return state.Release{}, false
 }
 
 func humanBytes(b uint64) string {

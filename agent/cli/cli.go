@@ -42,6 +42,7 @@ func New(version string) *cobra.Command {
 		logsCmd(),
 		configCmd(),
 		validateCmd(),
+		dbCmd(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

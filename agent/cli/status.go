@@ -46,6 +46,7 @@ func statusCmd() *cobra.Command {
 				return enc.Encode(list)
 			}
 			printTable(cmd.OutOrStdout(), list)
+			printDatabase(cmd.OutOrStdout(), newClient(dataDir(cmd)))
 			return nil
 		},
 	}
@@ -272,6 +273,7 @@ func runChecks(dir string) []check {
 	}
 	checks = append(checks, check{"state file " + about.StatePath + " valid", validState(about.StatePath)})
 	checks = append(checks, check{"log dir " + about.LogDir + " writable (rotation 10 MB × 5, gzip)", writable(about.LogDir)})
+	checks = append(checks, databaseChecks(c)...)
 	return checks
 }
 

@@ -229,6 +229,10 @@ func Load(flags *pflag.FlagSet, file string) (*Config, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	// Release folders are recorded by path: one spelling for the data dir.
+	if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
 	return c, nil
 }
 

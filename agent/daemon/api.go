@@ -6,7 +6,9 @@ import (
 	"os"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/state"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
@@ -43,8 +45,10 @@ func (a *Agent) Slots() []slot.Status {
 // Processes are the supervised processes that are not slot apps.
 func (a *Agent) Processes() []supervisor.Info {
 	var out []supervisor.Info
-	if p, ok := a.sup.Get(CoderAgentName); ok {
-		out = append(out, p.Info())
+	for _, name := range []string{CoderAgentName, postgres.ProcessName} {
+		if p, ok := a.sup.Get(name); ok {
+			out = append(out, p.Info())
+		}
 	}
 	return out
 }
@@ -57,6 +61,9 @@ func (a *Agent) SlotHealth(ctx context.Context, name string) (bool, string) {
 // StopSlot stops the slot's app and serves the placeholder; the release is
 // kept so that a restart brings it back.
 func (a *Agent) StopSlot(name string) error {
+	if id, busy := a.deployer.Busy(name); busy {
+		return deploy.ErrBusy{Running: id}
+	}
 	a.slots[name].Stop(0)
 	return a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
 }
@@ -64,20 +71,19 @@ func (a *Agent) StopSlot(name string) error {
 // RestartSlot restarts the slot's app, or starts its current release again
 // after a stop; an empty slot has nothing to restart.
 func (a *Agent) RestartSlot(name string) (string, error) {
+	if id, busy := a.deployer.Busy(name); busy {
+		return "", deploy.ErrBusy{Running: id}
+	}
 	s := a.slots[name]
 	if s.Restart() {
 		return "slot " + name + " restarted", nil
 	}
-	a.stateMu.Lock()
-	ss := a.st.Slots[name]
-	a.stateMu.Unlock()
-	if ss == nil || ss.Current == "" {
+	ss := a.Slot(name)
+	rel, ok := ss.Find(ss.Current)
+	if !ok {
 		return "slot " + name + " serves its placeholder: nothing to restart", nil
 	}
-	a.stateMu.Lock()
-	rel, _ := a.st.Release(name, ss.Current)
 	env := ss.Env
-	a.stateMu.Unlock()
 	if err := s.Run(toSlotRelease(rel, env)); err != nil {
 		s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
 		return "", fmt.Errorf("start release %s: %w", rel.ID, err)
@@ -101,19 +107,26 @@ func (a *Agent) Slot(name string) state.Slot {
 // SlotState returns a copy of a slot's saved state.
 func (a *Agent) SlotState(name string) state.Slot { return a.Slot(name) }
 
-// UpdateSlot changes one slot's state and saves it.
+// UpdateSlot changes one slot's state and saves it. The change is made on
+// a copy, validated and saved before it replaces the state in memory, so a
+// refused or failed save changes nothing.
 func (a *Agent) UpdateSlot(name string, change func(*state.Slot)) error {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
-	ss := a.st.Slots[name]
+	next := a.st.Clone()
+	ss := next.Slots[name]
 	if ss == nil {
 		ss = &state.Slot{Desired: state.DesiredPlaceholder}
-		a.st.Slots[name] = ss
+		next.Slots[name] = ss
 	}
 	change(ss)
-	if err := a.saveLocked(); err != nil {
+	if err := state.Validate(next); err != nil {
+		return fmt.Errorf("refused state change: %w", err)
+	}
+	if err := a.saveLocked(next); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
+	a.st = next
 	return nil
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 	"github.com/coder-slots/coder-slots/agent/slot"
@@ -46,6 +47,7 @@ type Agent struct {
 	sup       *supervisor.Supervisor
 	slots     map[string]*slot.Slot
 	deployer  *deploy.Deployer
+	pg        *postgres.Server
 	admin     *http.Server
 	adminLn   net.Listener
 	control   *http.Server
@@ -85,6 +87,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 	}
 	a.killLeftovers()
 	a.sup = supervisor.New(cfg.LogDir(), logs.Options{MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups}, 2*time.Second)
+	a.preparePostgres()
 	if err := a.listen(); err != nil {
 		return nil, err
 	}
@@ -95,10 +98,11 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 			return nil, err
 		}
 	}
+	a.runPostgres()
 	a.rehydrate()
 	a.stateMu.Lock()
 	a.st.Groups = a.sup.Groups()
-	err := a.saveLocked()
+	err := a.saveLocked(a.st)
 	a.stateMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("save state: %w", err)
@@ -174,8 +178,11 @@ func (a *Agent) killLeftovers() {
 		for procgroup.GroupAlive(id.PID) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		_, _ = procgroup.KillGroup(id, syscall.SIGKILL)
-		_ = syscall.Kill(-id.PID, syscall.SIGKILL)
+		// The leader may have exited on SIGTERM while members remain: a
+		// group that still has members keeps its ID, so it is the same group.
+		if procgroup.GroupAlive(id.PID) {
+			_ = syscall.Kill(-id.PID, syscall.SIGKILL)
+		}
 	}
 	for _, id := range alive {
 		for end := time.Now().Add(2 * time.Second); procgroup.GroupAlive(id.PID) && time.Now().Before(end); {
@@ -198,6 +205,7 @@ func (a *Agent) listen() error {
 			AdminURL: a.cfg.AdminURL,
 			Policy:   a.cfg.Policy,
 			BaseEnv:  appBaseEnv(),
+			DBEnv:    a.pg.SlotEnv(sc.Name),
 		}, a.sup)
 		if err != nil {
 			return fmt.Errorf("%w (%s)", err, config.Describe("slots."+sc.Name+".port"))
@@ -211,7 +219,7 @@ func (a *Agent) listen() error {
 		Interval: dc.HealthInterval, Timeout: dc.HealthTimeout}
 	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
 	var err error
-	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, a.log)
+	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, len(a.warnings) == 0, a.log)
 	if err != nil {
 		return fmt.Errorf("deploys: %w", err)
 	}
@@ -335,7 +343,7 @@ func (a *Agent) saveOnChange() {
 		}
 		a.stateMu.Lock()
 		a.st.Groups = a.sup.Groups()
-		err := a.saveLocked()
+		err := a.saveLocked(a.st)
 		a.stateMu.Unlock()
 		if err != nil {
 			a.log.Error("save state", "err", err)
@@ -343,24 +351,27 @@ func (a *Agent) saveOnChange() {
 	}
 }
 
-func (a *Agent) saveLocked() error {
+// saveLocked writes st (a.st or its successor) with the agent's identity;
+// stateMu is held.
+func (a *Agent) saveLocked(st *state.State) error {
 	self, err := procgroup.Lookup(os.Getpid())
 	if err == nil {
-		a.st.Agent = &self
+		st.Agent = &self
 	}
-	return state.Save(a.cfg.StatePath(), a.st)
+	return state.Save(a.cfg.StatePath(), st)
 }
 
 // Shutdown stops everything in order within the configured timeout: the
 // slots (drain in-flight requests, then stop their apps), the admin panel and
-// control socket, then the Coder agent; it saves the state last.
+// control socket, then PostgreSQL (fast shutdown) and the Coder agent; it
+// saves the state last.
 func (a *Agent) Shutdown() error {
 	total := a.cfg.ShutdownTimeout
 	deadline := time.Now().Add(total)
 	reserve := total / 4 // kept for the Coder agent and the final save
 	drainCtx, cancel := context.WithTimeout(context.Background(), total/4)
 	defer cancel()
-	a.deployer.Close() // running deploys are canceled; their candidates stop
+	a.deployer.Close(total / 4) // running deploys are canceled; their candidates stop
 	var wg sync.WaitGroup
 	for _, s := range a.slots {
 		wg.Add(1)
@@ -375,12 +386,13 @@ func (a *Agent) Shutdown() error {
 	defer cancelServers()
 	_ = a.admin.Shutdown(serversCtx)
 	_ = a.control.Shutdown(serversCtx)
-	a.sup.Close(until(deadline, 500*time.Millisecond))
+	a.pg.Close()
+	a.sup.Close(until(deadline, 500*time.Millisecond)) // PostgreSQL and the Coder agent
 	close(a.quit)
 	<-a.saverDone
 	a.stateMu.Lock()
 	a.st.Groups = nil
-	err := a.saveLocked()
+	err := a.saveLocked(a.st)
 	a.stateMu.Unlock()
 	a.lock.Close()
 	return err
@@ -402,7 +414,10 @@ func (a *Agent) closeEarly() {
 		}
 	}
 	if a.deployer != nil {
-		a.deployer.Close()
+		a.deployer.Close(time.Second)
+	}
+	if a.pg != nil {
+		a.pg.Close()
 	}
 	if a.sup != nil {
 		a.sup.Close(time.Second)

@@ -85,12 +85,14 @@ type Deployer struct {
 	mu      sync.Mutex
 	running map[string]string // slot → running deploy id
 	sinks   map[string]*logs.Sink
+	closed  bool
 }
 
 // New returns a deployer. Records left running by a dead agent become
-// abandoned, and release folders the state does not know (half-made by a
-// deploy that died) are removed.
-func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string, log *slog.Logger) (*Deployer, error) {
+// abandoned. With cleanStray, release folders the state does not know
+// (half-made by a deploy that died) are removed; an agent whose state file
+// was unusable passes false, so nothing the old state knew is lost.
+func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string, cleanStray bool, log *slog.Logger) (*Deployer, error) {
 	recs, err := loadRecords(filepath.Join(cfg.DataDir, "deploys"), cfg.KeepRecords)
 	if err != nil {
 		return nil, err
@@ -99,31 +101,52 @@ func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string,
 		running: map[string]string{}, sinks: map[string]*logs.Sink{}}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for _, name := range names {
-		d.removeStrayReleases(name)
+		if cleanStray {
+			d.removeStrayReleases(name)
+		}
 	}
 	return d, nil
 }
 
-// Close cancels the running deploys and waits for them to end.
-func (d *Deployer) Close() {
+// Close refuses new deploys, cancels the running ones and waits for them
+// to end, at most until timeout.
+func (d *Deployer) Close(timeout time.Duration) {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
 	d.cancel()
-	d.wg.Wait()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		d.log.Warn("deploys did not end in time", "timeout", timeout)
+	}
+}
+
+// Busy returns the deploy running on the slot, if any.
+func (d *Deployer) Busy(name string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id, ok := d.running[name]
+	return id, ok
 }
 
 func (d *Deployer) releasesDir(name string) string {
 	return filepath.Join(d.cfg.DataDir, "slots", name, "releases")
 }
 
-// removeStrayReleases deletes release folders no release of the state uses.
+// removeStrayReleases deletes release folders no release of the state uses
+// (matched by folder name, whatever the spelling of the data dir).
 func (d *Deployer) removeStrayReleases(name string) {
 	known := map[string]bool{}
 	for _, r := range d.store.Slot(name).Releases {
-		known[filepath.Clean(r.Dir)] = true
+		known[filepath.Base(r.Dir)] = true
 	}
 	entries, _ := os.ReadDir(d.releasesDir(name))
 	for _, e := range entries {
 		dir := filepath.Join(d.releasesDir(name), e.Name())
-		if !known[dir] {
+		if !known[e.Name()] {
 			d.log.Warn("removing a release a dead deploy left half-made", "slot", name, "dir", dir)
 			_ = os.RemoveAll(dir)
 		}
@@ -177,6 +200,10 @@ func (d *Deployer) begin(name string, trig Trigger, fill func(*Record)) (*job, e
 		return nil, invalid("unknown slot %q", name)
 	}
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, errors.New("the agent is shutting down")
+	}
 	if id, ok := d.running[name]; ok {
 		d.mu.Unlock()
 		return nil, ErrBusy{Running: id}
@@ -267,12 +294,14 @@ func (j *job) stage(name string, f func() error) error {
 }
 
 // cutover starts rel beside the serving release, gates it on health, swaps
-// and drains, then records it as the slot's current release. On failure the
-// candidate is discarded and nothing else changes.
-func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) error {
+// and drains, then records it as the slot's current release. On failure
+// before the swap the candidate is discarded and nothing else changes;
+// promoted tells whether rel serves (its folder must then be kept even if
+// saving the state failed).
+func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promoted bool, err error) {
 	var cand *slot.Candidate
 	started := time.Now()
-	err := j.stage("start", func() error {
+	err = j.stage("start", func() error {
 		var err error
 		cand, err = j.slot.Launch(slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: rel.Env})
 		if err == nil {
@@ -281,29 +310,38 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) error 
 		return err
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = j.stage("health", func() error { return gate(ctx, cand, j.d.cfg.Health, j.out) })
 	if err != nil {
 		tail := appTail(j.d, j.rec.Slot, started)
-		j.slot.Discard(cand)
+		j.slot.Discard(cand, candidateGrace)
 		if tail != "" {
-			return fmt.Errorf("%w\nlast lines of the app's log:\n%s", err, tail)
+			return false, fmt.Errorf("%w\nlast lines of the app's log:\n%s", err, tail)
 		}
-		return err
+		return false, err
 	}
-	return j.stage("cutover", func() error {
-		j.slot.Promote(cand, j.d.cfg.Drain)
-		j.rec.Release = rel.ID
+	var drop []string
+	err = j.stage("cutover", func() error {
+		j.slot.Promote(ctx, cand, j.d.cfg.Drain)
+		promoted = true
+		_ = j.d.records.update(j.rec, func(r *Record) { r.Release = rel.ID })
 		return j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
 			ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
 			if isNew {
 				ss.Releases = append(ss.Releases, rel)
 			}
-			ss.Releases = j.d.prune(ss.Releases, rel.ID)
+			ss.Releases, drop = j.d.prune(ss.Releases, rel.ID)
 		})
 	})
+	if err == nil {
+		removeAll(drop)
+	}
+	return promoted, err
 }
+
+// candidateGrace bounds the stop of a release that never got traffic.
+const candidateGrace = 2 * time.Second
 
 func splitLines(s string) []string {
 	if s == "" {

@@ -107,7 +107,7 @@ func (j *job) build(ctx context.Context, req Request) error {
 	}
 	runner := &buildpack.Runner{Env: d.cfg.Env, CacheDir: filepath.Join(d.cfg.DataDir, "cache"), Log: j.out}
 	prevDir := ""
-	if cur, ok := currentRelease(prev); ok {
+	if cur, ok := prev.Find(prev.Current); ok {
 		prevDir = cur.Dir
 	}
 	if err := j.stage("install", func() error {
@@ -131,11 +131,9 @@ func (j *job) build(ctx context.Context, req Request) error {
 		ID: id, Dir: dir, Command: plan.Start, Env: env, CreatedAt: now,
 		Repo: source.Redact(req.Repo), Ref: req.Ref, Commit: commit,
 	}
-	if err := j.cutover(ctx, rel, true); err != nil {
-		return err
-	}
-	keep = true
-	return nil
+	promoted, err := j.cutover(ctx, rel, true)
+	keep = promoted
+	return err
 }
 
 // Rollback switches the slot back to a kept release (the one before the
@@ -148,7 +146,7 @@ func (d *Deployer) Rollback(name, id string) (Record, error) {
 			return Record{}, invalid("slot %s has no earlier release to roll back to", name)
 		}
 	}
-	rel, ok := findRelease(ss, id)
+	rel, ok := ss.Find(id)
 	if !ok {
 		return Record{}, invalid("slot %s has no release %q (kept: %s)", name, id, releaseIDs(ss))
 	}
@@ -165,7 +163,8 @@ func (d *Deployer) Rollback(name, id string) (Record, error) {
 	rec := *j.rec
 	j.run(func(ctx context.Context) error {
 		j.logf("rolling back slot %s to release %s", name, rel.ID)
-		return j.cutover(ctx, rel, false)
+		_, err := j.cutover(ctx, rel, false)
+		return err
 	})
 	return rec, nil
 }
@@ -199,13 +198,11 @@ func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (m
 	for _, k := range unset {
 		delete(env, k)
 	}
-	cur, ok := currentRelease(ss)
+	cur, ok := ss.Find(ss.Current)
 	if !ok || ss.Desired != state.DesiredRunning {
-		return env, nil, d.store.UpdateSlot(name, func(s *state.Slot) { s.Env = env })
+		return env, nil, d.saveEnv(name, env, cur, ok)
 	}
-	now := time.Now().UTC()
-	rel := cur
-	rel.ID, rel.Env, rel.CreatedAt = stamp(now)+"-"+shortCommit(cur.Commit), env, now
+	rel := withEnv(cur, env)
 	j, err := d.begin(name, TriggerEnv, func(r *Record) {
 		r.Repo, r.Ref, r.Commit, r.Release = rel.Repo, rel.Ref, rel.Commit, rel.ID
 	})
@@ -216,19 +213,65 @@ func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (m
 	rec := *j.rec
 	j.run(func(ctx context.Context) error {
 		j.logf("new release %s: code of %s with env %s", rel.ID, cur.ID, strings.Join(sortedKeys(env), ", "))
-		return j.cutover(ctx, rel, true)
+		_, err := j.cutover(ctx, rel, true)
+		return err
 	})
 	return env, &rec, nil
 }
 
+// saveEnv stores env for a slot that serves no app, under the slot's
+// deploy lock. A stopped slot with a release gets a new release of the same
+// code with env (not started: its next restart runs it), so what runs
+// always matches a release and a rollback restores the env too.
+func (d *Deployer) saveEnv(name string, env map[string]string, cur state.Release, hasRelease bool) error {
+	d.mu.Lock()
+	if id, busy := d.running[name]; busy {
+		d.mu.Unlock()
+		return ErrBusy{Running: id}
+	}
+	d.running[name] = "env"
+	d.mu.Unlock()
+	defer d.unlock(name)
+	var drop []string
+	err := d.store.UpdateSlot(name, func(s *state.Slot) {
+		s.Env = env
+		if hasRelease {
+			rel := withEnv(cur, env)
+			s.Releases = append(s.Releases, rel)
+			s.Current = rel.ID
+			s.Releases, drop = d.prune(s.Releases, rel.ID)
+		}
+	})
+	if err == nil {
+		removeAll(drop)
+	}
+	return err
+}
+
+// withEnv is a new release of cur's code with env.
+func withEnv(cur state.Release, env map[string]string) state.Release {
+	now := time.Now().UTC()
+	rel := cur
+	rel.ID, rel.Env, rel.CreatedAt = stamp(now)+"-"+shortCommit(cur.Commit), env, now
+	return rel
+}
+
+// removeAll deletes the folders of pruned releases.
+func removeAll(dirs []string) {
+	for _, dir := range dirs {
+		_ = os.RemoveAll(dir)
+	}
+}
+
 // prune keeps the newest KeepReleases releases (always the current one)
-// and deletes the folders no kept release uses.
-func (d *Deployer) prune(rels []state.Release, current string) []state.Release {
+// and returns the folders that no kept release uses, to delete once the
+// state is saved.
+func (d *Deployer) prune(rels []state.Release, current string) (kept []state.Release, drop []string) {
 	if len(rels) <= d.cfg.KeepReleases {
-		return rels
+		return rels, nil
 	}
 	cut := len(rels) - d.cfg.KeepReleases
-	var kept, dropped []state.Release
+	var dropped []state.Release
 	for i, r := range rels {
 		if i >= cut || r.ID == current {
 			kept = append(kept, r)
@@ -242,26 +285,11 @@ func (d *Deployer) prune(rels []state.Release, current string) []state.Release {
 	}
 	for _, r := range dropped {
 		if !used[r.Dir] {
-			_ = os.RemoveAll(r.Dir)
+			drop = append(drop, r.Dir)
+			used[r.Dir] = true
 		}
 	}
-	return kept
-}
-
-func currentRelease(ss state.Slot) (state.Release, bool) {
-	if ss.Current == "" {
-		return state.Release{}, false
-	}
-	return findRelease(ss, ss.Current)
-}
-
-func findRelease(ss state.Slot, id string) (state.Release, bool) {
-	for _, r := range ss.Releases {
-		if r.ID == id {
-			return r, true
-		}
-	}
-	return state.Release{}, false
+	return kept, drop
 }
 
 // previousRelease is the release kept just before the current one.

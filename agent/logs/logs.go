@@ -54,11 +54,12 @@ const (
 type Sink struct {
 	paths [3]string // out, error, combined
 
-	mu     sync.Mutex // serialises writes, publishing and subscribing
-	files  [3]*lumberjack.Logger
-	masker *strings.Replacer // nil when there are no secrets
-	subs   map[*subscriber]struct{}
-	closed bool
+	mu      sync.Mutex // serialises writes, publishing and subscribing
+	files   [3]*lumberjack.Logger
+	masker  *strings.Replacer // nil when there are no secrets
+	secrets map[string]bool   // the values masker masks
+	subs    map[*subscriber]struct{}
+	closed  bool
 }
 
 type subscriber struct {
@@ -237,25 +238,49 @@ func (s *Sink) publish(rec string) {
 // replaced by "********" before it is written or published. Values shorter
 // than 4 bytes are ignored.
 func (s *Sink) SetSecrets(values []string) {
-	var keep []string
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.secrets = map[string]bool{}
+	s.addSecretsLocked(values)
+}
+
+// AddSecrets adds values to the masked ones: several processes share a
+// sink (the old and new release of a slot) and each one's secrets must stay
+// masked for as long as it may write.
+func (s *Sink) AddSecrets(values []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addSecretsLocked(values)
+}
+
+func (s *Sink) addSecretsLocked(values []string) {
+	if s.secrets == nil {
+		s.secrets = map[string]bool{}
+	}
 	for _, v := range values {
 		if len(v) >= minSecret {
-			keep = append(keep, v)
+			s.secrets[v] = true
 		}
 	}
+	keep := make([]string, 0, len(s.secrets))
+	for v := range s.secrets {
+		keep = append(keep, v)
+	}
 	// Longer values first, so a secret containing another is masked whole.
-	sort.Slice(keep, func(i, j int) bool { return len(keep[i]) > len(keep[j]) })
-	var m *strings.Replacer
+	sort.Slice(keep, func(i, j int) bool {
+		if len(keep[i]) != len(keep[j]) {
+			return len(keep[i]) > len(keep[j])
+		}
+		return keep[i] < keep[j]
+	})
+	s.masker = nil
 	if len(keep) > 0 {
 		pairs := make([]string, 0, 2*len(keep))
 		for _, v := range keep {
 			pairs = append(pairs, v, maskText)
 		}
-		m = strings.NewReplacer(pairs...)
+		s.masker = strings.NewReplacer(pairs...)
 	}
-	s.mu.Lock()
-	s.masker = m
-	s.mu.Unlock()
 }
 
 // Tail returns up to the last n lines of the combined file, oldest first.

@@ -320,6 +320,12 @@ func TestSecrets(t *testing.T) {
 			t.Errorf("%s = %q, want %q", p, got, want)
 		}
 	}
+	// A second process on the same sink adds its secrets; the first's stay.
+	s.AddSecrets([]string{"newtoken1"})
+	io.WriteString(s.Writer(Stdout), "old=hunter22 new=newtoken1\n")
+	if got := payload(t, recv(t, next)); got != "old=******** new=********" {
+		t.Errorf("after AddSecrets: %q", got)
+	}
 	s.SetSecrets(nil)
 	io.WriteString(s.Writer(Stdout), "pw=hunter22\n")
 	if got := payload(t, recv(t, next)); got != "pw=hunter22" {

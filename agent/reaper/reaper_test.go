@@ -185,3 +185,15 @@ func TestOutputAndRunTo(t *testing.T) {
 		t.Fatalf("canceled RunTo: %v after %s", err, time.Since(start))
 	}
 }
+
+func TestRunToDoesNotWaitForAnEscapedDescendant(t *testing.T) {
+	start := time.Now()
+	var buf bytes.Buffer
+	err := RunTo(context.Background(), exec.Command("sh", "-c", "setsid sleep 30 & sleep 0.3; echo started"), &buf, nil)
+	if err != nil || buf.String() != "started\n" {
+		t.Fatalf("RunTo = %q, %v", buf.String(), err)
+	}
+	if d := time.Since(start); d > pipeGrace+2*time.Second {
+		t.Fatalf("RunTo waited %s for a descendant that left the group", d)
+	}
+}

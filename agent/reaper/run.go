@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ExitError is returned by RunTo and Output when the command ran but did
@@ -38,7 +39,7 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 	}
 	cmd.SysProcAttr.Setpgid = true
 	var copies sync.WaitGroup
-	var closers []*os.File
+	var closers, readers []*os.File
 	attach := func(w io.Writer) (*os.File, error) {
 		if w == nil {
 			w = io.Discard
@@ -47,7 +48,7 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, pw)
+		closers, readers = append(closers, pw), append(readers, r)
 		copies.Add(1)
 		go func() {
 			defer copies.Done()
@@ -78,16 +79,35 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 		_ = syscall.Kill(-child.Pid, syscall.SIGKILL)
 		<-child.Done()
-		copies.Wait()
+		drain(&copies, readers)
 		return fmt.Errorf("%s: %w", cmd.Path, ctx.Err())
 	}
 	// Whatever the command left in its group must not hold the pipes open.
 	_ = syscall.Kill(-child.Pid, syscall.SIGKILL)
-	copies.Wait()
+	drain(&copies, readers)
 	if exit := child.Exit(); !exit.Success() {
 		return &ExitError{Exit: exit}
 	}
 	return nil
+}
+
+// pipeGrace is how long the output of an exited command may still arrive:
+// a descendant that left the process group (setsid) may hold the pipes.
+const pipeGrace = 2 * time.Second
+
+// drain waits for the output to be copied, then closes the read ends of
+// pipes that a stray descendant still holds open.
+func drain(copies *sync.WaitGroup, readers []*os.File) {
+	done := make(chan struct{})
+	go func() { copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(pipeGrace):
+		for _, r := range readers {
+			_ = r.Close()
+		}
+		<-done
+	}
 }
 
 // Output runs cmd like RunTo and returns its stdout; a non-zero exit is an

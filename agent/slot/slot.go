@@ -69,7 +69,7 @@ type Slot struct {
 	ln  net.Listener
 	srv *http.Server
 
-	mu     sync.Mutex // serialises Run and Stop
+	mu     sync.Mutex // serialises Promote, Stop and Restart
 	target atomic.Pointer[target]
 	errMsg atomic.Pointer[string]
 }
@@ -149,8 +149,9 @@ func (s *Slot) Launch(rel Release) (*Candidate, error) {
 }
 
 // Promote sends the slot's traffic to c, lets the requests in flight to the
-// previous app finish (up to drain), then stops the previous app.
-func (s *Slot) Promote(c *Candidate, drain time.Duration) {
+// previous app finish (up to drain, or until ctx ends), then stops the
+// previous app.
+func (s *Slot) Promote(ctx context.Context, c *Candidate, drain time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.target.Swap(c.t)
@@ -158,15 +159,16 @@ func (s *Slot) Promote(c *Candidate, drain time.Duration) {
 	if old == nil {
 		return
 	}
-	for deadline := time.Now().Add(drain); old.inflight.Load() > 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(drain); old.inflight.Load() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.sup.Remove(old.proc.Spec().Name, 0)
 }
 
-// Discard stops a candidate that was not promoted.
-func (s *Slot) Discard(c *Candidate) {
-	s.sup.Remove(c.t.proc.Spec().Name, 0)
+// Discard stops a candidate that was not promoted, waiting at most grace
+// before SIGKILL: it never had traffic to finish.
+func (s *Slot) Discard(c *Candidate, grace time.Duration) {
+	s.sup.Remove(c.t.proc.Spec().Name, grace)
 }
 
 // Run starts release as the slot's app and sends the slot's traffic to it
@@ -176,7 +178,7 @@ func (s *Slot) Run(rel Release) error {
 	if err != nil {
 		return err
 	}
-	s.Promote(c, 0)
+	s.Promote(context.Background(), c, 0)
 	return nil
 }
 
@@ -190,8 +192,12 @@ func (s *Slot) Stop(grace time.Duration) {
 	}
 }
 
-// Restart restarts the app's process; it reports false when the slot has no app.
+// Restart restarts the app's process; it reports false when the slot has no
+// app. It holds the slot's lock, so a Promote or Stop cannot remove the
+// process half-way through its restart.
 func (s *Slot) Restart() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	t := s.target.Load()
 	if t == nil {
 		return false

@@ -278,7 +278,7 @@ func TestPromoteWithoutDowntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", c.Port()), 200, 10*time.Second)
-	s.Promote(c, 5*time.Second)
+	s.Promote(context.Background(), c, 5*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	r := <-done

@@ -80,18 +80,23 @@ func New() *State {
 	}
 }
 
+// Find returns the slot's release with that id, and whether it exists.
+func (s *Slot) Find(id string) (Release, bool) {
+	for _, r := range s.Releases {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return Release{}, false
+}
+
 // Release returns the release id of slot, and whether it exists.
 func (s *State) Release(slot, id string) (Release, bool) {
 	sl := s.Slots[slot]
 	if sl == nil {
 		return Release{}, false
 	}
-	for _, r := range sl.Releases {
-		if r.ID == id {
-			return r, true
-		}
-	}
-	return Release{}, false
+	return sl.Find(id)
 }
 
 // Clone returns a deep copy of s, so it can be saved outside a lock.

@@ -105,6 +105,7 @@ type Process struct {
 	stopCh   chan struct{} // closed to ask the loop to stop; nil when no loop runs
 	loopDone chan struct{}
 	grace    time.Duration // SIGTERM→SIGKILL wait of the stop under way
+	removed  bool          // the supervisor forgot it: it never starts again
 	lastCPU  time.Duration
 	lastAt   time.Time
 }
@@ -133,7 +134,7 @@ func (p *Process) Leader() (procgroup.Identity, bool) {
 // stopped process starts over with fresh restart counters.
 func (p *Process) Start() {
 	p.mu.Lock()
-	if p.stopCh != nil {
+	if p.stopCh != nil || p.removed {
 		p.mu.Unlock()
 		return
 	}

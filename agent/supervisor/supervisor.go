@@ -69,7 +69,7 @@ func (s *Supervisor) Add(spec Spec) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	sink.SetSecrets(spec.Secrets)
+	sink.AddSecrets(spec.Secrets)
 	p := &Process{spec: spec, sink: sink, changed: s.notify, info: Info{Name: spec.Name, Status: Stopped}}
 	s.procs[spec.Name] = p
 	return p, nil
@@ -102,6 +102,9 @@ func (s *Supervisor) Remove(name string, grace time.Duration) {
 	delete(s.procs, name)
 	s.mu.Unlock()
 	if p != nil {
+		p.mu.Lock()
+		p.removed = true
+		p.mu.Unlock()
 		p.StopWithin(grace)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
 
+	agentconfig "github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/images"
 	"github.com/coder-slots/coder-slots/provision/config"
 )
@@ -187,7 +188,8 @@ func (w *writer) locals(b *hclwrite.Body, c *config.Config) {
 }
 
 // envTokens is the container's environment besides the agent's token and
-// init script: the URLs, host names and ports slotagent serves on.
+// init script: the URLs, host names and ports slotagent serves on, and
+// whether it runs the workspace PostgreSQL.
 func (w *writer) envTokens(c *config.Config) hclwrite.Tokens {
 	type item struct {
 		name string
@@ -206,9 +208,11 @@ func (w *writer) envTokens(c *config.Config) hclwrite.Tokens {
 			item{up + "_URL", index(w.expr("local.app_urls"), key)},
 		)
 	}
+	pg := agentconfig.PostgresOff
 	if c.Postgres.Enabled {
-		items = append(items, item{"PGDATA", str(HomeDir + "/data/postgres")})
+		pg = agentconfig.PostgresOn
 	}
+	items = append(items, item{"SLOTAGENT_POSTGRES_ENABLED", str(pg)})
 	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.name, b.name) })
 	var objItems []hclwrite.ObjectAttrTokens
 	for _, it := range items {

@@ -65,7 +65,8 @@ func newAgent(t *testing.T) *agent {
 	a := &agent{t: t, dataDir: t.TempDir(), ports: map[string]int{}}
 	a.ports["admin"] = testkit.FreePort(t)
 	a.env = append(os.Environ(), "SLOTAGENT_DATA_DIR="+a.dataDir, "ADMIN_PORT="+strconv.Itoa(a.ports["admin"]),
-		"SLOTAGENT_KILL_TIMEOUT=3s", "ADMIN_URL=https://admin--dev--alice.example.com")
+		"SLOTAGENT_KILL_TIMEOUT=3s", "ADMIN_URL=https://admin--dev--alice.example.com",
+		"SLOTAGENT_POSTGRES_ENABLED=false") // postgres_e2e_test.go switches it on
 	for _, s := range []string{"a", "b", "c", "d", "e"} {
 		a.ports[s] = testkit.FreePort(t)
 		up := strings.ToUpper(s)

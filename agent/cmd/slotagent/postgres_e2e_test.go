@@ -1,0 +1,316 @@
+package main
+
+// End-to-end tests of the workspace PostgreSQL: the agent runs the real
+// server from Debian's packages, a deployed app uses its database.
+
+import (
+	"context"
+	binenc "encoding/binary"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/postgres"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+)
+
+// dbApp writes and reads rows through psql: /write/X with DATABASE_URL
+// alone, /whoami with the PG* variables alone.
+const dbApp = `const http = require('http');
+const { execFileSync } = require('child_process');
+function psql(sql, useURL) {
+  const env = Object.assign({}, process.env);
+  const args = ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql];
+  if (useURL) {
+    for (const k of ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD']) delete env[k];
+    args.unshift('-d', process.env.DATABASE_URL);
+  }
+  return execFileSync(process.env.PSQL, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+http.createServer((req, res) => {
+  try {
+    if (req.url === '/health') { res.end('ok'); return; }
+    if (req.url.startsWith('/write/')) {
+      psql("CREATE TABLE IF NOT EXISTS notes (body text); INSERT INTO notes VALUES ('" + req.url.slice(7).replace(/\W/g, '') + "')", true);
+      res.end('written'); return;
+    }
+    if (req.url === '/read') { res.end(psql("SELECT string_agg(body, ',' ORDER BY body) FROM notes", true)); return; }
+    if (req.url === '/whoami') { res.end(psql("SELECT current_user || '@' || current_database()", false)); return; }
+    res.end('db app');
+  } catch (e) { res.statusCode = 500; res.end(String(e.stderr || e)); }
+}).listen(Number(process.env.PORT), '127.0.0.1');
+`
+
+// needPostgres skips the test when PostgreSQL is not installed.
+func needPostgres(t *testing.T) postgres.Binaries {
+	t.Helper()
+	b, err := postgres.FindBinaries(context.Background(), "")
+	if err != nil {
+		t.Skip(err)
+	}
+	return b
+}
+
+// pgAgent is an agent with PostgreSQL on, on a free port, in a data dir
+// the postgres user can get to when the tests run as root (t.TempDir's
+// parent is 0700).
+func pgAgent(t *testing.T) *agent {
+	t.Helper()
+	base, err := os.MkdirTemp("", "pg-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) }) // after the agent's stop, registered next
+	if err := os.Chmod(base, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(t)
+	a.dataDir = filepath.Join(base, "data")
+	a.ports["postgres"] = testkit.FreePort(t)
+	a.env = append(a.env, "SLOTAGENT_DATA_DIR="+a.dataDir, "SLOTAGENT_POSTGRES_ENABLED=true",
+		"SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(a.ports["postgres"]))
+	return a
+}
+
+// startSlow starts the agent and waits for it longer than start does: a
+// first boot makes the cluster before the agent answers.
+func (a *agent) startSlow(extraEnv ...string) time.Duration {
+	a.t.Helper()
+	a.launch(exec.Command(binary, "run"), extraEnv...)
+	return testkit.WaitHTTP(a.t, a.url("admin", "/healthz"), 200, 60*time.Second)
+}
+
+// getUntil GETs url until it answers 200 with body want.
+func getUntil(t *testing.T, url, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, b := body(t, url)
+		if code == 200 && b == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %q, want %q", url, code, b, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (a *agent) pgProcess() admin.ProcessRow {
+	a.t.Helper()
+	for _, p := range a.processes().Processes {
+		if p.Name == postgres.ProcessName {
+			return p
+		}
+	}
+	a.t.Fatal("no postgres process")
+	return admin.ProcessRow{}
+}
+
+func TestPostgresDatabasesPerSlotThroughRestarts(t *testing.T) {
+	bins := needPostgres(t)
+	testkit.NeedNode(t)
+	a := pgAgent(t)
+	took := a.startSlow(fastDeploys...)
+	t.Logf("first boot with initdb: the agent answered after %s", took)
+
+	out := a.mustCLI("status")
+	if !strings.Contains(out, "postgres: online on 127.0.0.1:"+strconv.Itoa(a.ports["postgres"])+", 6 of 6 databases up") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if out = a.mustCLI("validate"); !strings.Contains(out, "ok    PostgreSQL on") || !strings.Contains(out, "ok    process postgres online") {
+		t.Fatalf("validate:\n%s", out)
+	}
+	urlA := strings.TrimSpace(a.mustCLI("db", "a", "url"))
+	pwA := strings.TrimPrefix(strings.Split(urlA, "@")[0], "postgresql://slot_a:")
+	if len(pwA) < 20 {
+		t.Fatalf("db a url: %q", urlA)
+	}
+
+	appDir := testkit.WriteApp(t, dbApp)
+	a.mustCLI("deploy", "a", "--dir", appDir, "--start", "node server.js", "--env", "PSQL="+bins.Psql, "--wait")
+	getUntil(t, a.url("a", "/write/hello"), "written", 5*time.Second)
+	getUntil(t, a.url("a", "/read"), "hello", 5*time.Second)
+	getUntil(t, a.url("a", "/whoami"), "slot_a@slot_a", 5*time.Second)
+
+	// Slot a's credentials are refused by slot b's database.
+	cmd := exec.Command(bins.Psql, "-X", "-c", "SELECT 1", "-d", strings.TrimSuffix(urlA, "/slot_a")+"/slot_b")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	if out, err := reaper.Output(context.Background(), cmd); err == nil || !strings.Contains(err.Error(), `permission denied for database "slot_b"`) {
+		t.Fatalf("slot a's role in slot b's database: %s %v", out, err)
+	}
+	checkDatabaseAPI(t, a, pwA)
+
+	resetSlotA(t, a)
+	killPostgres(t, a)
+
+	// A restart of the agent brings back the same cluster and the data.
+	a.signal(syscall.SIGTERM)
+	a.wait(15 * time.Second)
+	if code := a.exitCode(); code != 0 {
+		t.Fatalf("agent exit %d\n%s", code, a.stderr())
+	}
+	if _, err := os.Stat(filepath.Join(postgres.Dir(a.dataDir), "data", "postmaster.pid")); !os.IsNotExist(err) {
+		t.Fatalf("postmaster.pid after the agent's stop (no clean shutdown?): %v", err)
+	}
+	first := a.stderr()
+	took = a.startSlow(fastDeploys...)
+	t.Logf("rehydrate with PostgreSQL: the agent answered after %s", took)
+	getUntil(t, a.url("a", "/read"), "again", 10*time.Second)
+	if strings.Contains(strings.TrimPrefix(a.stderr(), first), "first boot of PostgreSQL") || !strings.Contains(first, "first boot of PostgreSQL") {
+		t.Errorf("the cluster must be made on the first boot only:\n%s\n---\n%s", first, a.stderr())
+	}
+	checkNoPasswordInLogs(t, a, pwA)
+}
+
+// checkDatabaseAPI: the panel's answers show the databases, never a password.
+func checkDatabaseAPI(t *testing.T, a *agent, password string) {
+	t.Helper()
+	var st postgres.Status
+	a.apiJSON("/api/db", &st)
+	if st.State != postgres.StateOnline || len(st.Databases) != 6 {
+		t.Fatalf("/api/db: %+v", st)
+	}
+	var one admin.SlotDatabase
+	a.apiJSON("/api/slots/a/db", &one)
+	if one.Status != "online" || one.Database == nil || !one.Database.Up || one.Database.Size == 0 ||
+		one.Database.URL != "postgresql://slot_a:********@127.0.0.1:"+strconv.Itoa(a.ports["postgres"])+"/slot_a" {
+		t.Fatalf("/api/slots/a/db: %+v %+v", one, one.Database)
+	}
+	for _, path := range []string{"/api/db", "/api/slots/a/db", "/api/config", "/api/slots", "/api/processes", "/api/slots/a/env"} {
+		if _, b := body(t, a.url("admin", path)); strings.Contains(b, password) {
+			t.Errorf("%s shows slot a's database password", path)
+		}
+	}
+	var cfg admin.ProcessConfig
+	a.apiJSON("/api/config", &cfg)
+	for _, p := range cfg.Processes {
+		if strings.HasPrefix(p.Name, "slot-a@") && p.ShownEnv["DATABASE_URL"] != "********" {
+			t.Errorf("slot a's shown env: %v", p.ShownEnv)
+		}
+	}
+}
+
+// resetSlotA: a reset wants --yes, then empties the database and restarts the app.
+func resetSlotA(t *testing.T, a *agent) {
+	t.Helper()
+	if _, errOut, code := a.cli("db", "a", "reset"); code == 0 || !strings.Contains(errOut, "--yes") {
+		t.Fatalf("reset without --yes: %d %s", code, errOut)
+	}
+	if out := a.mustCLI("db", "a", "reset", "--yes"); !strings.Contains(out, "database slot_a of slot a is empty again; its app was restarted") {
+		t.Fatalf("reset: %s", out)
+	}
+	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)
+	if code, b := body(t, a.url("a", "/read")); code != 500 || !strings.Contains(b, `relation "notes" does not exist`) {
+		t.Fatalf("read after reset: %d %q", code, b)
+	}
+	getUntil(t, a.url("a", "/write/again"), "written", 5*time.Second)
+}
+
+// killPostgres: kill -9 of the server; the supervisor starts it again and
+// the app answers again.
+func killPostgres(t *testing.T, a *agent) {
+	t.Helper()
+	old := a.pgProcess()
+	if old.Status != "online" || old.PID == 0 {
+		t.Fatalf("postgres row: %+v", old)
+	}
+	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	getUntil(t, a.url("a", "/read"), "again", 20*time.Second)
+	t.Logf("kill -9 of postgres: the app read its rows again after %s", time.Since(start))
+	if p := a.pgProcess(); p.PID == old.PID || p.Restarts == 0 {
+		t.Errorf("postgres after kill -9: %+v", p)
+	}
+}
+
+// checkNoPasswordInLogs: the password is in no log of the agent.
+func checkNoPasswordInLogs(t *testing.T, a *agent, password string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(a.dataDir, "logs", "*"))
+	for _, f := range append(files, a.logFile) {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), password) {
+			t.Errorf("%s holds slot a's database password", f)
+		}
+	}
+}
+
+func TestPostgresLeavesForeignOrDamagedDataDirsAlone(t *testing.T) {
+	bins := needPostgres(t)
+	control := make([]byte, 8192)
+	binenc.NativeEndian.PutUint64(control, 7381)
+	for name, tt := range map[string]struct {
+		files map[string]string
+		want  string
+	}{
+		"junk":    {map[string]string{"notes.txt": "my notes"}, "is not empty and holds no PostgreSQL cluster (no PG_VERSION)"},
+		"foreign": {map[string]string{"PG_VERSION": strconv.Itoa(bins.Major) + "\n", "global/pg_control": string(control)}, "holds a PostgreSQL cluster that slotagent did not create"},
+		"damaged": {map[string]string{"PG_VERSION": strconv.Itoa(bins.Major) + "\n", "global/pg_control": "truncated"}, "is damaged: global/pg_control has 9 bytes"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := pgAgent(t)
+			pgdata := filepath.Join(postgres.Dir(a.dataDir), "data")
+			for f, content := range tt.files {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(pgdata, f)), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, filepath.Join(pgdata, f), content)
+			}
+			a.startSlow()
+			out := a.mustCLI("status")
+			if !strings.Contains(out, "postgres: error (PostgreSQL: "+pgdata+" "+tt.want) || !strings.Contains(out, "slotagent leaves it as it is") ||
+				strings.Contains(out, "postgres  ") {
+				t.Errorf("status:\n%s", out)
+			}
+			if out, _, code := a.cli("validate"); code == 0 || !strings.Contains(out, "FAIL  no problems at start: PostgreSQL: ") {
+				t.Errorf("validate: %d\n%s", code, out)
+			}
+			for f, content := range tt.files {
+				if b, err := os.ReadFile(filepath.Join(pgdata, f)); err != nil || string(b) != content {
+					t.Errorf("%s was changed: %v", f, err)
+				}
+			}
+			code, b := body(t, a.url("a", "/"))
+			if code != 200 || !strings.Contains(b, "Slot a") {
+				t.Errorf("slot a: %d", code)
+			}
+		})
+	}
+}
+
+func TestAgentWithoutPostgres(t *testing.T) {
+	a := newAgent(t)
+	empty := t.TempDir()
+	a.start("SLOTAGENT_POSTGRES_ENABLED=auto", "SLOTAGENT_POSTGRES_BIN_DIR="+empty)
+	out := a.mustCLI("status")
+	if !strings.Contains(out, "postgres: off (no PostgreSQL server binaries (postgres, initdb) in "+empty+": apps get no DATABASE_URL") ||
+		!strings.Contains(out, "6 of 6 online") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if out := a.mustCLI("validate"); !strings.Contains(out, "all 16 checks passed") {
+		t.Fatalf("validate:\n%s", out)
+	}
+	if _, errOut, code := a.cli("db", "a", "url"); code == 0 || !strings.Contains(errOut, "the agent has not set PostgreSQL up") {
+		t.Fatalf("db a url: %d %s", code, errOut)
+	}
+	if _, errOut, code := a.cli("db", "b", "reset", "--yes"); code == 0 || !strings.Contains(errOut, "no PostgreSQL server binaries") {
+		t.Fatalf("db b reset: %d %s", code, errOut)
+	}
+	var one admin.SlotDatabase
+	a.apiJSON("/api/slots/a/db", &one)
+	if one.Status != "off" || one.Database != nil {
+		t.Fatalf("/api/slots/a/db: %+v", one)
+	}
+	raw, _ := json.Marshal(one)
+	t.Logf("GET /api/slots/a/db without PostgreSQL: %s", raw)
+}
