@@ -66,7 +66,7 @@ func (r Runner) prepare(ctx context.Context, dir string, extraEnv map[string]str
 	}
 	path, err := exec.LookPath(bin)
 	if err != nil {
-		return nil, nil, fmt.Errorf("terraform: %q not found on PATH; install Terraform (>= 1.5) or set its path", bin)
+		return nil, nil, fmt.Errorf("terraform: %q not found on PATH; install Terraform (>= 1.5) and put it on PATH", bin)
 	}
 	if r.CLIConfig != "" {
 		if _, err := os.Stat(r.CLIConfig); err != nil {
