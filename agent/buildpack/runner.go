@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
 
@@ -86,12 +88,19 @@ func (r *Runner) Install(ctx context.Context, dir string, p Plan, prev string) (
 	if r.canReuse(dir, p, prev) {
 		r.logf("reusing node_modules of %s (lockfile unchanged)", prev)
 		start := time.Now()
-		n, err := r.reuse(ctx, prev, dir)
+		// A build may rewrite files in node_modules in place (prisma
+		// generate does): then the files are copied, never shared.
+		copyFiles := p.Build != ""
+		n, err := r.reuse(ctx, prev, dir, copyFiles)
 		if err == nil {
 			if err := writeMarker(marker, p.LockHash); err != nil {
 				return false, fmt.Errorf("install: %w", err)
 			}
-			r.logf("linked %d files in %s", n, time.Since(start).Round(time.Millisecond))
+			how := "linked"
+			if copyFiles {
+				how = "copied (the build may change them)"
+			}
+			r.logf("%s %d files in %s", how, n, time.Since(start).Round(time.Millisecond))
 			return true, nil
 		}
 		if ctx.Err() != nil {
@@ -164,21 +173,52 @@ func sameDir(a, b string) (bool, error) {
 	return os.SameFile(ia, ib), nil
 }
 
-// reuse rebuilds prev/node_modules as dir/node_modules out of hard links.
-func (r *Runner) reuse(ctx context.Context, prev, dir string) (int, error) {
+// reuse rebuilds prev/node_modules as dir/node_modules out of hard links,
+// or of copies (copy-on-write clones where the file system has them).
+func (r *Runner) reuse(ctx context.Context, prev, dir string, copyFiles bool) (int, error) {
 	dst := filepath.Join(dir, "node_modules")
 	if err := os.RemoveAll(dst); err != nil {
 		return 0, err
 	}
-	return linkTree(ctx, filepath.Join(prev, "node_modules"), dst, prev, dir)
+	place := os.Link
+	if copyFiles {
+		place = cloneFile
+	}
+	return linkTree(ctx, filepath.Join(prev, "node_modules"), dst, prev, dir, place)
+}
+
+// cloneFile copies src to dst with its mode: a copy-on-write clone
+// (FICLONE) where the file system supports it, else a plain copy.
+func cloneFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	info, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, info.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) != nil {
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+	}
+	return out.Close()
 }
 
 // linkTree recreates the tree src at dst: directories are made anew with the
-// same permissions, regular files are hard-linked, symlinks are recreated
+// same permissions, regular files are placed with place (a hard link or a
+// copy), symlinks are recreated
 // (an absolute target inside oldRoot is moved to the same place under
 // newRoot), anything else is skipped, as are the top-level entries named in
 // skipOnReuse. It returns the number of files linked.
-func linkTree(ctx context.Context, src, dst, oldRoot, newRoot string) (int, error) {
+func linkTree(ctx context.Context, src, dst, oldRoot, newRoot string, place func(src, dst string) error) (int, error) {
 	type dirMode struct {
 		path string
 		mode fs.FileMode
@@ -230,7 +270,7 @@ func linkTree(ctx context.Context, src, dst, oldRoot, newRoot string) (int, erro
 				return err
 			}
 		case d.Type().IsRegular():
-			if err := os.Link(path, target); err != nil {
+			if err := place(path, target); err != nil {
 				return err
 			}
 			files++

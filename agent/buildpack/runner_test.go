@@ -571,7 +571,7 @@ func TestLinkTree(t *testing.T) {
 	t.Cleanup(func() { os.Chmod(filepath.Join(src, "ro"), 0o755) })
 
 	dst := filepath.Join(newRoot, "node_modules")
-	n, err := linkTree(context.Background(), src, dst, oldRoot, newRoot)
+	n, err := linkTree(context.Background(), src, dst, oldRoot, newRoot, os.Link)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +614,34 @@ func TestLinkTree(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := linkTree(ctx, src, filepath.Join(t.TempDir(), "nm"), oldRoot, newRoot); !errors.Is(err, context.Canceled) {
+	if _, err := linkTree(ctx, src, filepath.Join(t.TempDir(), "nm"), oldRoot, newRoot, os.Link); !errors.Is(err, context.Canceled) {
 		t.Errorf("linkTree with a canceled ctx = %v", err)
+	}
+}
+
+// TestReuseCopiesWhenABuildFollows: a build may rewrite node_modules in
+// place, so with a build step the reused files are copies, not links.
+func TestReuseCopiesWhenABuildFollows(t *testing.T) {
+	needNpm(t)
+	t.Parallel()
+	ctx := context.Background()
+	r, log := newRunner(t)
+	first := newApp(t, "app-ms")
+	if _, err := r.Install(ctx, first, mustDetect(t, first, Options{}), ""); err != nil {
+		t.Fatalf("first Install: %v", err)
+	}
+	second := newApp(t, "app-ms")
+	p := mustDetect(t, second, Options{Build: "true"})
+	reused, err := r.Install(ctx, second, p, first)
+	if err != nil || !reused {
+		t.Fatalf("second Install: reused=%v err=%v", reused, err)
+	}
+	a, errA := os.Stat(filepath.Join(first, "node_modules", "ms", "index.js"))
+	b, errB := os.Stat(filepath.Join(second, "node_modules", "ms", "index.js"))
+	if errA != nil || errB != nil || os.SameFile(a, b) || a.Size() != b.Size() || a.Mode() != b.Mode() {
+		t.Fatalf("with a build step the file must be a copy: %v %v same=%v", errA, errB, errA == nil && errB == nil && os.SameFile(a, b))
+	}
+	if !strings.Contains(log.String(), "copied (the build may change them)") {
+		t.Errorf("log does not say the files were copied:\n%s", log.String())
 	}
 }
