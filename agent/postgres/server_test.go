@@ -35,21 +35,32 @@ func searchableDir(t *testing.T) string {
 type testServer struct {
 	*Server
 	sup *supervisor.Supervisor
-	log *logBuffer
+	log *os.File // the agent's log
 }
 
 func runServer(t *testing.T, dataDir string, port int) *testServer {
 	t.Helper()
-	ts := &testServer{log: &logBuffer{}, sup: supervisor.New(filepath.Join(dataDir, "logs"), logs.Options{}, 0)}
+	log, err := os.CreateTemp(t.TempDir(), "agent-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	ts := &testServer{log: log, sup: supervisor.New(filepath.Join(dataDir, "logs"), logs.Options{}, 0)}
 	opt := Options{Settings: config.Postgres{Enabled: config.PostgresOn, Port: port}, Dir: Dir(dataDir), Slots: []string{"a", "b"}}
 	ts.Server = New(context.Background(), opt, slog.New(slog.NewTextHandler(ts.log, nil)))
 	if p := ts.Problem(); p != "" {
 		t.Fatal(p)
 	}
 	if err := ts.Run(ts.sup, 30*time.Second); err != nil {
-		t.Fatalf("Run: %v\nlog:\n%s", err, ts.log)
+		t.Fatalf("Run: %v\nlog:\n%s", err, ts.logged())
 	}
 	return ts
+}
+
+// logged is what the server's owner logged.
+func (ts *testServer) logged() string {
+	b, _ := os.ReadFile(ts.log.Name())
+	return string(b)
 }
 
 // stop stops the server the way the agent does at shutdown.
@@ -77,8 +88,8 @@ func TestServerLifecycle(t *testing.T) {
 	start := time.Now()
 	ts := runServer(t, dataDir, port)
 	t.Logf("first boot (initdb, start, databases) took %s", time.Since(start))
-	if !strings.Contains(ts.log.String(), "first boot of PostgreSQL") {
-		t.Errorf("log:\n%s", ts.log)
+	if !strings.Contains(ts.logged(), "first boot of PostgreSQL") {
+		t.Errorf("log:\n%s", ts.logged())
 	}
 	st := ts.Status(context.Background())
 	if st.State != StateOnline || len(st.Databases) != 3 || st.Port != port {
@@ -122,8 +133,8 @@ func TestServerLifecycle(t *testing.T) {
 	// The next agent starts the same cluster, never a new one.
 	ts = runServer(t, dataDir, port)
 	defer ts.stop()
-	if strings.Contains(ts.log.String(), "first boot") {
-		t.Errorf("second start made a new cluster:\n%s", ts.log)
+	if strings.Contains(ts.logged(), "first boot") {
+		t.Errorf("second start made a new cluster:\n%s", ts.logged())
 	}
 	if got := ts.sql(t, "b", "SELECT body FROM notes"); got != "from b" {
 		t.Errorf("slot b's rows after a restart: %q", got)
@@ -175,7 +186,7 @@ func killAndRecover(t *testing.T, ts *testServer) {
 func checkNoSecretsLogged(t *testing.T, dataDir string, ts *testServer) {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(dataDir, "logs", "*"))
-	texts := []string{ts.log.String()}
+	texts := []string{ts.logged()}
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		texts = append(texts, string(b))

@@ -411,8 +411,8 @@ func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, err erro
 }
 
 // terminate ends the process group of child and every descendant that left
-// the group: the stop signal, then SIGKILL once grace has passed. It returns when the
-// leader is reaped and the group and the strays are gone.
+// the group: the stop signal, then SIGKILL once grace has passed. It returns
+// when the leader is reaped and the group and the strays are gone.
 func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	pgid := child.Pid
 	strays := descendants(child, nil)
