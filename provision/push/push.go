@@ -149,6 +149,7 @@ func (p *pusher) run(ctx context.Context, tar []byte) error {
 		return p.fail("create the template version", err)
 	}
 	p.res.VersionID, p.res.VersionName = version.ID, version.Name
+	p.warnProvisioners(version)
 	if version, err = p.follow(ctx, version); err != nil {
 		return err
 	}
@@ -248,6 +249,21 @@ func URLStyleFor(version string) string {
 		return config.URLStyleShort
 	}
 	return config.URLStyleAgent
+}
+
+// warnProvisioners says so when no provisioner daemon can take the
+// version's pending job: the build would wait for one.
+func (p *pusher) warnProvisioners(v codersdk.TemplateVersion) {
+	mp := v.MatchedProvisioners
+	if mp == nil || v.Job.Status != codersdk.ProvisionerJobPending {
+		return
+	}
+	switch {
+	case mp.Count == 0:
+		p.logf("Warning: no provisioner daemon matches the job's tags %v; the build waits until one does", v.Job.Tags)
+	case mp.Available == 0:
+		p.logf("Warning: the %d provisioner daemons for this job are all busy or stopped; the build waits", mp.Count)
+	}
 }
 
 // follow prints the version's build logs until the job ends and returns

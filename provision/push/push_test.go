@@ -134,6 +134,25 @@ func TestConfiguredSettingsWin(t *testing.T) {
 	}
 }
 
+func TestWarnsWhenNoProvisionerMatches(t *testing.T) {
+	srv, o, log := setup(t)
+	srv.Provisioners = 0
+	if _, err := Push(ctx(t), o); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "Warning: no provisioner daemon matches the job's tags") {
+		t.Fatalf("no warning:\n%s", log)
+	}
+	srv.Provisioners = 1
+	log.Reset()
+	if _, err := Push(ctx(t), o); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(log.String(), "Warning: no provisioner") {
+		t.Fatalf("a warning with a matching provisioner:\n%s", log)
+	}
+}
+
 func TestOrganization(t *testing.T) {
 	srv, o, _ := setup(t)
 	team := srv.AddOrganization("team", false)

@@ -40,6 +40,9 @@ type Server struct {
 	Version, AppHost string
 	// Job runs every template version's provisioner job; nil: DefaultJob.
 	Job Job
+	// Provisioners is how many provisioner daemons match and are available
+	// (reported with a new version); New sets 1.
+	Provisioners int
 
 	mu        sync.Mutex
 	orgs      []codersdk.Organization
@@ -68,7 +71,7 @@ type template struct {
 // New starts a fake deployment with one default organization, "coder".
 func New() *Server {
 	s := &Server{
-		Token: "valid-token", Version: "v2.30.0", AppHost: "*.coder.example.com",
+		Token: "valid-token", Version: "v2.30.0", AppHost: "*.coder.example.com", Provisioners: 1,
 		files: map[uuid.UUID][]byte{}, fileBySum: map[[32]byte]uuid.UUID{},
 		versions: map[uuid.UUID]*version{}, templates: map[uuid.UUID]*template{}, requests: map[string]int{},
 	}
@@ -318,13 +321,15 @@ func (s *Server) createVersion(w http.ResponseWriter, r *http.Request) {
 		v.v.TemplateID = &id
 	}
 	s.versions[v.v.ID] = v
+	reply := v.v
+	reply.MatchedProvisioners = &codersdk.MatchedProvisioners{Count: s.Provisioners, Available: s.Provisioners}
 	files, err := untar(data)
 	job := s.Job
 	if job == nil {
 		job = DefaultJob
 	}
 	go s.run(v, files, err, job)
-	write(w, http.StatusCreated, v.v)
+	write(w, http.StatusCreated, reply)
 }
 
 // run is the provisioner: it takes the job, writes its logs and ends it.
