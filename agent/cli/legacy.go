@@ -29,6 +29,9 @@ func importLegacyCmd() *cobra.Command {
 				if err := source.ValidateRepo(s.Repository); err != nil {
 					return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)
 				}
+				if err := source.ValidateRef(cmd.Context(), s.Branch); err != nil {
+					return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)
+				}
 				for k := range s.Environment {
 					if err := deploy.ValidateEnvName(k); err != nil {
 						return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)

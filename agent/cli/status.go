@@ -251,11 +251,13 @@ func runChecks(dir string) []check {
 	sort.SliceStable(list.Processes, func(i, j int) bool { return list.Processes[i].Name < list.Processes[j].Name })
 	for _, p := range list.Processes {
 		var err error
-		if p.Status != "online" {
+		switch {
+		case p.Status != "online" && p.Error != "":
+			err = fmt.Errorf("status %s: %s", p.Status, p.Error)
+		case p.Status != "online":
 			err = fmt.Errorf("status %s", p.Status)
-			if p.Error != "" {
-				err = fmt.Errorf("status %s: %s", p.Status, p.Error)
-			}
+		case p.Error != "":
+			err = fmt.Errorf("%s instead of its app: %s", p.Type, p.Error)
 		}
 		checks = append(checks, check{"process " + p.Name + " online", err})
 	}

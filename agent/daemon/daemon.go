@@ -311,8 +311,8 @@ func (a *Agent) rehydrate() {
 		if s == nil || ss.Desired != state.DesiredRunning || ss.Current == "" {
 			continue
 		}
-		rel, _ := a.st.Release(name, ss.Current)
-		if err := s.Run(toSlotRelease(rel, ss.Env)); err != nil {
+		rel, _ := ss.Find(ss.Current)
+		if err := a.deployer.Rehydrate(name, toSlotRelease(rel, ss.Env)); err != nil {
 			a.log.Error("cannot bring back the app", "slot", name, "release", rel.ID, "err", err)
 			s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
 			continue

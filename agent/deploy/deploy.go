@@ -312,7 +312,7 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promo
 	if err != nil {
 		return false, err
 	}
-	err = j.stage("health", func() error { return gate(ctx, cand, j.d.cfg.Health, j.out) })
+	err = j.stage("health", func() error { return gate(ctx, cand, j.d.cfg.Health, false, j.out) })
 	if err != nil {
 		tail := appTail(j.d, j.rec.Slot, started)
 		j.slot.Discard(cand, candidateGrace)
@@ -338,6 +338,35 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promo
 		removeAll(drop)
 	}
 	return promoted, err
+}
+
+// Rehydrate serves rel in the slot at once (its port answers 503 "starting"
+// until the app listens) and health-checks it in the background, leniently:
+// a release that does not come up is stopped and the slot falls back to its
+// placeholder, showing why.
+func (d *Deployer) Rehydrate(name string, rel slot.Release) error {
+	s := d.slots(name)
+	if s == nil {
+		return fmt.Errorf("unknown slot %q", name)
+	}
+	c, err := s.Launch(rel)
+	if err != nil {
+		return err
+	}
+	s.Promote(d.ctx, c, 0)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		err := gate(d.ctx, c, d.cfg.Health, true, io.Discard)
+		if err == nil || d.ctx.Err() != nil {
+			return
+		}
+		msg := fmt.Sprintf("release %s could not be started: %v", rel.ID, err)
+		if s.Retire(c, msg) {
+			d.log.Error("a rehydrated release did not come up; the slot serves its placeholder", "slot", name, "release", rel.ID, "err", err)
+		}
+	}()
+	return nil
 }
 
 // candidateGrace bounds the stop of a release that never got traffic.

@@ -32,12 +32,15 @@ func DefaultHealth() HealthConfig {
 }
 
 // gate waits until the candidate listens on its port, then until GET
-// /health or GET / answers below 500. It fails as soon as the process exits.
-func gate(ctx context.Context, c *slot.Candidate, cfg HealthConfig, log io.Writer) error {
+// /health or GET / answers below 500. A new release fails as soon as its
+// process exits; with lenient (a release coming back after a restart of the
+// workspace) the supervisor's restarts are given their chance and only an
+// errored or stopped process fails.
+func gate(ctx context.Context, c *slot.Candidate, cfg HealthConfig, lenient bool, log io.Writer) error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port()))
 	deadline := time.Now().Add(cfg.ListenTimeout)
 	for {
-		if err := exited(c); err != nil {
+		if err := exited(c, lenient); err != nil {
 			return err
 		}
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
@@ -68,7 +71,7 @@ func gate(ctx context.Context, c *slot.Candidate, cfg HealthConfig, log io.Write
 			}
 		}
 		fmt.Fprintf(log, "health check %d/%d failed: %s\n", i, cfg.Attempts, last)
-		if err := exited(c); err != nil {
+		if err := exited(c, lenient); err != nil {
 			return err
 		}
 		if i < cfg.Attempts {
@@ -81,10 +84,14 @@ func gate(ctx context.Context, c *slot.Candidate, cfg HealthConfig, log io.Write
 }
 
 // exited reports a candidate whose process has exited (even if it is being
-// restarted): a release must come up on its first try.
-func exited(c *slot.Candidate) error {
+// restarted, unless lenient): a new release must come up on its first try.
+func exited(c *slot.Candidate, lenient bool) error {
 	info := c.Process().Info()
-	if info.Restarts > 0 || (info.Status != supervisor.Online && info.Status != supervisor.Launching) {
+	down := info.Status == supervisor.Errored || info.Status == supervisor.Stopped
+	if !lenient {
+		down = info.Restarts > 0 || (info.Status != supervisor.Online && info.Status != supervisor.Launching)
+	}
+	if down {
 		why := info.LastExit
 		if why == "" {
 			why = string(info.Status)

@@ -182,6 +182,20 @@ func (s *Slot) Run(rel Release) error {
 	return nil
 }
 
+// Retire stops c if it still serves the slot and brings back the
+// placeholder showing msg; it reports whether it did (a deploy may have
+// replaced c meanwhile).
+func (s *Slot) Retire(c *Candidate, msg string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.target.CompareAndSwap(c.t, nil) {
+		return false
+	}
+	s.sup.Remove(c.t.proc.Spec().Name, 0)
+	s.SetError(msg)
+	return true
+}
+
 // Stop stops the app, if any, and brings back the placeholder; grace
 // shortens the wait before SIGKILL (see supervisor.Process.StopWithin).
 func (s *Slot) Stop(grace time.Duration) {

@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/coder-slots/coder-slots/terraform/tfmirror"
 )
 
 func tree(t *testing.T, files map[string]string) string {
@@ -94,14 +97,41 @@ func TestCoderRules(t *testing.T) {
 	}
 }
 
+// terraformInit runs the real terraform init against the local provider
+// mirror in a new template directory and returns it, lock file and all.
+func terraformInit(t *testing.T) string {
+	t.Helper()
+	rc := tfmirror.Require(t)
+	dir := tree(t, map[string]string{"main.tf": `terraform {
+  required_providers {
+    coder = {
+      source  = "coder/coder"
+      version = "~> 2.20"
+    }
+  }
+}
+`})
+	cmd := exec.Command("terraform", "init", "-input=false", "-no-color")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc, "CHECKPOINT_DISABLE=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("terraform init: %v\n%s", err, out)
+	}
+	return dir
+}
+
 func TestMirrorLockIsLeftOut(t *testing.T) {
-	dir := tree(t, map[string]string{"main.tf": "# main", LockFile: fixture(t, "mirror.lock.hcl")})
+	dir := terraformInit(t)
+	lock, err := os.ReadFile(filepath.Join(dir, LockFile))
+	if err != nil {
+		t.Fatalf("terraform init wrote no lock file: %v", err)
+	}
 	res, err := Pack(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := entries(t, res.Tar)[LockFile]; ok {
-		t.Fatal("a lock file made against the local mirror was archived")
+	if got := entries(t, res.Tar); len(got) != 1 || got["main.tf"] == "" {
+		t.Fatalf("archived %v; want main.tf alone (the lock made against the mirror and .terraform/ left out)\nlock:\n%s", got, lock)
 	}
 	if len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0], "local provider mirror") {
 		t.Fatalf("skipped: %q", res.Skipped)

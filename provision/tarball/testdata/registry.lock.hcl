@@ -1,5 +1,5 @@
-# This file is maintained automatically by "terraform init".
-# Manual edits may be lost in future updates.
+# Test fixture: the shape of a lock file terraform init writes against the
+# registry (zh: hashes beside h1:). The hashes are made up.
 
 provider "registry.terraform.io/coder/coder" {
   version     = "2.20.0"
