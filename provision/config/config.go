@@ -170,7 +170,7 @@ func Keys() []Key {
 		k("image.build.apt_packages", []string{}, "build mode: extra Debian packages"),
 		k("resources.cpus", "", `CPU limit, e.g. "2" or "1.5"; empty: none`),
 		k("resources.memory_mb", 0, "memory limit in MiB; 0: none"),
-		k("postgres.enabled", false, "run the workspace PostgreSQL (slotagent's SLOTAGENT_POSTGRES_ENABLED); build mode installs it"),
+		k("postgres.enabled", true, "run the workspace PostgreSQL (slotagent's SLOTAGENT_POSTGRES_ENABLED); build mode installs it"),
 		k("terraform_config", "", "Terraform CLI config for validate and plan (TF_CLI_CONFIG_FILE), e.g. .cache/tf-mirror/terraformrc"),
 	}
 }

@@ -131,7 +131,7 @@ func TestPlanDevAlice(t *testing.T) {
 	if s.Env["ADMIN_URL"] != "https://admin--main--dev--alice.coder.example.com" ||
 		s.Env["SLOT_C_URL"] != "https://slot-c--main--dev--alice.coder.example.com" ||
 		s.Env["SLOT_C_SUBDOMAIN"] != "slot-c--main--dev--alice.coder.example.com" ||
-		s.Env["SLOT_E_PORT"] != "3005" || s.Env["ADMIN_PORT"] != "9000" || s.Env["SLOTAGENT_POSTGRES_ENABLED"] != "false" {
+		s.Env["SLOT_E_PORT"] != "3005" || s.Env["ADMIN_PORT"] != "9000" || s.Env["SLOTAGENT_POSTGRES_ENABLED"] != "true" {
 		t.Fatalf("env: %v", s.Env)
 	}
 	for _, name := range []string{"CODER_AGENT_TOKEN", "CODER_AGENT_INIT_SCRIPT", "ADMIN_URL", "SLOT_A_URL", "SLOT_A_SUBDOMAIN", "SLOT_A_PORT"} {
