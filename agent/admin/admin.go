@@ -1,7 +1,8 @@
-// Package admin is the agent's HTTP API: the old panel's endpoints with
-// their old shapes, the agent's health and the slots' health for Coder's app
-// healthchecks. It is served on the admin port (for browsers, with
-// cross-origin protection) and on the control socket (for the CLI).
+// Package admin is the agent's HTTP API (docs/api.md): the old panel's
+// endpoints with their old shapes, deploys, the agent's health, the slots'
+// health for Coder's app healthchecks, Prometheus metrics and the web UI.
+// It is served on the admin port (for browsers, with cross-origin
+// protection) and on the control socket (for the CLI).
 package admin
 
 import (
@@ -66,14 +67,18 @@ type API struct {
 	b   Backend
 	d   Deploys
 	log *slog.Logger
-	mux *http.ServeMux
+	mux *router
 }
 
-// New returns the API over backend b and deployer d.
-func New(b Backend, d Deploys, log *slog.Logger) *API {
-	a := &API{b: b, d: d, log: log, mux: http.NewServeMux()}
+// New returns the API over backend b and deployer d; m gets the
+// per-process metrics and is served at /metrics.
+func New(b Backend, d Deploys, m *Metrics, log *slog.Logger) *API {
+	a := &API{b: b, d: d, log: log, mux: newRouter()}
 	a.routes()
 	a.deployRoutes()
+	a.legacyRoutes()
+	a.metricsRoutes(m)
+	a.dbRoutes()
 	a.uiRoutes()
 	return a
 }
@@ -128,9 +133,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("POST /api/restart/{slot}", a.withSlot(a.restart))
 	a.mux.HandleFunc("POST /api/processes/{slot}/stop", a.withSlot(a.stop))
 	a.mux.HandleFunc("GET /api/config", a.config)
-	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint", r.Method+" "+r.URL.Path)
-	})
+	a.mux.HandleFunc(catchAll, a.notFound)
 }
 
 // Error is the JSON body of every error answer.

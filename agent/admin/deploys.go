@@ -203,9 +203,13 @@ func (a *API) deployRecord(w http.ResponseWriter, r *http.Request) {
 // the final record), plain text otherwise.
 func (a *API) deployLog(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if _, ok := a.d.Get(id); !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown deploy %q", id), "")
+		return
+	}
 	lines, next, cancel, err := a.d.Logs(id)
 	if err != nil {
-		writeError(w, http.StatusNotFound, err.Error(), "")
+		writeError(w, http.StatusInternalServerError, "cannot read the deploy's log", err.Error())
 		return
 	}
 	defer cancel()

@@ -196,6 +196,7 @@ func (a *Agent) killLeftovers() {
 // fails the start with a clear error, and makes the deployer; the admin
 // port and control socket are served later, by serve.
 func (a *Agent) listen() error {
+	metrics := admin.NewMetrics()
 	for _, sc := range a.cfg.Slots {
 		s, err := slot.Listen(slot.Config{
 			Name:     sc.Name,
@@ -205,6 +206,7 @@ func (a *Agent) listen() error {
 			AdminURL: a.cfg.AdminURL,
 			Policy:   a.cfg.Policy,
 			BaseEnv:  appBaseEnv(),
+			Observe:  metrics.ObserveRequest,
 			DBEnv:    a.pg.SlotEnv(sc.Name),
 		}, a.sup)
 		if err != nil {
@@ -218,12 +220,13 @@ func (a *Agent) listen() error {
 	dcfg.Health = deploy.HealthConfig{ListenTimeout: dc.HealthListenTimeout, Attempts: dc.HealthAttempts,
 		Interval: dc.HealthInterval, Timeout: dc.HealthTimeout}
 	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
+	dcfg.OnFinish = metrics.ObserveDeploy
 	var err error
 	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, len(a.warnings) == 0, a.log)
 	if err != nil {
 		return fmt.Errorf("deploys: %w", err)
 	}
-	api := admin.New(a, a.deployer, a.log)
+	api := admin.New(a, a.deployer, metrics, a.log)
 	addr := net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.AdminPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -49,6 +49,9 @@ type Config struct {
 	// Timeout bounds a whole deploy (a git prompt or a hung install must
 	// not hold the slot's lock forever).
 	Timeout time.Duration
+	// OnFinish, when set, is given the final record of every deploy that
+	// ends (not of those a dead agent left running).
+	OnFinish func(Record)
 }
 
 // DefaultConfig has the defaults of DESIGN.md: drain 30 s, 3 releases, 20
@@ -264,12 +267,17 @@ func (j *job) run(steps func(ctx context.Context) error) {
 		} else {
 			j.logf("deploy succeeded: slot %s serves release %s", j.rec.Slot, j.rec.Release)
 		}
+		var final Record
 		if uerr := j.d.records.update(j.rec, func(r *Record) {
 			r.Status, r.Error, r.FinishedAt = status, msg, time.Now().UTC()
+			final = *r
 		}); uerr != nil {
 			j.d.log.Error("save deploy record", "deploy", j.rec.ID, "err", uerr)
 		}
 		j.d.log.Info("deploy finished", "deploy", j.rec.ID, "status", status, "err", msg)
+		if j.d.cfg.OnFinish != nil {
+			j.d.cfg.OnFinish(final)
+		}
 		j.d.mu.Lock()
 		delete(j.d.sinks, j.rec.ID)
 		j.d.mu.Unlock()

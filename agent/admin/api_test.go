@@ -1,0 +1,296 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/postgres"
+	"github.com/coder-slots/coder-slots/agent/slot"
+	"github.com/coder-slots/coder-slots/agent/state"
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+// started is when the fake agent started.
+var started = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// fakeAgent is a Backend: slot a runs an app (release r1,
+// waiting to restart after crashes), the others serve their placeholder.
+type fakeAgent struct {
+	appStart time.Time
+}
+
+func (f *fakeAgent) About() About {
+	return About{Status: "ok", Version: "test", PID: 4242, StartedAt: started, AdminPort: 9000}
+}
+
+func (f *fakeAgent) Slots() []slot.Status {
+	var out []slot.Status
+	for i, name := range config.SlotNames {
+		st := slot.Status{Name: name, Port: 3001 + i, URL: "https://slot-" + name + "--dev--alice.example.com", Type: "placeholder"}
+		if name == "a" {
+			st.Type, st.Release, st.Dir = "app", "r1", "/data/slots/a/releases/r1"
+			st.Process = &supervisor.Info{Name: "slot-a@r1", Status: supervisor.WaitingRestart, PID: 777, StartedAt: f.appStart,
+				Restarts: 4, Unstable: 2, CPU: 12.5, Memory: 64 << 20, Reason: "exited with code 1"}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func (f *fakeAgent) Processes() []supervisor.Info {
+	return []supervisor.Info{{Name: "coder-agent", Status: supervisor.Online, PID: 555, StartedAt: started, CPU: 1.5, Memory: 30 << 20}}
+}
+
+func (f *fakeAgent) SlotHealth(context.Context, string) (bool, string) { return true, "placeholder" }
+func (f *fakeAgent) StopSlot(string) error                             { return nil }
+func (f *fakeAgent) RestartSlot(name string) (string, error) {
+	return "slot " + name + " restarted", nil
+}
+func (f *fakeAgent) Logs(string) (*logs.Sink, error) { return nil, errors.New("no logs in this test") }
+func (f *fakeAgent) Specs() []supervisor.Spec        { return nil }
+func (f *fakeAgent) SlotState(string) state.Slot     { return state.Slot{} }
+
+// The fake agent has PostgreSQL switched off (it is a Databases).
+func (f *fakeAgent) Database(context.Context) postgres.Status {
+	return postgres.Status{State: postgres.StateOff, Detail: "off in this test"}
+}
+func (f *fakeAgent) ResetDatabase(context.Context, string) (string, error) {
+	return "", errors.New("PostgreSQL is off")
+}
+
+// done is the one deploy the fake knows.
+var done = deploy.Record{ID: "20260301T120000000-a", Slot: "a", Trigger: deploy.TriggerDeploy, Status: deploy.Succeeded,
+	CreatedAt: started, FinishedAt: started.Add(42 * time.Second)}
+
+// fakeDeploys knows one finished deploy, whose log is gone; a rollback
+// finds a deploy running.
+type fakeDeploys struct{}
+
+func (fakeDeploys) Deploy(string, deploy.Request) (deploy.Record, error) { return done, nil }
+func (fakeDeploys) Rollback(string, string) (deploy.Record, error) {
+	return deploy.Record{}, deploy.ErrBusy{Running: done.ID}
+}
+func (fakeDeploys) SetEnv(string, map[string]string, []string) (map[string]string, *deploy.Record, error) {
+	return nil, nil, nil
+}
+func (fakeDeploys) Get(id string) (deploy.Record, bool) { return done, id == done.ID }
+func (fakeDeploys) List(string) []deploy.Record         { return []deploy.Record{done} }
+func (fakeDeploys) Logs(string) ([]string, <-chan string, func(), error) {
+	return nil, nil, nil, errors.New("log files are gone")
+}
+
+// newTestAPI is the API over a fakeAgent, with its metrics.
+func newTestAPI(t *testing.T) (*API, *Metrics) {
+	t.Helper()
+	m := NewMetrics()
+	return New(&fakeAgent{appStart: time.Now().Add(-time.Minute)}, fakeDeploys{}, m, slog.New(slog.DiscardHandler)), m
+}
+
+// call serves one request and decodes a JSON answer into v (if not nil).
+func call(t *testing.T, h http.Handler, req *http.Request, v any) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if v != nil {
+		if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+			t.Fatalf("%s %s: Content-Type %q, body %s", req.Method, req.URL, ct, rec.Body)
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
+			t.Fatalf("%s %s: %v\n%s", req.Method, req.URL, err, rec.Body)
+		}
+	}
+	return rec
+}
+
+func TestLegacyProcessEndpoints(t *testing.T) {
+	a, _ := newTestAPI(t)
+	h := a.Control()
+
+	var row ProcessRow
+	if rec := call(t, h, httptest.NewRequest("GET", "/api/processes/a", nil), &row); rec.Code != 200 ||
+		row.Name != "slot-a" || row.Slot != "a" || row.Status != "waiting-restart" || row.PID != 777 || row.Restarts != 4 || row.Memory != 64<<20 {
+		t.Fatalf("GET /api/processes/a: %d %+v", rec.Code, row)
+	}
+	if rec := call(t, h, httptest.NewRequest("GET", "/api/processes/coder-agent", nil), &row); rec.Code != 200 || row.Name != "coder-agent" || row.PID != 555 {
+		t.Fatalf("GET /api/processes/coder-agent: %d %+v", rec.Code, row)
+	}
+	var e Error
+	if rec := call(t, h, httptest.NewRequest("GET", "/api/processes/zz", nil), &e); rec.Code != 404 || !strings.Contains(e.Error, `"zz"`) || !strings.Contains(e.Details, "slot-a") {
+		t.Fatalf("unknown process: %d %+v", rec.Code, e)
+	}
+
+	// The old panel's status, decoded as an old script would.
+	type legacyAnswer struct {
+		PM2 struct {
+			Name   string `json:"name"`
+			PMID   int    `json:"pm_id"`
+			PID    int    `json:"pid"`
+			Status string `json:"status"`
+			Monit  struct {
+				CPU    float64 `json:"cpu"`
+				Memory uint64  `json:"memory"`
+			} `json:"monit"`
+			Env struct {
+				Status   string `json:"status"`
+				Uptime   int64  `json:"pm_uptime"`
+				Restarts int    `json:"restart_time"`
+				Unstable int    `json:"unstable_restarts"`
+				ExecMode string `json:"exec_mode"`
+				Cwd      string `json:"pm_cwd"`
+			} `json:"pm2_env"`
+		} `json:"pm2"`
+		Slot struct {
+			Name, URL, Release, Error string
+			Port                      int
+		} `json:"slot"`
+		Type string `json:"type"`
+		URL  string `json:"url"`
+	}
+	var app, placeholder legacyAnswer
+	rec := call(t, h, httptest.NewRequest("GET", "/api/processes/a/status", nil), &app)
+	p := app.PM2
+	if rec.Code != 200 || p.Name != "slot-a" || p.PMID != 1 || p.PID != 777 || p.Status != "waiting restart" ||
+		p.Monit.CPU != 12.5 || p.Monit.Memory != 64<<20 || p.Env.Status != "waiting restart" || p.Env.Restarts != 4 ||
+		p.Env.Unstable != 2 || p.Env.ExecMode != "fork_mode" || p.Env.Cwd != "/data/slots/a/releases/r1" {
+		t.Fatalf("slot a status: %d %s", rec.Code, rec.Body)
+	}
+	if d := time.Since(time.UnixMilli(p.Env.Uptime)); d < time.Minute || d > time.Minute+10*time.Second {
+		t.Fatalf("pm_uptime %d is not the app's start (%s ago)", p.Env.Uptime, d)
+	}
+	if app.Type != "app" || app.URL != "https://slot-a--dev--alice.example.com" || app.Slot.Name != "a" || app.Slot.Port != 3001 ||
+		app.Slot.URL != app.URL || app.Slot.Release != "r1" || app.Slot.Error != "exited with code 1" {
+		t.Fatalf("slot a status: %s", rec.Body)
+	}
+
+	rec = call(t, h, httptest.NewRequest("GET", "/api/processes/c/status", nil), &placeholder)
+	p = placeholder.PM2
+	if rec.Code != 200 || placeholder.Type != "placeholder" || p.Name != "slot-c" || p.PMID != 3 || p.PID != 4242 || p.Status != "online" ||
+		p.Env.Uptime != started.UnixMilli() || placeholder.Slot.Port != 3003 || placeholder.Slot.Release != "" {
+		t.Fatalf("slot c status: %d %s", rec.Code, rec.Body)
+	}
+	if rec := call(t, h, httptest.NewRequest("GET", "/api/processes/coder-agent/status", nil), &e); rec.Code != 404 || !strings.Contains(e.Error, "unknown slot") {
+		t.Fatalf("status of a process that is no slot: %d %+v", rec.Code, e)
+	}
+}
+
+// TestErrorsAreJSON: every refusal is {error, details} with its status.
+func TestErrorsAreJSON(t *testing.T) {
+	a, _ := newTestAPI(t)
+	browser, err := a.Browser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(path, contentType, body string) *http.Request {
+		r := httptest.NewRequest("POST", path, strings.NewReader(body))
+		r.Header.Set("Content-Type", contentType)
+		return r
+	}
+	crossSite := post("/api/processes/a/stop", "application/json", "{}")
+	crossSite.Header.Set("Sec-Fetch-Site", "cross-site")
+	for _, c := range []struct {
+		name  string
+		h     http.Handler
+		req   *http.Request
+		code  int
+		error string
+	}{
+		{"unknown endpoint", a.Control(), httptest.NewRequest("GET", "/api/nothing", nil), 404, "no such endpoint"},
+		{"unknown page", a.Control(), httptest.NewRequest("GET", "/nothing", nil), 404, "no such endpoint"},
+		{"wrong method", a.Control(), httptest.NewRequest("DELETE", "/api/slots", nil), 405, "method not allowed"},
+		{"GET of a POST endpoint", a.Control(), httptest.NewRequest("GET", "/api/slots/a/deploy", nil), 405, "method not allowed"},
+		{"unknown slot", a.Control(), httptest.NewRequest("GET", "/api/slots/z/env", nil), 404, `unknown slot "z"`},
+		{"unknown deploy", a.Control(), httptest.NewRequest("GET", "/api/deploys/nope", nil), 404, `unknown deploy "nope"`},
+		{"log of an unknown deploy", a.Control(), httptest.NewRequest("GET", "/api/deploys/nope/log", nil), 404, `unknown deploy "nope"`},
+		{"unreadable deploy log", a.Control(), httptest.NewRequest("GET", "/api/deploys/"+done.ID+"/log", nil), 500, "cannot read the deploy's log"},
+		{"bad n", a.Control(), httptest.NewRequest("GET", "/api/slots/a/logs?n=x", nil), 400, "invalid n"},
+		{"no JSON", a.Control(), post("/api/slots/a/deploy", "text/plain", "{}"), 415, "the body must be JSON"},
+		{"broken JSON", a.Control(), post("/api/slots/a/deploy", "application/json", "{"), 400, "invalid JSON body"},
+		{"unknown field", a.Control(), post("/api/slots/a/deploy", "application/json", `{"repository": "x"}`), 400, "invalid JSON body"},
+		{"two objects", a.Control(), post("/api/slots/a/rollback", "application/json", "{} {}"), 400, "invalid JSON body"},
+		{"body too large", a.Control(), post("/api/slots/a/env", "application/json", `{"set": {"A": "`+strings.Repeat("x", maxBody)+`"}}`), 413, "request body too large"},
+		{"deploy running", a.Control(), post("/api/slots/a/rollback", "application/json", "{}"), 409, "a deploy is already running on this slot"},
+		{"missing static file", a.Control(), httptest.NewRequest("GET", "/static/nothing.js", nil), 404, "no such file"},
+		{"static folder", a.Control(), httptest.NewRequest("GET", "/static/", nil), 404, "no such file"},
+		{"unknown page part", a.Control(), httptest.NewRequest("GET", "/?part=nothing", nil), 404, `no part "nothing"`},
+		{"cross-site POST", browser, crossSite, 403, "cross-origin request refused"},
+		{"form POST", browser, post("/api/restart/a", "application/x-www-form-urlencoded", "x=1"), 415, "the body must be JSON"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var e Error
+			rec := call(t, c.h, c.req, &e)
+			if rec.Code != c.code || !strings.Contains(e.Error, c.error) {
+				t.Fatalf("%d %+v, want %d %q", rec.Code, e, c.code, c.error)
+			}
+		})
+	}
+	rec := call(t, a.Control(), httptest.NewRequest("PUT", "/api/slots/a/env", nil), nil)
+	if allow := rec.Header().Get("Allow"); allow != "GET, POST, HEAD" {
+		t.Fatalf("Allow: %q", allow)
+	}
+}
+
+// TestMetrics: /metrics on both handlers has the hooks' series and the
+// processes read from the Backend at the scrape.
+func TestMetrics(t *testing.T) {
+	a, m := newTestAPI(t)
+	m.ObserveRequest("a", 200, 3*time.Millisecond)
+	m.ObserveRequest("a", 200, 40*time.Millisecond)
+	m.ObserveRequest("a", 503, time.Millisecond)
+	m.ObserveRequest("b", 101, 2*time.Millisecond)
+	m.ObserveDeploy(done)
+	browser, err := a.Browser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, h := range map[string]http.Handler{"admin port": browser, "control socket": a.Control()} {
+		rec := call(t, h, httptest.NewRequest("GET", "/metrics", nil), nil)
+		if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain") {
+			t.Fatalf("%s: %d %s", name, rec.Code, rec.Header().Get("Content-Type"))
+		}
+		series := testkit.ParseMetrics(t, rec.Body)
+		for s, want := range map[string]float64{
+			`slotagent_slot_requests_total{class="2xx",code="200",slot="a"}`:                        2,
+			`slotagent_slot_requests_total{class="5xx",code="503",slot="a"}`:                        1,
+			`slotagent_slot_requests_total{class="1xx",code="101",slot="b"}`:                        1,
+			`slotagent_slot_request_duration_seconds_count{slot="a"}`:                               3,
+			`slotagent_slot_request_duration_seconds_bucket{slot="a",le="0.005"}`:                   2,
+			`slotagent_deploys_total{result="succeeded",slot="a",trigger="deploy"}`:                 1,
+			`slotagent_deploy_duration_seconds_sum{result="succeeded",trigger="deploy"}`:            42,
+			`slotagent_deploy_duration_seconds_bucket{result="succeeded",trigger="deploy",le="30"}`: 0,
+			`slotagent_deploy_duration_seconds_bucket{result="succeeded",trigger="deploy",le="60"}`: 1,
+			`slotagent_process_up{process="slot-a",slot="a"}`:                                       0,
+			`slotagent_process_up{process="slot-b",slot="b"}`:                                       1,
+			`slotagent_process_up{process="admin",slot=""}`:                                         1,
+			`slotagent_process_up{process="coder-agent",slot=""}`:                                   1,
+			`slotagent_process_restarts_total{process="slot-a",slot="a"}`:                           4,
+			`slotagent_process_cpu_percent{process="slot-a",slot="a"}`:                              12.5,
+			`slotagent_process_resident_memory_bytes{process="slot-a",slot="a"}`:                    64 << 20,
+			`slotagent_process_resident_memory_bytes{process="coder-agent",slot=""}`:                30 << 20,
+			`slotagent_slot_info{release="r1",slot="a",type="app"}`:                                 1,
+			`slotagent_slot_info{release="",slot="e",type="placeholder"}`:                           1,
+		} {
+			if got, ok := series[s]; !ok || got != want {
+				t.Errorf("%s: %s = %v (present %v), want %v", name, s, got, ok, want)
+			}
+		}
+		for _, s := range []string{`slotagent_reaped_orphans_total`, `process_resident_memory_bytes`, `go_goroutines`} {
+			if _, ok := series[s]; !ok {
+				t.Errorf("%s: no %s", name, s)
+			}
+		}
+		if _, ok := series[`slotagent_process_cpu_percent{process="slot-b",slot="b"}`]; ok {
+			t.Errorf("%s: a placeholder has a CPU series of its own", name)
+		}
+	}
+}
