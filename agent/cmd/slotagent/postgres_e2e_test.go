@@ -80,12 +80,25 @@ func pgAgent(t *testing.T) *agent {
 	return a
 }
 
-// startSlow starts the agent and waits for it longer than start does: a
-// first boot makes the cluster before the agent answers.
+// startSlow starts the agent and waits for it longer than start does (a
+// first boot makes the cluster before the agent answers), failing at once
+// with the agent's log when it exits instead.
 func (a *agent) startSlow(extraEnv ...string) time.Duration {
 	a.t.Helper()
 	a.launch(exec.Command(binary, "run"), extraEnv...)
-	return testkit.WaitHTTP(a.t, a.url("admin", "/healthz"), 200, 60*time.Second)
+	start := time.Now()
+	for time.Since(start) < 60*time.Second {
+		select {
+		case <-a.child.Done():
+			a.t.Fatalf("the agent exited (%s) before answering:\n%s", a.child.Exit(), a.stderr())
+		default:
+		}
+		if _, err := testkit.WaitHTTPErr(a.url("admin", "/healthz"), 200, time.Second); err == nil {
+			return time.Since(start)
+		}
+	}
+	a.t.Fatalf("the agent did not answer within 60s:\n%s", a.stderr())
+	return 0
 }
 
 // getUntil GETs url until it answers 200 with body want.
