@@ -6,9 +6,9 @@ import (
 	"strings"
 )
 
-// Route is one registered endpoint: "GET" and "/api/slots/{slot}/health".
+// route is one registered endpoint: "GET" and "/api/slots/{slot}/health".
 // Method is empty for a pattern that matches every method.
-type Route struct {
+type route struct {
 	Method  string
 	Pattern string
 }
@@ -18,7 +18,7 @@ type Route struct {
 // checked against them) and a wrong method told from an unknown path.
 type router struct {
 	*http.ServeMux
-	routes []Route
+	routes []route
 }
 
 func newRouter() *router { return &router{ServeMux: http.NewServeMux()} }
@@ -30,7 +30,7 @@ func (r *router) Handle(pattern string, h http.Handler) {
 	if !ok {
 		method, path = "", pattern
 	}
-	r.routes = append(r.routes, Route{Method: method, Pattern: path})
+	r.routes = append(r.routes, route{Method: method, Pattern: path})
 }
 
 // HandleFunc registers h for pattern and records it.
