@@ -160,7 +160,8 @@ func startAgent(t *testing.T, binary string, proxy *appProxy) *agentProcess {
 	a := &agentProcess{ports: map[string]int{}, done: make(chan struct{})}
 	a.ports["admin"] = testkit.FreePort(t)
 	a.env = append(os.Environ(), "SLOTAGENT_DATA_DIR="+t.TempDir(), "ADMIN_PORT="+strconv.Itoa(a.ports["admin"]),
-		"ADMIN_URL="+proxy.url("admin--dev--alice"), "SLOTAGENT_HEALTH_INTERVAL=200ms", "SLOTAGENT_DRAIN_TIMEOUT=3s")
+		"ADMIN_URL="+proxy.url("admin--dev--alice"), "SLOTAGENT_HEALTH_INTERVAL=200ms", "SLOTAGENT_DRAIN_TIMEOUT=3s",
+		"SLOTAGENT_POSTGRES_ENABLED=false")
 	proxy.targets["admin--dev--alice"] = a.ports["admin"]
 	proxy.targets["admin--main--dev--alice"] = a.ports["admin"]
 	for _, s := range []string{"a", "b", "c", "d", "e"} {
