@@ -13,8 +13,10 @@ package admin_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -212,11 +214,26 @@ func browser(t *testing.T) context.Context {
 	if err != nil {
 		t.Skip("chromium is not installed (apt-get install chromium)")
 	}
+	// Not a t.TempDir: Chromium's network service may still write to the
+	// profile a moment after the browser has exited, so the profile is
+	// removed until it stays gone, after the cleanup below stops Chromium.
+	profile, err := os.MkdirTemp("", "slotagent-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if _, err := os.Stat(profile); errors.Is(err, fs.ErrNotExist) {
+				return
+			}
+			_ = os.RemoveAll(profile)
+		}
+	})
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("no-first-run", true),
