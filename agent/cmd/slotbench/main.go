@@ -1,6 +1,9 @@
 // Command slotbench measures slotagent's speed and memory (idle RSS, status
-// latency, crash → answering again, cold start) and prints a markdown table,
-// also written to -out. BENCH_QUICK=1 or -quick runs fewer iterations.
+// latency, crash → answering again, cold start, re-deploy of a small npm app
+// and zero downtime during re-deploys and a rollback) and prints a markdown
+// table, also written to -out. BENCH_QUICK=1 or -quick runs fewer iterations
+// (well under a minute); the full run takes a few minutes. The re-deploy
+// figures need node, npm, git and the npm registry (for the first install).
 package main
 
 import (

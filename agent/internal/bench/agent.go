@@ -18,17 +18,23 @@ import (
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 )
 
-// buildAgent compiles ./agent/cmd/slotagent of the enclosing module into
-// dir and returns the binary's path.
-func buildAgent(ctx context.Context, dir string) (string, error) {
+// moduleDir is the root of the enclosing Go module (the coder-slots
+// source tree): where slotagent is built from and the sample app's
+// package.json and lockfile are read.
+func moduleDir(ctx context.Context) (string, error) {
 	gomod, err := output(ctx, "go", "env", "GOMOD")
 	if err != nil {
 		return "", fmt.Errorf("find the module: %w", err)
 	}
 	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("find the module: run slotbench inside the coder-slots module (or pass -slotagent)")
+		return "", errors.New("find the module: run slotbench inside the coder-slots module")
 	}
-	modDir := filepath.Dir(gomod)
+	return filepath.Dir(gomod), nil
+}
+
+// buildAgent compiles ./agent/cmd/slotagent of the module in modDir into
+// dir and returns the binary's path.
+func buildAgent(ctx context.Context, modDir, dir string) (string, error) {
 	version := "dev"
 	if v, err := outputIn(ctx, modDir, "git", "describe", "--always", "--dirty"); err == nil && v != "" {
 		version = v

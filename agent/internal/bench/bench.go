@@ -1,6 +1,8 @@
 // Package bench measures slotagent's speed and memory and prints a markdown
 // table: idle memory, status query latency, crash → slot answering again
-// (against a bare Node.js boot) and cold start. It runs the real binary on
+// (against a bare Node.js boot), cold start, and re-deploys of a small npm
+// app from a local git repository, with a client checking that no request
+// fails during them and during a rollback. It runs the real binary on
 // free loopback ports, kills every process it starts, and bounds every loop
 // in count and time.
 //
@@ -67,21 +69,26 @@ type counts struct {
 	cliRuns     int // slotagent status --json
 	crashRuns   int // kill -9 → answering, and as many bare node boots
 	coldRuns    int // slotagent run → six ports answering
+	redeploys   int // timed re-deploys of the sample npm app
 }
 
 func countsFor(quick bool) counts {
 	if quick {
-		return counts{idleRuns: 2, apiWarmup: 100, apiRequests: 1000, cliRuns: 10, crashRuns: 8, coldRuns: 4}
+		return counts{idleRuns: 2, apiWarmup: 100, apiRequests: 1000, cliRuns: 10, crashRuns: 8, coldRuns: 4, redeploys: 2}
 	}
-	return counts{idleRuns: 5, apiWarmup: 200, apiRequests: 2000, cliRuns: 30, crashRuns: 40, coldRuns: 10}
+	return counts{idleRuns: 5, apiWarmup: 200, apiRequests: 2000, cliRuns: 30, crashRuns: 40, coldRuns: 10, redeploys: 5}
 }
 
 // bench is the state of one run shared by the measurements.
 type bench struct {
 	bin  string // the slotagent binary
 	root string // temporary directory holding everything the run writes
-	n    counts
-	log  io.Writer
+	// modDir is the module's source tree (sample app files), modErr why
+	// it could not be found.
+	modDir string
+	modErr error
+	n      counts
+	log    io.Writer
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -104,10 +111,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer os.RemoveAll(root)
 	b.root = root
 
+	b.modDir, b.modErr = moduleDir(ctx)
 	b.bin = opts.Binary
 	if b.bin == "" {
+		if b.modErr != nil {
+			return nil, fmt.Errorf("%w (or pass -slotagent)", b.modErr)
+		}
 		b.logf("building slotagent")
-		if b.bin, err = buildAgent(ctx, root); err != nil {
+		if b.bin, err = buildAgent(ctx, b.modDir, root); err != nil {
 			return nil, err
 		}
 	}
@@ -117,7 +128,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Quick:   opts.Quick,
 		Stacks:  []string{Ours},
 	}
-	for _, measure := range []func(context.Context) []Row{b.idle, b.crash, b.coldStart} {
+	for _, measure := range []func(context.Context) []Row{b.idle, b.crash, b.coldStart, b.redeploy} {
 		r.Rows = append(r.Rows, measure(ctx)...)
 		if err := ctx.Err(); err != nil {
 			return r, fmt.Errorf("benchmark interrupted: %w", err)

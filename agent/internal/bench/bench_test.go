@@ -2,8 +2,12 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -66,5 +70,48 @@ func TestRunWithoutAgentReportsErrors(t *testing.T) {
 		if row.Err == nil {
 			t.Errorf("row %q measured without an agent", row.Figure)
 		}
+	}
+}
+
+func TestCountsAndMaxTarget(t *testing.T) {
+	r := &Report{Stacks: []string{Ours}, Machine: Machine{Date: time.Now()}}
+	r.Rows = []Row{
+		ours("none failed", Requests, Summarize([]float64{0, 0, 0}), &Target{On: Max, Max: 0}, ""),
+		ours("one failed", Requests, Summarize([]float64{0, 1, 0}), &Target{On: Max, Max: 0}, ""),
+		ours("sent", Requests, Summarize([]float64{1200, 1301}), nil, ""),
+	}
+	md := r.Markdown()
+	for _, want := range []string{
+		"| 1 | none failed | 0 requests | 0 requests | 0 – 0 requests | 3 | max ≤ 0 requests | ✓ |",
+		"| 2 | one failed | 0 requests | 1 requests | 0 – 1 requests | 3 | max ≤ 0 requests | ✗ |",
+		"| 3 | sent | 1250 requests | 1301 requests | 1200 – 1301 requests | 2 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("missing %q in\n%s", want, md)
+		}
+	}
+}
+
+// TestLoadClient: the looping client counts what it sends, what fails
+// (an error status) and what it got.
+func TestLoadClient(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if n.Add(1) == 3 {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "up")
+	}))
+	defer srv.Close()
+	l := startLoad(srv.URL)
+	deadline := time.Now().Add(10 * time.Second)
+	for n.Load() < 20 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	st := l.stop()
+	_ = l.stop()
+	if st.sent < 20 || st.failed != 1 || st.bodies["up"] != st.sent-1 || !strings.HasPrefix(st.firstFailure, "503") || st.longestGap <= 0 {
+		t.Fatalf("%+v", st)
 	}
 }

@@ -14,7 +14,11 @@ type Statistic string
 const (
 	Median Statistic = "median"
 	P99    Statistic = "p99"
+	Max    Statistic = "max"
 )
+
+// Requests is the unit of request counts, shown without decimals when whole.
+const Requests = "requests"
 
 // Target is the bound a figure must stay under, from the issue that set it.
 type Target struct {
@@ -27,8 +31,11 @@ type Target struct {
 // Met reports whether s meets the target.
 func (t Target) Met(s Stat) bool {
 	v := s.Median
-	if t.On == P99 {
+	switch t.On {
+	case P99:
 		v = s.P99
+	case Max:
+		v = s.Max
 	}
 	return !math.IsNaN(v) && v <= t.Max
 }
@@ -113,14 +120,22 @@ func value(v float64, unit string) string {
 	if math.IsNaN(v) {
 		return "—"
 	}
-	return number(v) + " " + unit
+	return numberIn(v, unit) + " " + unit
 }
 
 func valueRange(lo, hi float64, unit string) string {
 	if math.IsNaN(lo) || math.IsNaN(hi) {
 		return "—"
 	}
-	return number(lo) + " – " + number(hi) + " " + unit
+	return numberIn(lo, unit) + " – " + numberIn(hi, unit) + " " + unit
+}
+
+// numberIn is number, but a whole count of Requests has no decimals.
+func numberIn(v float64, unit string) string {
+	if unit == Requests && v == math.Trunc(v) {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return number(v)
 }
 
 func number(v float64) string {
