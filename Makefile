@@ -15,6 +15,8 @@ build:
 # The agent with the five slots and the admin panel, on this machine: data
 # under .run/, placeholders on 3001–3005, panel on 9000. Ctrl-C stops it.
 run: build
+	@# o+x: as root, the workspace PostgreSQL runs as user postgres and must reach its data dir
+	mkdir -p $(RUN_DIR) && chmod 755 $(RUN_DIR)
 	./bin/slotagent run --data-dir $(RUN_DIR)/data
 
 lint:
