@@ -274,7 +274,7 @@ func runChecks(dir string) []check {
 		checks = append(checks, check{fmt.Sprintf("slot %s port %d answering", s.Name, s.Port), probe(host, s.Port, "/health")})
 	}
 	checks = append(checks, check{"state file " + about.StatePath + " valid", validState(about.StatePath)})
-	checks = append(checks, check{"log dir " + about.LogDir + " writable (rotation 10 MB × 5, gzip)", writable(about.LogDir)})
+	checks = append(checks, check{"log dir " + about.LogDir + " writable", writable(about.LogDir)})
 	checks = append(checks, databaseChecks(c)...)
 	return checks
 }

@@ -372,6 +372,9 @@ func (c *Config) validate() error {
 	if other, ok := used[c.Postgres.Port]; ok && c.Postgres.Enabled != PostgresOff {
 		return fmt.Errorf("config: %s: port %d is already used by %s", Describe("postgres.port"), c.Postgres.Port, Describe(other))
 	}
+	if c.Deploy.HealthTimeout <= 0 || c.Deploy.HealthListenTimeout <= 0 {
+		return fmt.Errorf("config: %s and %s must be longer than 0", Describe("health_timeout"), Describe("health_listen_timeout"))
+	}
 	if c.Deploy.HealthAttempts < 1 {
 		return fmt.Errorf("config: %s: at least 1", Describe("health_attempts"))
 	}

@@ -325,6 +325,9 @@ func TestBadValues(t *testing.T) {
 		want []string
 	}{
 		{name: "admin port 0", env: map[string]string{"ADMIN_PORT": "0"}, want: []string{"admin_port", "ADMIN_PORT", "0"}},
+		{name: "health timeout 0", env: map[string]string{"SLOTAGENT_HEALTH_TIMEOUT": "0s"}, want: []string{"health_timeout", "SLOTAGENT_HEALTH_TIMEOUT", "longer than 0"}},
+		{name: "health attempts 0", env: map[string]string{"SLOTAGENT_HEALTH_ATTEMPTS": "0"}, want: []string{"health_attempts", "SLOTAGENT_HEALTH_ATTEMPTS"}},
+		{name: "keep releases 0", env: map[string]string{"SLOTAGENT_KEEP_RELEASES": "0"}, want: []string{"keep_releases", "SLOTAGENT_KEEP_RELEASES"}},
 		{name: "admin port 70000", env: map[string]string{"ADMIN_PORT": "70000"}, want: []string{"admin_port", "ADMIN_PORT", "70000"}},
 		{name: "admin port abc", env: map[string]string{"ADMIN_PORT": "abc"}, want: []string{"admin_port", "ADMIN_PORT", `"abc"`}},
 		{name: "admin port negative", env: map[string]string{"ADMIN_PORT": "-1"}, want: []string{"admin_port", "ADMIN_PORT"}},
