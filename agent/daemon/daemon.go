@@ -56,7 +56,8 @@ type Agent struct {
 	stateMu sync.Mutex // guards st and serialises saves
 	st      *state.State
 
-	warnings []string // problems found at start, shown by /healthz and validate
+	warnings  []string // problems found at start, shown by /healthz and validate
+	stateLost bool     // the state file was moved aside: keep every release folder
 
 	quit      chan struct{}
 	saverDone chan struct{}
@@ -153,6 +154,7 @@ func (a *Agent) loadState() error {
 	msg := fmt.Sprintf("state file was unusable and was moved to %s; the slots start empty: %v", aside, err)
 	a.log.Error(msg)
 	a.warnings = append(a.warnings, msg)
+	a.stateLost = true
 	a.st = state.New()
 	return nil
 }
@@ -222,7 +224,7 @@ func (a *Agent) listen() error {
 	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
 	dcfg.OnFinish = metrics.ObserveDeploy
 	var err error
-	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, len(a.warnings) == 0, a.log)
+	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, !a.stateLost, a.log)
 	if err != nil {
 		return fmt.Errorf("deploys: %w", err)
 	}
