@@ -634,7 +634,15 @@ func TestUnusableStateFileIsMovedAside(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"version": 1, "slots": {"a": {"desired": "runn`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A release folder the lost state knew: it must survive the start.
+	release := filepath.Join(a.dataDir, "slots", "a", "releases", "20261125T000000000-abc1234")
+	if err := os.MkdirAll(release, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	a.start()
+	if _, err := os.Stat(release); err != nil {
+		t.Fatalf("a release folder was deleted after the state was moved aside: %v", err)
+	}
 	aside, _ := filepath.Glob(path + ".broken-*")
 	if len(aside) != 1 {
 		t.Fatalf("moved-aside files: %v", aside)
