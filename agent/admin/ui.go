@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/humanize"
 	"github.com/coder-slots/coder-slots/agent/slot"
 )
 
@@ -19,11 +20,10 @@ import (
 var webFS embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"bytes":    humanBytes,
-	"duration": humanDuration,
-	"ms":       func(ms int64) string { return humanDuration(time.Duration(ms) * time.Millisecond) },
-	"short":    shortID,
-	"when":     func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
+	"bytes": humanize.Bytes,
+	"ms":    humanize.Millis,
+	"short": shortID,
+	"when":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
 }).ParseFS(webFS, "web/*.html"))
 
 func (a *API) uiRoutes() {
@@ -127,32 +127,6 @@ func render(w http.ResponseWriter, r *http.Request, page string, data any) {
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
 	if err := pages.ExecuteTemplate(w, name, data); err != nil {
 		fmt.Fprintf(w, "<p class=error>page failed: %s</p>", template.HTMLEscapeString(err.Error()))
-	}
-}
-
-func humanBytes(b uint64) string {
-	switch {
-	case b == 0:
-		return "—"
-	case b < 1<<20:
-		return fmt.Sprintf("%.0f KiB", float64(b)/(1<<10))
-	default:
-		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
-	}
-}
-
-func humanDuration(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "—"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	default:
-		return fmt.Sprintf("%dd", int(d.Hours()/24))
 	}
 }
 

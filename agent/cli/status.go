@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/humanize"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
 
@@ -70,7 +71,7 @@ func metadataLine(list admin.ProcessList, slot string) (string, error) {
 		}
 		parts := []string{p.Status, p.Release}
 		if p.Status == "online" {
-			parts = append(parts, "up "+shortDuration(time.Duration(p.Uptime)*time.Millisecond))
+			parts = append(parts, "up "+humanize.Millis(p.Uptime))
 		}
 		if p.Restarts > 0 {
 			parts = append(parts, fmt.Sprintf("%d restarts", p.Restarts))
@@ -96,36 +97,10 @@ func printTable(w io.Writer, list admin.ProcessList) {
 			status += " (" + p.Error + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f%%\t%s\t%s\t%s\n", p.Name, status, p.PID,
-			shortDuration(time.Duration(p.Uptime)*time.Millisecond), p.Restarts, p.CPU, humanBytes(p.Memory), p.Type, p.URL)
+			humanize.Millis(p.Uptime), p.Restarts, p.CPU, humanize.Bytes(p.Memory), p.Type, p.URL)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d of %d online\n", list.Online, list.Total)
-}
-
-func shortDuration(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0"
-	case d < time.Minute:
-		return strconv.Itoa(int(d.Seconds())) + "s"
-	case d < time.Hour:
-		return strconv.Itoa(int(d.Minutes())) + "m"
-	case d < 48*time.Hour:
-		return strconv.Itoa(int(d.Hours())) + "h"
-	default:
-		return strconv.Itoa(int(d.Hours()/24)) + "D"
-	}
-}
-
-func humanBytes(b uint64) string {
-	switch {
-	case b == 0:
-		return "-"
-	case b < 1<<20:
-		return fmt.Sprintf("%.1fkb", float64(b)/(1<<10))
-	default:
-		return fmt.Sprintf("%.1fmb", float64(b)/(1<<20))
-	}
 }
 
 func configCmd() *cobra.Command {
