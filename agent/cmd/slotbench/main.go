@@ -1,9 +1,12 @@
-// Command slotbench measures slotagent's speed and memory (idle RSS, status
-// latency, crash → answering again, cold start, re-deploy of a small npm app
-// and zero downtime during re-deploys and a rollback) and prints a markdown
-// table, also written to -out. BENCH_QUICK=1 or -quick runs fewer iterations
-// (well under a minute); the full run takes a few minutes. The re-deploy
-// figures need node, npm, git and the npm registry (for the first install).
+// Command slotbench measures slotagent against the PM2 setup it replaces,
+// side by side in one run (idle RSS, status latency, crash → answering
+// again, cold start, rehydrate, re-deploy of a small npm app and zero
+// downtime during re-deploys and a rollback, proxy overhead under load) and
+// prints a markdown table, also written to -out. BENCH_QUICK=1 or -quick
+// runs fewer iterations (under 3 minutes); the full run takes several
+// minutes. It needs node, npm, git and, for the first run, the npm registry
+// (PM2 7 is installed into .cache/pm2, the sample app's dependencies into
+// the npm cache); -no-pm2 measures slotagent alone.
 package main
 
 import (
@@ -26,8 +29,9 @@ func main() {
 
 func run() int {
 	envQuick, _ := strconv.ParseBool(os.Getenv("BENCH_QUICK"))
-	quick := flag.Bool("quick", envQuick, "fewer iterations, under a minute (also env BENCH_QUICK=1)")
+	quick := flag.Bool("quick", envQuick, "fewer iterations, under 3 minutes (also env BENCH_QUICK=1)")
 	out := flag.String("out", "docs/benchmarks.md", "also write the table to this file")
+	noPM2 := flag.Bool("no-pm2", false, "measure slotagent alone (no PM2 install, no PM2 column)")
 	binary := flag.String("slotagent", "", "slotagent binary to measure (default: build ./agent/cmd/slotagent)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -45,7 +49,7 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	report, err := bench.Run(ctx, bench.Options{Quick: *quick, Binary: *binary, Command: command, Log: os.Stderr})
+	report, err := bench.Run(ctx, bench.Options{Quick: *quick, Binary: *binary, Command: command, Log: os.Stderr, NoPM2: *noPM2})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "slotbench: %v\n", err)
 		return 1

@@ -6,9 +6,11 @@
 // free loopback ports, kills every process it starts, and bounds every loop
 // in count and time.
 //
-// The table has one column group per stack measured (Report.Stacks); today
-// that is slotagent alone, and a later comparison (the PM2 setup slotagent
-// replaces) adds its own stack and rows.
+// The table has one column group per stack measured (Report.Stacks):
+// slotagent, and the PM2 setup it replaces (a PM2 daemon running an admin
+// Node server and five placeholder Node servers from an ecosystem file, PM2
+// installed from the npm registry into .cache/pm2), with the ratio of the
+// medians, and the proxy's overhead under load.
 package bench
 
 import (
@@ -33,6 +35,8 @@ type Options struct {
 	Command string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// NoPM2 measures slotagent alone: no PM2 install, no PM2 column.
+	NoPM2 bool
 }
 
 // Report is the outcome of a run.
@@ -70,13 +74,15 @@ type counts struct {
 	crashRuns   int // kill -9 → answering, and as many bare node boots
 	coldRuns    int // slotagent run → six ports answering
 	redeploys   int // timed re-deploys of the sample npm app
+	// loadDuration is each run of the load generator (proxy overhead).
+	loadDuration time.Duration
 }
 
 func countsFor(quick bool) counts {
 	if quick {
-		return counts{idleRuns: 2, apiWarmup: 100, apiRequests: 1000, cliRuns: 10, crashRuns: 8, coldRuns: 4, redeploys: 2}
+		return counts{idleRuns: 2, apiWarmup: 100, apiRequests: 1000, cliRuns: 10, crashRuns: 8, coldRuns: 4, redeploys: 2, loadDuration: 5 * time.Second}
 	}
-	return counts{idleRuns: 5, apiWarmup: 200, apiRequests: 2000, cliRuns: 30, crashRuns: 40, coldRuns: 10, redeploys: 5}
+	return counts{idleRuns: 5, apiWarmup: 200, apiRequests: 2000, cliRuns: 30, crashRuns: 40, coldRuns: 10, redeploys: 5, loadDuration: 10 * time.Second}
 }
 
 // bench is the state of one run shared by the measurements.
@@ -89,6 +95,9 @@ type bench struct {
 	modErr error
 	n      counts
 	log    io.Writer
+	// pm2 is the installed PM2, pm2Err why it is not there.
+	pm2    pm2Install
+	pm2Err error
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -128,8 +137,27 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Quick:   opts.Quick,
 		Stacks:  []string{Ours},
 	}
-	for _, measure := range []func(context.Context) []Row{b.idle, b.crash, b.coldStart, b.redeploy} {
+	if !opts.NoPM2 {
+		r.Stacks = append(r.Stacks, PM2)
+		b.pm2Err = b.modErr
+		if b.pm2Err == nil {
+			b.logf("installing PM2 (%s) into %s unless it is there", pm2Spec, pm2CacheDir)
+			b.pm2, b.pm2Err = ensurePM2(ctx, b.modDir)
+		}
+		r.Machine.PM2Version = "not installed"
+		if b.pm2Err == nil {
+			r.Machine.PM2Version = b.pm2.version
+		}
+	}
+	for _, measure := range []func(context.Context) []Row{b.idle, b.crash, b.coldStart, b.rehydrate, b.redeploy, b.proxy} {
 		r.Rows = append(r.Rows, measure(ctx)...)
+		if err := ctx.Err(); err != nil {
+			return r, fmt.Errorf("benchmark interrupted: %w", err)
+		}
+	}
+	if !opts.NoPM2 {
+		cells, failures := b.oldStack(ctx)
+		r.Rows = append(merge(r.Rows, PM2, cells), failures...)
 		if err := ctx.Err(); err != nil {
 			return r, fmt.Errorf("benchmark interrupted: %w", err)
 		}

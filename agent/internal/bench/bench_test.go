@@ -59,7 +59,7 @@ func TestMarkdownVerdicts(t *testing.T) {
 func TestRunWithoutAgentReportsErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := Run(ctx, Options{Quick: true, Binary: "/nonexistent/slotagent"})
+	r, err := Run(ctx, Options{Quick: true, Binary: "/nonexistent/slotagent", NoPM2: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,5 +113,35 @@ func TestLoadClient(t *testing.T) {
 	_ = l.stop()
 	if st.sent < 20 || st.failed != 1 || st.bodies["up"] != st.sent-1 || !strings.HasPrefix(st.firstFailure, "503") || st.longestGap <= 0 {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// TestTwoStacks: a second stack gets its columns and the ratio of the
+// medians; an AtLeast target is a lower bound; merge puts cells into the
+// row of their figure or appends one.
+func TestTwoStacks(t *testing.T) {
+	r := &Report{Stacks: []string{Ours, PM2}, Machine: Machine{Date: time.Now(), PM2Version: "7.0.4"}}
+	r.Rows = []Row{
+		ours("memory", "MiB", Summarize([]float64{16}), &Target{On: P99, Max: 25}, "ours"),
+		ours("share", "%", OnlyMedian(1, 40), &Target{On: Median, Max: 50, AtLeast: true}, ""),
+		ours("fast enough", "%", OnlyMedian(1, 60), &Target{On: Median, Max: 50, AtLeast: true}, ""),
+	}
+	r.Rows = merge(r.Rows, PM2, []cell{
+		{figure: "memory", unit: "MiB", stat: Summarize([]float64{320}), note: "7 processes"},
+		{figure: "resurrect", unit: "ms", stat: Summarize([]float64{1500})},
+	})
+	md := r.Markdown()
+	for _, want := range []string{
+		"PM2 7.0.4",
+		"| slotagent median | slotagent p99 | slotagent min – max | runs | PM2 median | PM2 p99 | PM2 min – max | runs | slotagent / PM2 (medians) | target |",
+		"| 1 | memory | 16.0 MiB | 16.0 MiB | 16.0 – 16.0 MiB | 1 | 320 MiB | 320 MiB | 320 – 320 MiB | 1 | 0.05× | p99 ≤ 25.0 MiB | ✓ | ours; PM2: 7 processes |",
+		"| 2 | share | 40.0 % | — | — | 1 | — | — | — | — | — | median ≥ 50.0 % | ✗ |",
+		"| 3 | fast enough | 60.0 % |",
+		"| median ≥ 50.0 % | ✓ |",
+		"| 4 | resurrect | — | — | — | — | 1500 ms | 1500 ms | 1500 – 1500 ms | 1 | — | — |  |  |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("missing %q in\n%s", want, md)
+		}
 	}
 }

@@ -103,7 +103,7 @@ func (b *bench) crash(ctx context.Context) []Row {
 				"(checked each run: node is the agent's direct child); polled through the slot (each poll until then gets the 503 page)"),
 		ours(figNode, "ms", bootSt, nil, "same app, same runs (alternated), no supervisor"),
 		ours(figOverhead, "ms", OnlyMedian(crashSt.N, crashSt.Median-bootSt.Median), targetOverhead,
-			fmt.Sprintf("median of the per-run differences: %s ms; PM2 adds ≈ 130 ms", number(Summarize(paired).Median))),
+			fmt.Sprintf("median of the per-run differences: %s ms", number(Summarize(paired).Median))),
 	}
 }
 

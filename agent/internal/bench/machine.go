@@ -27,6 +27,8 @@ type Machine struct {
 	GoVersion string
 	// NodeVersion is `node --version`, or "not installed".
 	NodeVersion string
+	// PM2Version is the PM2 measured, empty when PM2 was not measured.
+	PM2Version string
 	// AgentVersion is `slotagent version`.
 	AgentVersion string
 	// Date is when the run started.

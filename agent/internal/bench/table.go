@@ -24,8 +24,20 @@ const Requests = "requests"
 type Target struct {
 	// On is the statistic compared with Max.
 	On Statistic
-	// Max is the largest value that meets the target, in the row's unit.
+	// Max is the largest value that meets the target, in the row's unit
+	// (the smallest one when AtLeast is set).
 	Max float64
+	// AtLeast makes Max a lower bound.
+	AtLeast bool
+}
+
+// String is the target as shown in the table ("p99 ≤ 5.00 ms").
+func (t Target) String(unit string) string {
+	op := "≤"
+	if t.AtLeast {
+		op = "≥"
+	}
+	return fmt.Sprintf("%s %s %s", t.On, op, value(t.Max, unit))
 }
 
 // Met reports whether s meets the target.
@@ -36,6 +48,9 @@ func (t Target) Met(s Stat) bool {
 		v = s.P99
 	case Max:
 		v = s.Max
+	}
+	if t.AtLeast {
+		return !math.IsNaN(v) && v >= t.Max
 	}
 	return !math.IsNaN(v) && v <= t.Max
 }
@@ -67,17 +82,25 @@ func (r *Report) Markdown() string {
 	if r.Quick {
 		mode = "Quick run (BENCH_QUICK=1: fewer iterations)"
 	}
+	pm2 := ""
+	if m.PM2Version != "" {
+		pm2 = ", PM2 " + m.PM2Version
+	}
 	fmt.Fprintf(&b, "# slotagent benchmarks\n\n")
 	fmt.Fprintf(&b, "Measured %s on %d CPU cores (%s), %s of memory, Linux %s. "+
-		"Versions: slotagent %s, Go %s, Node.js %s. %s. Reproduce with `%s`. "+
+		"Versions: slotagent %s, Go %s, Node.js %s%s. %s. Reproduce with `%s`. "+
 		"Load average (1, 5, 15 min): %s before, %s after. "+
 		"All traffic goes to 127.0.0.1; times are wall-clock, polled every %s or less.\n\n",
 		m.Date.UTC().Format("2006-01-02 15:04 UTC"), m.CPUs, m.CPUModel, m.Memory, m.Kernel,
-		m.AgentVersion, m.GoVersion, m.NodeVersion, mode, r.Command, m.LoadBefore, m.LoadAfter, pollInterval)
+		m.AgentVersion, m.GoVersion, m.NodeVersion, pm2, mode, r.Command, m.LoadBefore, m.LoadAfter, pollInterval)
 
 	head := []string{"#", "figure"}
 	for _, s := range r.Stacks {
 		head = append(head, s+" median", s+" p99", s+" min – max", "runs")
+	}
+	ratio := len(r.Stacks) > 1
+	if ratio {
+		head = append(head, r.Stacks[0]+" / "+r.Stacks[1]+" (medians)")
 	}
 	head = append(head, "target", "", "notes")
 	b.WriteString("| " + strings.Join(head, " | ") + " |\n")
@@ -93,9 +116,12 @@ func (r *Report) Markdown() string {
 			cells = append(cells, value(st.Median, row.Unit), value(st.P99, row.Unit),
 				valueRange(st.Min, st.Max, row.Unit), strconv.Itoa(st.N))
 		}
+		if ratio {
+			cells = append(cells, ratioOf(row, r.Stacks[0], r.Stacks[1]))
+		}
 		target, verdict := "—", ""
 		if row.Target != nil {
-			target = fmt.Sprintf("%s ≤ %s", row.Target.On, value(row.Target.Max, row.Unit))
+			target = row.Target.String(row.Unit)
 			verdict = "✗"
 			if row.Err == nil && len(r.Stacks) > 0 && row.Target.Met(row.Cells[r.Stacks[0]]) {
 				verdict = "✓"
@@ -147,4 +173,15 @@ func number(v float64) string {
 	default:
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	}
+}
+
+// ratioOf is the median of stack a over the median of stack b in row, or
+// "—" when either is missing.
+func ratioOf(row Row, a, b string) string {
+	x, okA := row.Cells[a]
+	y, okB := row.Cells[b]
+	if row.Err != nil || !okA || !okB || math.IsNaN(x.Median) || math.IsNaN(y.Median) || y.Median == 0 {
+		return "—"
+	}
+	return number(x.Median/y.Median) + "×"
 }
