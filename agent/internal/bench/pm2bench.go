@@ -140,7 +140,7 @@ func (b *bench) pm2Idle(ctx context.Context) ([]cell, error) {
 		return cells, err
 	}
 	return append(cells, cell{figure: figAPIInProc, unit: "ms", stat: Summarize(lat),
-		note: fmt.Sprintf("PM2's programmatic API: one `pm2.connect()`, then sequential `pm2.list()` calls (after %d warm-up calls), timed in node", b.n.apiWarmup)}), nil
+		note: fmt.Sprintf("programmatic API: one `pm2.connect()`, then sequential `pm2.list()` calls (after %d warm-up calls), timed in node", b.n.apiWarmup)}), nil
 }
 
 // pm2List runs a node script that connects to the stack's daemon once and
@@ -233,7 +233,7 @@ func (b *bench) pm2Crash(ctx context.Context) ([]cell, error) {
 	crashSt, bootSt := Summarize(total), Summarize(boots)
 	return []cell{
 		{figure: figCrash, unit: "ms", stat: crashSt,
-			note: fmt.Sprintf("PM2 restarts the app on its own port; polled straight on the port (GET /pid until a new PID answers); the app lives %s before each kill (past PM2's min_uptime, so no run counts as an unstable restart)", pm2MinUptime)},
+			note: fmt.Sprintf("the app restarted by PM2 on its own port; polled straight on the port (GET /pid until a new PID answers); the app lives %s before each kill (past PM2's min_uptime, so no run counts as an unstable restart)", pm2MinUptime)},
 		{figure: figOverhead, unit: "ms", stat: OnlyMedian(crashSt.N, crashSt.Median-bootSt.Median),
 			note: fmt.Sprintf("against its own bare boots, alternated with its crash runs (median %s ms)", number(bootSt.Median))},
 	}, nil

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -90,9 +91,9 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "Measured %s on %d CPU cores (%s), %s of memory, Linux %s. "+
 		"Versions: slotagent %s, Go %s, Node.js %s%s. %s. Reproduce with `%s`. "+
 		"Load average (1, 5, 15 min): %s before, %s after. "+
-		"All traffic goes to 127.0.0.1; times are wall-clock, polled every %s or less.\n\n",
+		"All traffic goes to 127.0.0.1; times are wall-clock, polled every %s or less.%s\n\n",
 		m.Date.UTC().Format("2006-01-02 15:04 UTC"), m.CPUs, m.CPUModel, m.Memory, m.Kernel,
-		m.AgentVersion, m.GoVersion, m.NodeVersion, pm2, mode, r.Command, m.LoadBefore, m.LoadAfter, pollInterval)
+		m.AgentVersion, m.GoVersion, m.NodeVersion, pm2, mode, r.Command, m.LoadBefore, m.LoadAfter, pollInterval, stacksNote(r.Stacks))
 
 	head := []string{"#", "figure"}
 	for _, s := range r.Stacks {
@@ -184,4 +185,17 @@ func ratioOf(row Row, a, b string) string {
 		return "—"
 	}
 	return number(x.Median/y.Median) + "×"
+}
+
+// stacksNote describes the PM2 stack when it is measured.
+func stacksNote(stacks []string) string {
+	if !slices.Contains(stacks, PM2) {
+		return ""
+	}
+	return "\n\nThe PM2 column is the setup slotagent replaces, on the same machine in the same run: a PM2 daemon " +
+		"(its own PM2_HOME in a temporary directory) running, from a generated ecosystem.config.js, an admin Node server " +
+		"and five Node placeholder servers, one per slot (`GET /health` → `{\"status\":\"healthy\",\"slot\":\"a\",\"type\":\"placeholder\"}`, " +
+		"any other path a page), as the old ecosystem file ran them; apps are the same hello app in both stacks. " +
+		"The ratio column is slotagent's median over PM2's (below 1: slotagent is smaller or faster). " +
+		"Targets are judged on slotagent's column."
 }
