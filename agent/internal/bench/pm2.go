@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -114,8 +113,11 @@ func ensurePM2(ctx context.Context, modDir string) (pm2Install, error) {
 		return in, fmt.Errorf("read PM2's package.json: %w", err)
 	}
 	var pkg struct{ Version string }
-	if err := json.Unmarshal(b, &pkg); err != nil || pkg.Version == "" {
-		return in, fmt.Errorf("read PM2's version from %s: %v", manifest, err)
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		return in, fmt.Errorf("read PM2's version from %s: %w", manifest, err)
+	}
+	if pkg.Version == "" {
+		return in, fmt.Errorf("read PM2's version: %s has none", manifest)
 	}
 	in.version = pkg.Version
 	return in, nil
@@ -344,6 +346,3 @@ func (b *bench) killPM2(s *pm2Stack) {
 		b.logf("%v", err)
 	}
 }
-
-// errNoPM2 marks PM2 figures when PM2 could not be installed.
-var errNoPM2 = errors.New("PM2 is not available")

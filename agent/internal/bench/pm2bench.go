@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -157,7 +158,8 @@ func (b *bench) pm2List(ctx context.Context, s *pm2Stack) ([]float64, error) {
 	out, err := cmd.Output()
 	if err != nil {
 		msg := ""
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			msg = strings.TrimSpace(string(ee.Stderr))
 		}
 		return nil, fmt.Errorf("node pm2list.js: %w: %s", err, msg)
@@ -374,8 +376,12 @@ func (b *bench) pm2Redeploy(ctx context.Context) ([]cell, error) {
 		if err != nil {
 			return nil, err
 		}
-		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || cwd != dir {
-			return nil, fmt.Errorf("run %d: slot-a runs in %q, not the new release %q (%v)", i+1, cwd, dir, err)
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if err != nil {
+			return nil, fmt.Errorf("run %d: the working directory of slot-a: %w", i+1, err)
+		}
+		if cwd != dir {
+			return nil, fmt.Errorf("run %d: slot-a runs in %q, not the new release %q", i+1, cwd, dir)
 		}
 		sent, failures = append(sent, float64(st.sent)), append(failures, float64(st.failed))
 		gaps, wall = append(gaps, ms(st.longestGap)), append(wall, ms(took))
