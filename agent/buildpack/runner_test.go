@@ -141,18 +141,23 @@ func TestInstallNpmCI(t *testing.T) {
 	}
 }
 
+// installedApp installs the app-ms sample into a new release folder and
+// returns it with a second, not yet installed release of the same app.
+func installedApp(t *testing.T, r *Runner) (first, second string) {
+	t.Helper()
+	first = newApp(t, "app-ms")
+	if _, err := r.Install(context.Background(), first, mustDetect(t, first, Options{}), ""); err != nil {
+		t.Fatalf("first Install: %v", err)
+	}
+	return first, newApp(t, "app-ms")
+}
+
 func TestInstallReusesNodeModules(t *testing.T) {
 	needNpm(t)
 	t.Parallel()
 	ctx := context.Background()
 	r, log := newRunner(t)
-
-	first := newApp(t, "app-ms")
-	if _, err := r.Install(ctx, first, mustDetect(t, first, Options{}), ""); err != nil {
-		t.Fatalf("first Install: %v", err)
-	}
-
-	second := newApp(t, "app-ms")
+	first, second := installedApp(t, r)
 	p := mustDetect(t, second, Options{})
 	start := time.Now()
 	reused, err := r.Install(ctx, second, p, first)
@@ -624,15 +629,10 @@ func TestLinkTree(t *testing.T) {
 func TestReuseCopiesWhenABuildFollows(t *testing.T) {
 	needNpm(t)
 	t.Parallel()
-	ctx := context.Background()
 	r, log := newRunner(t)
-	first := newApp(t, "app-ms")
-	if _, err := r.Install(ctx, first, mustDetect(t, first, Options{}), ""); err != nil {
-		t.Fatalf("first Install: %v", err)
-	}
-	second := newApp(t, "app-ms")
+	first, second := installedApp(t, r)
 	p := mustDetect(t, second, Options{Build: "true"})
-	reused, err := r.Install(ctx, second, p, first)
+	reused, err := r.Install(context.Background(), second, p, first)
 	if err != nil || !reused {
 		t.Fatalf("second Install: reused=%v err=%v", reused, err)
 	}
