@@ -58,8 +58,8 @@ type Backend interface {
 	Logs(name string) (*logs.Sink, error)
 	// Specs are the specs of every supervised process.
 	Specs() []supervisor.Spec
-	// SlotState returns a copy of a slot's saved state.
-	SlotState(name string) state.Slot
+	// Slot returns a copy of a slot's saved state.
+	Slot(name string) state.Slot
 }
 
 // API serves the admin endpoints.

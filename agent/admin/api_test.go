@@ -59,7 +59,7 @@ func (f *fakeAgent) RestartSlot(name string) (string, error) {
 }
 func (f *fakeAgent) Logs(string) (*logs.Sink, error) { return nil, errors.New("no logs in this test") }
 func (f *fakeAgent) Specs() []supervisor.Spec        { return nil }
-func (f *fakeAgent) SlotState(string) state.Slot     { return state.Slot{} }
+func (f *fakeAgent) Slot(string) state.Slot          { return state.Slot{} }
 
 // The fake agent has PostgreSQL switched off (it is a Databases).
 func (f *fakeAgent) Database(context.Context) postgres.Status {

@@ -126,7 +126,7 @@ type EnvAnswer struct {
 }
 
 func (a *API) getEnv(w http.ResponseWriter, _ *http.Request, name string) {
-	writeJSON(w, http.StatusOK, EnvAnswer{Env: maskedEnv(a.b.SlotState(name).Env)})
+	writeJSON(w, http.StatusOK, EnvAnswer{Env: maskedEnv(a.b.Slot(name).Env)})
 }
 
 func (a *API) setEnv(w http.ResponseWriter, r *http.Request, name string) {
@@ -166,7 +166,7 @@ type ReleaseList struct {
 }
 
 func (a *API) releases(w http.ResponseWriter, _ *http.Request, name string) {
-	writeJSON(w, http.StatusOK, releaseList(a.b.SlotState(name)))
+	writeJSON(w, http.StatusOK, releaseList(a.b.Slot(name)))
 }
 
 // releaseList lists a slot's kept releases, newest first, env masked.

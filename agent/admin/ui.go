@@ -57,7 +57,7 @@ func (a *API) dashboard(w http.ResponseWriter, r *http.Request) {
 	for _, p := range a.processList().Processes {
 		row := Row{ProcessRow: p}
 		if p.Slot != "" {
-			if ss := a.b.SlotState(p.Slot); p.Type == "app" {
+			if ss := a.b.Slot(p.Slot); p.Type == "app" {
 				rel, _ := ss.Find(ss.Current)
 				row.Repo, row.Ref, row.Commit = rel.Repo, rel.Ref, rel.Commit
 			}
@@ -92,7 +92,7 @@ func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
 			d.Row = p
 		}
 	}
-	ss := a.b.SlotState(name)
+	ss := a.b.Slot(name)
 	for k := range ss.Env {
 		d.Env = append(d.Env, k)
 	}

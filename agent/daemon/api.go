@@ -104,9 +104,6 @@ func (a *Agent) Slot(name string) state.Slot {
 	return state.Slot{}
 }
 
-// SlotState returns a copy of a slot's saved state.
-func (a *Agent) SlotState(name string) state.Slot { return a.Slot(name) }
-
 // UpdateSlot changes one slot's state and saves it. The change is made on
 // a copy, validated and saved before it replaces the state in memory, so a
 // refused or failed save changes nothing.

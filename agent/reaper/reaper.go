@@ -87,15 +87,6 @@ func Start(cmd *exec.Cmd) (*Child, error) {
 	return c, nil
 }
 
-// Run starts cmd and waits for it to exit.
-func Run(cmd *exec.Cmd) (Exit, error) {
-	c, err := Start(cmd)
-	if err != nil {
-		return Exit{}, err
-	}
-	return c.Exit(), nil
-}
-
 // Orphans counts the exits of processes the agent reaped without having
 // started them (re-parented grandchildren).
 func Orphans() uint64 { return orphans.Load() }

@@ -15,15 +15,24 @@ import (
 	"time"
 )
 
+// run starts cmd through the wait loop and waits for its exit.
+func run(cmd *exec.Cmd) (Exit, error) {
+	c, err := Start(cmd)
+	if err != nil {
+		return Exit{}, err
+	}
+	return c.Exit(), nil
+}
+
 func TestExitCodesAndSignals(t *testing.T) {
-	exit, err := Run(exec.Command("sh", "-c", "exit 3"))
+	exit, err := run(exec.Command("sh", "-c", "exit 3"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if exit.Code != 3 || exit.Signal != 0 || exit.Success() {
 		t.Fatalf("exit = %+v, want code 3", exit)
 	}
-	exit, err = Run(exec.Command("sh", "-c", "kill -9 $$"))
+	exit, err = run(exec.Command("sh", "-c", "kill -9 $$"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +51,7 @@ func TestConcurrentStartsGetTheirOwnExits(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			exit, err := Run(exec.Command("sh", "-c", fmt.Sprintf("exit %d", i)))
+			exit, err := run(exec.Command("sh", "-c", fmt.Sprintf("exit %d", i)))
 			if err != nil {
 				errs <- err
 				return
@@ -74,7 +83,7 @@ func TestStartRefusesWhatNeedsWait(t *testing.T) {
 // then waits until the wait loop has reaped that grandchild.
 func orphanScenario() error {
 	before := Orphans()
-	exit, err := Run(exec.Command("sh", "-c", "sleep 0.2 & exit 0"))
+	exit, err := run(exec.Command("sh", "-c", "sleep 0.2 & exit 0"))
 	if err != nil {
 		return err
 	}
@@ -147,7 +156,7 @@ func TestReapsAsPID1(t *testing.T) {
 	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", os.Args[0], "-test.run=^TestReapsAsPID1$")
 	cmd.Env = append(os.Environ(), "REAPER_AS_PID1=1")
 	cmd.Stdout, cmd.Stderr = out, out
-	exit, err := Run(cmd)
+	exit, err := run(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}

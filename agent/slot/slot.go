@@ -99,9 +99,6 @@ func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
 // Name is the slot's letter.
 func (s *Slot) Name() string { return s.cfg.Name }
 
-// Config returns the slot's configuration.
-func (s *Slot) Config() Config { return s.cfg }
-
 // Logs returns the log files of the slot's apps (every release's process
 // writes to the same slot-<x> files).
 func (s *Slot) Logs() (*logs.Sink, error) { return s.sup.Logs(ProcessName(s.cfg.Name)) }
