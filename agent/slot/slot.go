@@ -11,8 +11,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -22,6 +20,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/relay"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
 
@@ -67,7 +66,7 @@ type Slot struct {
 	cfg Config
 	sup *supervisor.Supervisor
 	ln  net.Listener
-	srv *http.Server
+	srv *relay.Server
 
 	mu     sync.Mutex // serialises Promote, Stop and Restart
 	target atomic.Pointer[target]
@@ -76,11 +75,10 @@ type Slot struct {
 
 // target is the app a slot proxies to.
 type target struct {
-	release  Release
-	port     int
-	proc     *supervisor.Process
-	proxy    *httputil.ReverseProxy
-	inflight atomic.Int64 // requests being proxied to it
+	release Release
+	port    int
+	proc    *supervisor.Process
+	up      *relay.Upstream
 }
 
 // Listen binds the slot's public port and starts serving the placeholder.
@@ -91,7 +89,12 @@ func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
 		return nil, fmt.Errorf("slot %s: listen on %s: %w", cfg.Name, addr, err)
 	}
 	s := &Slot{cfg: cfg, sup: sup, ln: ln}
-	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second}
+	s.srv = &relay.Server{
+		Route:       s.route,
+		Local:       http.HandlerFunc(s.placeholder),
+		Unavailable: http.HandlerFunc(s.unavailable),
+		Observe:     s.observe,
+	}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
 }
@@ -142,7 +145,8 @@ func (s *Slot) Launch(rel Release) (*Candidate, error) {
 		return nil, err
 	}
 	proc.Start()
-	return &Candidate{t: &target{release: rel, port: port, proc: proc, proxy: newProxy(port, s.unavailable)}}, nil
+	up := relay.NewUpstream(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	return &Candidate{t: &target{release: rel, port: port, proc: proc, up: up}}, nil
 }
 
 // Promote sends the slot's traffic to c, lets the requests in flight to the
@@ -156,7 +160,7 @@ func (s *Slot) Promote(ctx context.Context, c *Candidate, drain time.Duration) {
 	if old == nil {
 		return
 	}
-	for deadline := time.Now().Add(drain); old.inflight.Load() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; {
+	for deadline := time.Now().Add(drain); old.up.Active() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.sup.Remove(old.proc.Spec().Name, 0)
@@ -228,13 +232,13 @@ func (s *Slot) SetError(msg string) {
 }
 
 // Shutdown stops accepting requests, lets in-flight ones finish until ctx
-// ends, then closes the port. The app keeps running until Stop.
+// ends, then closes the port and every connection. The app keeps running
+// until Stop.
 func (s *Slot) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		return s.srv.Close()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("slot %s: %w", s.cfg.Name, err)
 	}
-	return err
+	return nil
 }
 
 // Status is a snapshot of a slot.
@@ -295,35 +299,13 @@ func (s *Slot) Serving(ctx context.Context) (bool, string) {
 
 var healthClient = &http.Client{Timeout: 3 * time.Second}
 
-// ServeHTTP serves the placeholder, the app, or the unavailable page.
-func (s *Slot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	for {
-		t := s.target.Load()
-		if t == nil {
-			s.placeholder(w, r)
-			return
-		}
-		t.inflight.Add(1)
-		// Counted first, checked second: a Promote that swapped in between
-		// is seen here, and one that swaps later waits for this request.
-		if s.target.Load() != t {
-			t.inflight.Add(-1)
-			continue
-		}
-		s.proxyTo(t, w, r)
-		return
+// route is the upstream of the slot's next request: its app, or nil for
+// the placeholder.
+func (s *Slot) route() *relay.Upstream {
+	if t := s.target.Load(); t != nil {
+		return t.up
 	}
-}
-
-// proxyTo serves one request from t; ReverseProxy may panic with
-// http.ErrAbortHandler, so the count is given back in a defer.
-func (s *Slot) proxyTo(t *target, w http.ResponseWriter, r *http.Request) {
-	defer t.inflight.Add(-1)
-	if s.cfg.Observe != nil {
-		s.serveObserved(t.proxy, w, r)
-		return
-	}
-	t.proxy.ServeHTTP(w, r)
+	return nil
 }
 
 func (s *Slot) appEnv(rel Release, port int) []string {
@@ -393,30 +375,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// sharedTransport is tuned for many short requests to loopback apps.
-var sharedTransport = &http.Transport{
-	Proxy:                 nil,
-	DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-	MaxIdleConns:          512,
-	MaxIdleConnsPerHost:   256,
-	IdleConnTimeout:       90 * time.Second,
-	DisableCompression:    true,
-	ResponseHeaderTimeout: 0,
-}
-
-func newProxy(port int, unavailable func(http.ResponseWriter, *http.Request)) *httputil.ReverseProxy {
-	u := &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			pr.SetXForwarded()
-			pr.Out.Host = pr.In.Host
-		},
-		Transport: sharedTransport,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, _ error) {
-			unavailable(w, r)
-		},
-	}
 }

@@ -1,0 +1,231 @@
+package relay
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Connection states, for Shutdown.
+const (
+	stateActive int32 = iota // reading or answering a request
+	stateIdle                // waiting for the next request
+	stateTunnel              // upgraded: bytes both ways
+)
+
+// maxHeaderBytes bounds a request's header, as net/http's default does.
+const maxHeaderBytes = http.DefaultMaxHeaderBytes + 4096
+
+// conn is one client connection and the upstream connection pinned to it.
+type conn struct {
+	srv   *Server
+	nc    net.Conn
+	limit *limitedReader
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	state atomic.Int32
+	up    *upstreamConn
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	limit := &limitedReader{r: nc, n: math.MaxInt64}
+	return &conn{srv: s, nc: nc, limit: limit, br: bufio.NewReader(limit), bw: bufio.NewWriter(nc)}
+}
+
+// serve relays the connection's requests until either side closes it.
+func (c *conn) serve() {
+	defer func() {
+		c.dropUpstream()
+		_ = c.nc.Close()
+		c.srv.untrack(c)
+	}()
+	for c.waitForRequest() {
+		req, status, err := c.readRequest()
+		if err != nil {
+			if status != 0 {
+				c.refuse(status, err)
+			}
+			return
+		}
+		if !c.answer(req) || c.srv.closing.Load() {
+			return
+		}
+	}
+}
+
+// waitForRequest blocks until the next request's first byte arrives; it
+// reports false when the connection ended or the server is closing.
+func (c *conn) waitForRequest() bool {
+	c.state.Store(stateIdle)
+	if c.srv.closing.Load() {
+		return false
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return false
+	}
+	c.state.Store(stateActive)
+	return true
+}
+
+// interrupt wakes a connection waiting for its next request, for Shutdown.
+func (c *conn) interrupt() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) }
+
+// readRequest reads and checks a request's header as net/http's server
+// does; on a bad request it returns the status to refuse it with.
+func (c *conn) readRequest() (*http.Request, int, error) {
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.headerTimeout()))
+	c.limit.n = maxHeaderBytes
+	req, err := http.ReadRequest(c.br)
+	tooLarge := c.limit.n <= 0
+	c.limit.n = math.MaxInt64
+	_ = c.nc.SetReadDeadline(time.Time{})
+	switch {
+	case tooLarge:
+		return nil, http.StatusRequestHeaderFieldsTooLarge, errors.New("request header too large")
+	case errors.Is(err, io.EOF), isTimeout(err):
+		return nil, 0, err
+	case err != nil:
+		return nil, http.StatusBadRequest, err
+	case req.ProtoMajor != 1:
+		return nil, http.StatusHTTPVersionNotSupported, errors.New("unsupported protocol version")
+	case req.Method == http.MethodConnect:
+		return nil, http.StatusMethodNotAllowed, errors.New("CONNECT is not supported")
+	}
+	if err := checkHeader(req); err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	req.RemoteAddr = c.nc.RemoteAddr().String()
+	return req, 0, nil
+}
+
+// checkHeader refuses what net/http's server refuses: a missing or
+// malformed Host (http.ReadRequest already refused a repeated one and
+// took it out of the header), and invalid header names or values.
+func checkHeader(req *http.Request) error {
+	switch {
+	case req.ProtoAtLeast(1, 1) && req.Host == "":
+		return errors.New("missing required Host header")
+	case req.Host != "" && !httpguts.ValidHostHeader(req.Host):
+		return errors.New("malformed Host header")
+	}
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return errors.New("invalid header name")
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return errors.New("invalid header value")
+			}
+		}
+	}
+	return nil
+}
+
+// refuse answers a bad request; the connection then ends, as net/http
+// ends it.
+func (c *conn) refuse(status int, err error) {
+	msg := http.StatusText(status)
+	if status == http.StatusBadRequest {
+		msg += ": " + err.Error()
+	}
+	_, _ = c.bw.WriteString("HTTP/1.1 " + statusLine(status, "") + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" + msg)
+	if c.bw.Flush() != nil {
+		return
+	}
+	// Closing with unread bytes from the client would reset the
+	// connection and could destroy the answer before the client reads it:
+	// close our side, and read what the client still sends for a moment.
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(rstAvoidanceDelay))
+		_, _ = io.Copy(io.Discard, c.nc)
+	}
+}
+
+// rstAvoidanceDelay bounds the wait for a refused client to stop sending.
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+// answer serves one request, from its upstream or locally; it reports
+// whether the connection may carry another.
+func (c *conn) answer(req *http.Request) bool {
+	for {
+		up := c.srv.Route()
+		if up == nil {
+			_, keep := c.answerLocally(c.srv.Local, req)
+			return keep
+		}
+		// Counted first, checked second: a route change that happened in
+		// between is seen here, and one that happens later waits for this
+		// request to finish (Active).
+		up.active.Add(1)
+		if c.srv.Route() != up {
+			up.active.Add(-1)
+			continue
+		}
+		return c.relayCounted(up, req)
+	}
+}
+
+func (c *conn) relayCounted(up *Upstream, req *http.Request) bool {
+	defer up.active.Add(-1)
+	return c.relay(up, req)
+}
+
+// limitedReader is the connection's reader with a byte budget for a
+// request's header; reads fail once it is spent.
+type limitedReader struct {
+	r io.Reader
+	n int64
+}
+
+var errBudgetSpent = errors.New("request header too large")
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errBudgetSpent
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// statusLine is "code reason", with the standard reason when none is given.
+func statusLine(code int, reason string) string {
+	if reason == "" {
+		reason = http.StatusText(code)
+	}
+	return strconv.Itoa(code) + " " + reason
+}
+
+// wantsUpgrade reports whether a request asks to switch protocols.
+func wantsUpgrade(h http.Header) bool {
+	return h.Get("Upgrade") != "" && headerHasToken(h, "Connection", "upgrade")
+}
+
+// headerHasToken reports whether a comma-separated header lists token.
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h[key] {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

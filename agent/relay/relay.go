@@ -1,0 +1,186 @@
+// Package relay is the slots' HTTP/1.1 reverse proxy. One goroutine serves
+// each client connection: it reads a request, asks the router where it
+// goes, relays it over an upstream connection pinned to that client
+// connection, and relays the response back, flushing whenever the upstream
+// has nothing more ready. There is no connection pool and no goroutine per
+// request, so a relayed request costs little more than a TCP splice, yet
+// every request is routed on its own: when the route changes, the next
+// request on a kept-alive connection goes to the new upstream while the
+// one in flight finishes on the old. Upgraded connections (WebSocket) are
+// tunnelled as bytes once the upstream answers 101.
+package relay
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Upstream is an app requests are relayed to.
+type Upstream struct {
+	addr   string
+	active atomic.Int64
+}
+
+// NewUpstream is the app listening on addr (host:port).
+func NewUpstream(addr string) *Upstream { return &Upstream{addr: addr} }
+
+// Addr is the upstream's address.
+func (u *Upstream) Addr() string { return u.addr }
+
+// Active is the number of requests relayed to u that have not finished; a
+// tunnelled (upgraded) connection counts until it closes.
+func (u *Upstream) Active() int64 { return u.active.Load() }
+
+// ErrClosed is returned by Serve once Shutdown was called.
+var ErrClosed = errors.New("relay: server closed")
+
+// Server relays the HTTP/1.1 requests of the connections it accepts. Set
+// its fields before Serve.
+type Server struct {
+	// Route names the upstream of the next request, or nil to answer it
+	// with Local. It is called for every request.
+	Route func() *Upstream
+	// Local answers the requests that have no upstream. Its response is
+	// buffered before it is sent, so it must be small.
+	Local http.Handler
+	// Unavailable answers a request whose upstream could not be reached or
+	// failed before answering; buffered like Local.
+	Unavailable http.Handler
+	// Observe, when set, is told of each relayed response when its header
+	// is sent: the status code and the time since the request was read
+	// (101 for an upgrade, 503 when Unavailable answered).
+	Observe func(code int, d time.Duration)
+	// HeaderTimeout bounds the reading of a request's header once its first
+	// byte has arrived; 0 means DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
+
+	closing atomic.Bool
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*conn]struct{}
+}
+
+// DefaultHeaderTimeout is the HeaderTimeout of a Server that sets none.
+const DefaultHeaderTimeout = 30 * time.Second
+
+// Serve accepts connections on ln and serves each in its own goroutine
+// until Shutdown; it then returns ErrClosed. Other accept errors are
+// retried after a short pause, as net/http does.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrClosed
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	pause := time.Duration(0)
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
+		c := newConn(s, nc)
+		if !s.track(c) {
+			_ = nc.Close()
+			return ErrClosed
+		}
+		go c.serve()
+	}
+}
+
+// track adds c to the open connections, unless the server is closing.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[*conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting connections, closes the idle ones and lets the
+// requests in flight finish (each connection closes after its response),
+// then closes what is left (tunnels). When ctx ends first it closes every
+// connection at once and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	if ln != nil {
+		_ = ln.Close()
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		busy := 0
+		s.mu.Lock()
+		for c := range s.conns {
+			switch c.state.Load() {
+			case stateIdle:
+				c.interrupt()
+			case stateActive:
+				busy++
+			}
+		}
+		s.mu.Unlock()
+		if busy == 0 {
+			s.closeAll()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.closeAll()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// closeAll closes every connection still open.
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.nc.Close()
+	}
+}
+
+func (s *Server) headerTimeout() time.Duration {
+	if s.HeaderTimeout > 0 {
+		return s.HeaderTimeout
+	}
+	return DefaultHeaderTimeout
+}
+
+func (s *Server) observe(code int, start time.Time) {
+	if s.Observe != nil {
+		s.Observe(code, time.Since(start))
+	}
+}
