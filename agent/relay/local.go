@@ -30,7 +30,12 @@ func (c *conn) answerLocally(h http.Handler, req *http.Request) (int, bool) {
 		w.code = http.StatusOK
 	}
 	drained := true
-	if req.Body != http.NoBody {
+	switch {
+	case expectsContinue(req):
+		// The client has not sent the body and waits to be asked: answer
+		// without asking, and close.
+		drained = false
+	case req.Body != http.NoBody:
 		n, _ := io.CopyN(io.Discard, req.Body, drainLimit+1)
 		drained = n <= drainLimit
 	}

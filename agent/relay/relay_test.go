@@ -368,6 +368,11 @@ func TestRelayRoutesEachRequest(t *testing.T) {
 	if resp, body := c.response(http.MethodPost); body != "local /form" || resp.Close {
 		t.Fatalf("local answer to a POST: %q close=%v", body, resp.Close)
 	}
+	waiting := dial(t, addr)
+	waiting.send("PUT /file HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n")
+	if resp, body := waiting.response(http.MethodPut); body != "local /file" || !resp.Close {
+		t.Fatalf("local answer to a client waiting for 100 Continue: %q close=%v", body, resp.Close)
+	}
 	c.send("HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, body := c.response(http.MethodHead); body != "" || resp.ContentLength != int64(len("local /x")) {
 		t.Fatalf("local HEAD: %q length %d", body, resp.ContentLength)
