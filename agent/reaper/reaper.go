@@ -66,7 +66,28 @@ var (
 	children = map[int]*Child{}
 	loopOnce sync.Once
 	orphans  atomic.Uint64
+
+	reapedMu sync.Mutex
+	reaped   = make(chan struct{}) // closed and replaced after each round of reaps
 )
+
+// Reaped returns a channel that is closed once the wait loop next reaps a
+// process, a child the agent started or an orphan. Take the channel first,
+// then check what a reap could change, then wait on it: a reap in between
+// closes the channel already taken, so none is missed.
+func Reaped() <-chan struct{} {
+	reapedMu.Lock()
+	defer reapedMu.Unlock()
+	return reaped
+}
+
+// announceReaps wakes every waiter on Reaped.
+func announceReaps() {
+	reapedMu.Lock()
+	close(reaped)
+	reaped = make(chan struct{})
+	reapedMu.Unlock()
+}
 
 // Start starts cmd and registers it with the wait loop. The command's
 // Stdin, Stdout and Stderr must be nil or *os.File, since no exec.Cmd.Wait
@@ -129,8 +150,10 @@ func startLoop() {
 	}()
 }
 
-// reapAll collects every child that has exited so far.
+// reapAll collects every child that has exited so far, then announces
+// the round to the waiters on Reaped.
 func reapAll() {
+	n := 0
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -138,9 +161,13 @@ func reapAll() {
 			continue
 		}
 		if err != nil || pid <= 0 {
-			return
+			break
 		}
 		deliver(pid, ws)
+		n++
+	}
+	if n > 0 {
+		announceReaps()
 	}
 }
 

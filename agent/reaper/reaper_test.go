@@ -206,3 +206,60 @@ func TestRunToDoesNotWaitForAnEscapedDescendant(t *testing.T) {
 		t.Fatalf("RunTo waited %s for a descendant that left the group", d)
 	}
 }
+
+func TestReapedAnnouncesChildrenAndOrphans(t *testing.T) {
+	if err := BecomeSubreaper(); err != nil {
+		t.Fatal(err)
+	}
+	// A child the test started: the channel taken before its exit closes.
+	cmd := exec.Command("sleep", "30")
+	c, err := Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaped := Reaped()
+	if err := syscall.Kill(c.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reaped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Reaped() did not close after a child was reaped")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Reaped() closed before the child's exit was delivered")
+	}
+	if next := Reaped(); next == reaped {
+		t.Fatal("Reaped() returned the closed channel again")
+	}
+
+	// An orphan: the shell exits at once, its background sleep is
+	// re-parented to the test and reaped later.
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	exit, err := run(exec.Command("sh", "-c", `sleep 30 & echo $! > "$0"`, pidFile))
+	if err != nil || !exit.Success() {
+		t.Fatalf("shell: %v, %v", exit, err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var orphan int
+	if _, err := fmt.Sscan(string(b), &orphan); err != nil {
+		t.Fatalf("pid file %q: %v", b, err)
+	}
+	reaped = Reaped()
+	if err := syscall.Kill(orphan, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reaped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Reaped() did not close after an orphan was reaped")
+	}
+	if err := syscall.Kill(orphan, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("the orphan %d is still there (kill 0: %v)", orphan, err)
+	}
+}
