@@ -418,18 +418,10 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	strays := descendants(child, nil)
 	sig := p.spec.stopSignal()
 	signalAll(pgid, strays, sig)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		select {
-		case <-child.Done():
-			if !procgroup.GroupAlive(pgid) && !anyAlive(strays) {
-				return
-			}
-		default:
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	if grace > 0 {
+		if waitGone(child, pgid, strays, grace, 10*time.Millisecond) {
+			return
+		}
 		p.note("still running %s after %s, sending SIGKILL", grace, unix.SignalName(sig))
 	}
 	strays = descendants(child, strays) // the tree may have grown since
@@ -437,8 +429,35 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	<-child.Done()
 	// SIGKILL takes effect asynchronously: wait until the strays are gone
 	// too, or one may still hold its port when the stop returns.
-	for end := time.Now().Add(2 * time.Second); (procgroup.GroupAlive(pgid) || anyAlive(strays)) && time.Now().Before(end); {
-		time.Sleep(5 * time.Millisecond)
+	waitGone(child, pgid, strays, 2*time.Second, 5*time.Millisecond)
+}
+
+// waitGone waits at most timeout until child is reaped and its process
+// group and the strays are gone, and reports whether they are. It checks
+// again whenever the wait loop reaps something (the leader, or what is left
+// of its group, re-parented to the agent as a subreaper), and every poll
+// for the exits the agent does not reap (a process whose parent lives on,
+// or every orphan when the agent is no subreaper).
+func waitGone(child *reaper.Child, pgid int, strays []procgroup.Identity, timeout, poll time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		reaped := reaper.Reaped() // before the check: a reap after it wakes the wait
+		select {
+		case <-child.Done():
+			if !procgroup.GroupAlive(pgid) && !anyAlive(strays) {
+				return true
+			}
+		default:
+		}
+		select {
+		case <-reaped:
+		case <-tick.C:
+		case <-deadline.C:
+			return false
+		}
 	}
 }
 

@@ -1,0 +1,75 @@
+package supervisor
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/reaper"
+)
+
+// TestWaitGoneWakesOnReaps waits with a poll interval longer than the test,
+// so only the wait loop's reaps can end the wait: first the leader's, then
+// that of a group member the leader left behind (re-parented to the test,
+// a subreaper since TestMain).
+func TestWaitGoneWakesOnReaps(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "pid")
+	cmd := exec.Command("sh", "-c", `sleep 100 & echo $! > "$0"; exec sleep 100`, file)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	child, err := reaper.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-child.Pid, syscall.SIGKILL)
+		<-child.Done()
+	})
+	var member int
+	waitFor(t, 5*time.Second, "the background sleep's PID", func() bool {
+		b, _ := os.ReadFile(file)
+		member, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return member > 0
+	})
+
+	const never = time.Hour
+	if waitGone(child, child.Pid, nil, 100*time.Millisecond, never) {
+		t.Fatal("waitGone reported a running group gone")
+	}
+	gone := make(chan bool, 1)
+	go func() { gone <- waitGone(child, child.Pid, nil, 20*time.Second, never) }()
+
+	// The leader's exit alone does not end the wait: its group lives on.
+	if err := syscall.Kill(child.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-child.Done()
+	select {
+	case ok := <-gone:
+		t.Fatalf("waitGone returned %v while the group member %d lives", ok, member)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	start := time.Now()
+	if err := syscall.Kill(member, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-gone:
+		if !ok {
+			t.Fatal("waitGone reported the group alive after its last member was reaped")
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("waitGone took %s to see the last member reaped", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("waitGone did not wake when the last member of the group was reaped")
+	}
+	if !pidGone(member) {
+		t.Errorf("group member %d still exists", member)
+	}
+}
