@@ -95,9 +95,10 @@ func (i Info) Uptime() time.Duration {
 // Process is one supervised process. Its lifecycle runs in one goroutine
 // (the loop) from Start until it is stopped or errored.
 type Process struct {
-	spec    Spec
-	sink    *logs.Sink
-	changed func()
+	spec Spec
+	sink *logs.Sink
+	// groupsChanged is called when the process's group starts or ends.
+	groupsChanged func()
 
 	mu       sync.Mutex
 	info     Info
@@ -147,7 +148,6 @@ func (p *Process) Start() {
 	p.info.Status = Launching
 	go p.loop(p.stopCh, p.loopDone)
 	p.mu.Unlock()
-	p.changed()
 }
 
 // Stop stops the process (SIGTERM to its group, SIGKILL after the kill
@@ -192,7 +192,6 @@ func (p *Process) set(f func(*Info)) {
 	p.mu.Lock()
 	f(&p.info)
 	p.mu.Unlock()
-	p.changed()
 }
 
 func (p *Process) note(format string, args ...any) {
@@ -233,6 +232,7 @@ func (p *Process) loop(stop, done chan struct{}) {
 			p.note("%s after %s%s", exit, uptime.Round(time.Millisecond), reasonSuffix(reason))
 		}
 		p.mu.Lock()
+		hadGroup := p.leader.PID != 0
 		p.leader = procgroup.Identity{} // gone; Groups() must not list it while waiting
 		p.info.PID, p.info.CPU, p.info.Memory = 0, 0, 0
 		p.info.LastExit, p.info.ExitCode = exit.String(), exit.Code
@@ -240,7 +240,9 @@ func (p *Process) loop(stop, done chan struct{}) {
 			p.info.LastExit, p.info.ExitCode = "failed to start", -1
 		}
 		p.mu.Unlock()
-		p.changed()
+		if hadGroup {
+			p.groupsChanged()
+		}
 		pol := p.spec.Policy
 		if err != nil && (errors.Is(err, errEmptyCommand) || !pol.Autorestart) {
 			// Retrying cannot help, or is not wanted: say why at once.
@@ -300,10 +302,13 @@ func (p *Process) finish(status Status, reason string) {
 	p.info.Status = status
 	p.info.Reason = reason
 	p.info.PID, p.info.CPU, p.info.Memory = 0, 0, 0
+	hadGroup := p.leader.PID != 0
 	p.leader = procgroup.Identity{}
 	p.stopCh, p.loopDone = nil, nil
 	p.mu.Unlock()
-	p.changed()
+	if hadGroup {
+		p.groupsChanged()
+	}
 }
 
 var (
@@ -337,7 +342,7 @@ func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
 	p.info.Status, p.info.PID, p.info.StartedAt = Online, child.Pid, time.Now()
 	p.lastCPU, p.lastAt = 0, time.Now()
 	p.mu.Unlock()
-	p.changed()
+	p.groupsChanged()
 
 	var memCheck <-chan time.Time
 	if pol := p.spec.Policy; pol.MaxMemory > 0 && pol.MemoryCheckInterval > 0 {

@@ -44,8 +44,10 @@ func New(logDir string, logOpts logs.Options, sampleEvery time.Duration) *Superv
 	return s
 }
 
-// Changes delivers a signal (coalesced) whenever a process starts or stops,
-// so the owner can record the running process groups.
+// Changes delivers a signal (coalesced) whenever a process group starts or
+// ends, so the owner can record the running process groups (see Groups).
+// Status changes that leave the groups as they are do not signal: each
+// signal may cost the owner a state file write.
 func (s *Supervisor) Changes() <-chan struct{} { return s.changes }
 
 func (s *Supervisor) notify() {
@@ -70,7 +72,7 @@ func (s *Supervisor) Add(spec Spec) (*Process, error) {
 		return nil, err
 	}
 	sink.AddSecrets(spec.Secrets)
-	p := &Process{spec: spec, sink: sink, changed: s.notify, info: Info{Name: spec.Name, Status: Stopped}}
+	p := &Process{spec: spec, sink: sink, groupsChanged: s.notify, info: Info{Name: spec.Name, Status: Stopped}}
 	s.procs[spec.Name] = p
 	return p, nil
 }
