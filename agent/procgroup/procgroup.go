@@ -109,7 +109,7 @@ func GroupAlive(pgid int) bool {
 // It returns nil when /proc cannot be read.
 func Descendants(pid int) []int {
 	procs, _ := scan()
-	return descendants(procs, pid)
+	return descendants(childrenOf(procs), pid)
 }
 
 // Usage is the resources of a whole process tree.
@@ -124,11 +124,35 @@ type Usage struct {
 // TreeUsage measures pid and all its descendants. It fails only when pid
 // itself is gone; descendants that exit during the scan are skipped.
 func TreeUsage(pid int) (Usage, error) {
-	procs, err := scan()
+	snap, err := TakeSnapshot()
 	if err != nil {
 		return Usage{}, fmt.Errorf("tree usage of %d: %w", pid, err)
 	}
-	root, ok := procs[pid]
+	return snap.TreeUsage(pid)
+}
+
+// Snapshot is one scan of /proc: the parent and resource use of every
+// process, so that several process trees are measured for the cost of one
+// scan.
+type Snapshot struct {
+	procs    map[int]stat
+	children map[int][]int // PID → PIDs of its children
+}
+
+// TakeSnapshot scans /proc. Processes that exit during the scan are
+// skipped.
+func TakeSnapshot() (*Snapshot, error) {
+	procs, err := scan()
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshot{procs: procs, children: childrenOf(procs)}, nil
+}
+
+// TreeUsage measures pid and all its descendants as the snapshot found
+// them. It fails when pid was not in the snapshot.
+func (s *Snapshot) TreeUsage(pid int) (Usage, error) {
+	root, ok := s.procs[pid]
 	if !ok {
 		return Usage{}, fmt.Errorf("tree usage of %d: no such process: %w", pid, os.ErrNotExist)
 	}
@@ -140,19 +164,24 @@ func TreeUsage(pid int) (Usage, error) {
 		ticks += st.utime + st.stime
 	}
 	add(root)
-	for _, d := range descendants(procs, pid) {
-		add(procs[d])
+	for _, d := range descendants(s.children, pid) {
+		add(s.procs[d])
 	}
 	u.CPUTime = time.Duration(ticks) * (time.Second / clockTicks)
 	return u, nil
 }
 
-// descendants walks the parent links in procs breadth-first from pid.
-func descendants(procs map[int]stat, pid int) []int {
+// childrenOf maps each PID in procs to the PIDs of its children.
+func childrenOf(procs map[int]stat) map[int][]int {
 	children := make(map[int][]int)
 	for p, st := range procs {
 		children[st.ppid] = append(children[st.ppid], p)
 	}
+	return children
+}
+
+// descendants walks children breadth-first from pid.
+func descendants(children map[int][]int, pid int) []int {
 	var out []int
 	queue := []int{pid}
 	for len(queue) > 0 {

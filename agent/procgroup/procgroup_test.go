@@ -194,6 +194,41 @@ func TestTreeAndKillGroup(t *testing.T) {
 	}
 }
 
+func TestSnapshotMeasuresSeveralTrees(t *testing.T) {
+	var roots []int
+	for range 2 {
+		cmd := startGroup(t, "sleep 100 & wait")
+		pid := cmd.Process.Pid
+		waitFor(t, 5*time.Second, "a sleep", func() bool {
+			kids := Descendants(pid)
+			return len(kids) == 1 && comm(kids[0]) == "sleep"
+		})
+		roots = append(roots, pid)
+	}
+	snap, err := TakeSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range roots {
+		u, err := snap.TreeUsage(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shell, err := readStat(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shellRSS := shell.rssPages * uint64(os.Getpagesize()); u.RSS <= shellRSS {
+			t.Errorf("tree of %d: RSS %d, the shell alone %d: want the sleep counted too", pid, u.RSS, shellRSS)
+		}
+	}
+	// A process that started after the snapshot is not in it.
+	late := startGroup(t, "sleep 100").Process.Pid
+	if _, err := snap.TreeUsage(late); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("TreeUsage of a process newer than the snapshot: error = %v, want fs.ErrNotExist", err)
+	}
+}
+
 func TestCommWithParens(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {

@@ -504,15 +504,16 @@ func anyAlive(ids []procgroup.Identity) bool {
 	return slices.ContainsFunc(ids, exists)
 }
 
-// sample updates the CPU and memory figures of a running process.
-func (p *Process) sample(now time.Time) {
+// sample updates the CPU and memory figures of a running process from
+// snap, taken at now.
+func (p *Process) sample(snap *procgroup.Snapshot, now time.Time) {
 	p.mu.Lock()
 	pid, lastCPU, lastAt := p.info.PID, p.lastCPU, p.lastAt
 	p.mu.Unlock()
 	if pid == 0 {
 		return
 	}
-	u, err := procgroup.TreeUsage(pid)
+	u, err := snap.TreeUsage(pid)
 	if err != nil {
 		return
 	}

@@ -169,11 +169,30 @@ func (s *Supervisor) sampleLoop(every time.Duration) {
 	for {
 		select {
 		case now := <-t.C:
-			for _, p := range s.List() {
-				p.sample(now)
-			}
+			s.sampleAll(now)
 		case <-s.done:
 			return
 		}
+	}
+}
+
+// sampleAll updates the CPU and memory figures of every running process
+// from one scan of /proc, and scans nothing when none runs.
+func (s *Supervisor) sampleAll(now time.Time) {
+	var running []*Process
+	for _, p := range s.List() {
+		if _, ok := p.Leader(); ok {
+			running = append(running, p)
+		}
+	}
+	if len(running) == 0 {
+		return
+	}
+	snap, err := procgroup.TakeSnapshot()
+	if err != nil {
+		return
+	}
+	for _, p := range running {
+		p.sample(snap, now)
 	}
 }

@@ -734,7 +734,9 @@ func TestSampling(t *testing.T) {
 	t.Parallel()
 	s := newSup(t, 100*time.Millisecond)
 	p := add(t, s, shSpec("busy", `while :; do :; done`, fastPolicy()))
+	idle := add(t, s, shSpec("idle", `sleep 100`, fastPolicy()))
 	p.Start()
+	idle.Start()
 	var info Info
 	waitFor(t, 5*time.Second, "CPU > 20 and memory > 0", func() bool {
 		info = p.Info()
@@ -742,6 +744,11 @@ func TestSampling(t *testing.T) {
 	})
 	if info.CPU > 150 {
 		t.Errorf("CPU = %.0f%% for one busy thread", info.CPU)
+	}
+	// Both are measured from the same scan, each as its own tree.
+	waitFor(t, 5*time.Second, "memory of the idle process", func() bool { return idle.Info().Memory > 0 })
+	if cpu := idle.Info().CPU; cpu > 20 {
+		t.Errorf("CPU = %.0f%% for a sleeping process beside a busy one", cpu)
 	}
 	p.Stop()
 	if info := p.Info(); info.CPU != 0 || info.Memory != 0 {
