@@ -3,12 +3,15 @@ package relay
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,8 +35,12 @@ type conn struct {
 	limit *limitedReader
 	br    *bufio.Reader
 	bw    *bufio.Writer
-	state atomic.Int32
-	up    *upstreamConn
+	// pinned is used by the connection's goroutine; Shutdown may close it.
+	pinned atomic.Pointer[upstreamConn]
+	// state is read by Shutdown; moves to and from idle happen under
+	// idleMu, so that Shutdown interrupts only a connection still idle.
+	state  atomic.Int32
+	idleMu sync.Mutex
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -41,9 +48,14 @@ func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{srv: s, nc: nc, limit: limit, br: bufio.NewReader(limit), bw: bufio.NewWriter(nc)}
 }
 
-// serve relays the connection's requests until either side closes it.
+// serve relays the connection's requests until either side closes it. A
+// panic (in a handler or hook) ends the connection, not the program.
 func (c *conn) serve() {
 	defer func() {
+		if v := recover(); v != nil {
+			c.srv.logger().Error("relay: panic serving a connection", "client", c.nc.RemoteAddr().String(),
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
 		c.dropUpstream()
 		_ = c.nc.Close()
 		c.srv.untrack(c)
@@ -65,19 +77,44 @@ func (c *conn) serve() {
 // waitForRequest blocks until the next request's first byte arrives; it
 // reports false when the connection ended or the server is closing.
 func (c *conn) waitForRequest() bool {
-	c.state.Store(stateIdle)
+	c.setState(stateIdle)
 	if c.srv.closing.Load() {
 		return false
 	}
 	if _, err := c.br.Peek(1); err != nil {
 		return false
 	}
-	c.state.Store(stateActive)
+	// An interrupt that came as the byte arrived is undone by the header's
+	// read deadline, set next.
+	c.setState(stateActive)
 	return true
 }
 
+func (c *conn) setState(st int32) {
+	c.idleMu.Lock()
+	c.state.Store(st)
+	c.idleMu.Unlock()
+}
+
 // interrupt wakes a connection waiting for its next request, for Shutdown.
-func (c *conn) interrupt() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) }
+func (c *conn) interrupt() {
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	if c.state.Load() == stateIdle {
+		_ = c.nc.SetReadDeadline(longAgo)
+	}
+}
+
+// abort closes the connection and its upstream one, for Shutdown.
+func (c *conn) abort() {
+	_ = c.nc.Close()
+	if u := c.pinned.Load(); u != nil {
+		_ = u.nc.Close()
+	}
+}
+
+// longAgo is a deadline in the past: it wakes a blocked read at once.
+var longAgo = time.Unix(1, 0)
 
 // readRequest reads and checks a request's header as net/http's server
 // does; on a bad request it returns the status to refuse it with.
@@ -99,6 +136,8 @@ func (c *conn) readRequest() (*http.Request, int, error) {
 		return nil, http.StatusHTTPVersionNotSupported, errors.New("unsupported protocol version")
 	case req.Method == http.MethodConnect:
 		return nil, http.StatusMethodNotAllowed, errors.New("CONNECT is not supported")
+	case len(req.Header["Expect"]) > 0 && !continueAsked(req.Header):
+		return nil, http.StatusExpectationFailed, errors.New("unsupported Expect")
 	}
 	if err := checkHeader(req); err != nil {
 		return nil, http.StatusBadRequest, err
@@ -138,12 +177,17 @@ func (c *conn) refuse(status int, err error) {
 		msg += ": " + err.Error()
 	}
 	_, _ = c.bw.WriteString("HTTP/1.1 " + statusLine(status, "") + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" + msg)
-	if c.bw.Flush() != nil {
-		return
+	if c.bw.Flush() == nil {
+		c.linger()
 	}
-	// Closing with unread bytes from the client would reset the
-	// connection and could destroy the answer before the client reads it:
-	// close our side, and read what the client still sends for a moment.
+}
+
+// linger prepares the close of a connection whose client may still be
+// sending (a body nobody reads): closing with unread bytes would reset the
+// connection and could destroy the answer before the client reads it. It
+// closes our side for writing and reads what the client still sends, for a
+// moment.
+func (c *conn) linger() {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		_ = c.nc.SetReadDeadline(time.Now().Add(rstAvoidanceDelay))
 		_, _ = io.Copy(io.Discard, c.nc)
@@ -159,7 +203,11 @@ func (c *conn) answer(req *http.Request) bool {
 	for {
 		up := c.srv.Route()
 		if up == nil {
-			_, keep := c.answerLocally(c.srv.Local, req)
+			h := c.srv.Local
+			if h == nil {
+				h = http.NotFoundHandler()
+			}
+			_, keep := c.answerLocally(h, req, true)
 			return keep
 		}
 		// Counted first, checked second: a route change that happened in

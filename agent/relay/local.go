@@ -14,30 +14,34 @@ import (
 const drainLimit = 256 << 10
 
 // unavailable answers a request whose upstream failed, with the server's
-// Unavailable handler, and reports it to Observe.
-func (c *conn) unavailable(req *http.Request, start time.Time) bool {
-	code, keep := c.answerLocally(c.srv.Unavailable, req)
+// Unavailable handler, and reports it to Observe. Unless the request's
+// body is untouched, the connection then closes: where its body ends on
+// the connection is unknown.
+func (c *conn) unavailable(req *http.Request, start time.Time, untouched bool) bool {
+	h := c.srv.Unavailable
+	if h == nil {
+		h = http.HandlerFunc(serviceUnavailable)
+	}
+	code, keep := c.answerLocally(h, req, untouched)
 	c.srv.observe(code, start)
 	return keep
 }
 
 // answerLocally answers req with h, buffered; it returns the status sent
-// and whether the connection may carry another request.
-func (c *conn) answerLocally(h http.Handler, req *http.Request) (int, bool) {
+// and whether the connection may carry another request. The body, if
+// there is one, is read and dropped when drain is set (and not too long).
+func (c *conn) answerLocally(h http.Handler, req *http.Request, drain bool) (int, bool) {
 	w := &bufferedResponse{header: http.Header{}}
 	h.ServeHTTP(w, req)
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	drained := true
-	switch {
-	case expectsContinue(req):
-		// The client has not sent the body and waits to be asked: answer
-		// without asking, and close.
-		drained = false
-	case req.Body != http.NoBody:
-		n, _ := io.CopyN(io.Discard, req.Body, drainLimit+1)
-		drained = n <= drainLimit
+	drained := req.Body == http.NoBody
+	if !drained && drain && !expectsContinue(req) {
+		// A client waiting for 100 Continue has not sent its body: the
+		// answer goes without asking for it, and the connection closes.
+		n, err := io.CopyN(io.Discard, req.Body, drainLimit+1)
+		drained = err == io.EOF && n <= drainLimit
 	}
 	keep := drained && !req.Close && req.ProtoAtLeast(1, 1) && !c.srv.closing.Load()
 
@@ -57,6 +61,11 @@ func (c *conn) answerLocally(h http.Handler, req *http.Request) (int, bool) {
 		_, _ = c.bw.Write(w.body.Bytes())
 	}
 	return w.code, c.bw.Flush() == nil && keep
+}
+
+// serviceUnavailable is the answer of a Server with no Unavailable handler.
+func serviceUnavailable(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 }
 
 // bufferedResponse is the http.ResponseWriter of a local answer: the whole

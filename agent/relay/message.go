@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -34,49 +35,88 @@ func (c *conn) relay(up *Upstream, req *http.Request) bool {
 	for try := 0; ; try++ {
 		u, err := c.upstreamFor(up)
 		if err != nil {
-			return c.unavailable(req, start)
+			return c.unavailable(req, start, true)
 		}
 		reused := u.used
 		u.used = true
-		resp, err := c.roundTrip(u, req)
+		side, err := c.sendRequest(u, req)
+		var resp *http.Response
+		if err == nil {
+			resp, err = c.readResponseHeader(u, req)
+		}
 		if err != nil {
+			badBody := side.stop()
 			c.dropUpstream()
-			if try == 0 && reused && errors.Is(err, errNoResponse) && replayable(req) {
+			switch {
+			case badBody != nil:
+				c.refuse(http.StatusBadRequest, badBody)
+				return false
+			case try == 0 && reused && errors.Is(err, errNoResponse) && replayable(req):
 				continue
 			}
-			return c.unavailable(req, start)
+			return c.unavailable(req, start, false)
 		}
 		c.srv.observe(resp.StatusCode, start)
 		if resp.StatusCode == http.StatusSwitchingProtocols {
+			side.stop()
 			return c.switchProtocols(u, resp)
 		}
-		return c.respond(u, req, resp)
+		keep := c.respond(u, req, resp)
+		if side.stop() != nil || !side.complete() {
+			// The app answered before it had the whole body: the rest of
+			// it is still on both connections.
+			c.dropUpstream()
+			if keep {
+				c.linger()
+			}
+			return false
+		}
+		return keep
 	}
+}
+
+// continueAsked reports whether a request's Expect header is
+// "100-continue", the only expectation there is.
+func continueAsked(h http.Header) bool {
+	return strings.EqualFold(strings.TrimSpace(h.Get("Expect")), "100-continue")
 }
 
 // expectsContinue reports whether the client waits for a 100 Continue
 // before it sends the body.
 func expectsContinue(req *http.Request) bool {
-	return req.ProtoAtLeast(1, 1) && req.Body != http.NoBody &&
-		strings.EqualFold(strings.TrimSpace(req.Header.Get("Expect")), "100-continue")
+	return req.ProtoAtLeast(1, 1) && req.Body != http.NoBody && continueAsked(req.Header)
 }
 
-// roundTrip writes req to u and reads the response's header, passing
-// informational (1xx) responses other than 101 on to the client.
-func (c *conn) roundTrip(u *upstreamConn, req *http.Request) (*http.Response, error) {
-	if err := c.writeRequest(u, req); err != nil {
-		return nil, fmt.Errorf("send the request: %w: %w", errNoResponse, err)
-	}
-	for {
+// maxInformational bounds the 1xx responses passed on before the final
+// one, as net/http's Transport does.
+const maxInformational = 5
+
+// readResponseHeader reads the response's header, passing informational
+// (1xx) responses other than 101 on to the client.
+func (c *conn) readResponseHeader(u *upstreamConn, req *http.Request) (*http.Response, error) {
+	for n := 0; ; n++ {
 		if _, err := u.br.Peek(1); err != nil {
 			return nil, fmt.Errorf("read the response: %w: %w", errNoResponse, err)
 		}
+		u.limit.n = maxResponseHeaderBytes
 		resp, err := http.ReadResponse(u.br, req)
-		if err != nil {
+		u.limit.n = math.MaxInt64
+		switch {
+		case err != nil:
 			return nil, fmt.Errorf("read the response: %w", err)
-		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		case resp.StatusCode < 100 || resp.StatusCode > 999:
+			return nil, fmt.Errorf("invalid status %d", resp.StatusCode)
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			if !wantsUpgrade(req.Header) || !strings.EqualFold(req.Header.Get("Upgrade"), resp.Header.Get("Upgrade")) {
+				return nil, errors.New("a 101 the request did not ask for")
+			}
 			return resp, nil
+		case resp.StatusCode >= 200:
+			return resp, nil
+		case n >= maxInformational:
+			return nil, errors.New("too many informational responses")
+		case !req.ProtoAtLeast(1, 1):
+			continue // HTTP/1.0 has no informational responses
 		}
 		c.writeStatus(resp)
 		writeHeader(c.bw, resp.Header, responseSkip, resp.Header)
@@ -87,9 +127,10 @@ func (c *conn) roundTrip(u *upstreamConn, req *http.Request) (*http.Response, er
 	}
 }
 
-// writeRequest writes req's header, as the upstream must see it, and its
-// body to u.
-func (c *conn) writeRequest(u *upstreamConn, req *http.Request) error {
+// sendRequest writes req's header, as the upstream must see it, to u, and
+// starts the side task that sends its body and then watches the client
+// (see clientSide).
+func (c *conn) sendRequest(u *upstreamConn, req *http.Request) (*clientSide, error) {
 	w := u.bw
 	uri := req.RequestURI
 	if req.URL.IsAbs() {
@@ -103,7 +144,10 @@ func (c *conn) writeRequest(u *upstreamConn, req *http.Request) error {
 	if wantsUpgrade(req.Header) {
 		_, _ = w.WriteString("Connection: Upgrade\r\nUpgrade: " + req.Header.Get("Upgrade") + "\r\n")
 	}
-	writeForwarded(w, req)
+	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		_, _ = w.WriteString("X-Forwarded-For: " + ip + "\r\n")
+	}
+	_, _ = w.WriteString("X-Forwarded-Host: " + req.Host + "\r\nX-Forwarded-Proto: http\r\n")
 	hasBody := req.Body != http.NoBody
 	chunked := hasBody && isChunked(req.TransferEncoding)
 	switch {
@@ -113,30 +157,14 @@ func (c *conn) writeRequest(u *upstreamConn, req *http.Request) error {
 	case req.ContentLength > 0 || len(req.Header["Content-Length"]) > 0:
 		_, _ = w.WriteString("Content-Length: " + strconv.FormatInt(req.ContentLength, 10) + "\r\n")
 	}
-	if _, err := w.WriteString("\r\n"); err != nil {
-		return err
-	}
+	_, _ = w.WriteString("\r\n")
 	if !hasBody {
-		return w.Flush()
-	}
-	return copyBody(w, req.Body, chunked, req.Trailer, c.br)
-}
-
-// writeForwarded adds the X-Forwarded headers that httputil's
-// ProxyRequest.SetXForwarded sets: the client's address appended to the
-// ones before it, the Host it asked for, and the scheme.
-func writeForwarded(w *bufio.Writer, req *http.Request) {
-	prior, had := req.Header["X-Forwarded-For"]
-	if !had || prior != nil {
-		ip, _, err := net.SplitHostPort(req.RemoteAddr)
-		if err == nil {
-			if len(prior) > 0 {
-				ip = strings.Join(prior, ", ") + ", " + ip
-			}
-			_, _ = w.WriteString("X-Forwarded-For: " + ip + "\r\n")
+		if err := w.Flush(); err != nil {
+			return &clientSide{sent: true}, fmt.Errorf("send the request: %w: %w", errNoResponse, err)
 		}
+		return c.watchClient(u, nil), nil
 	}
-	_, _ = w.WriteString("X-Forwarded-Host: " + req.Host + "\r\nX-Forwarded-Proto: http\r\n")
+	return c.watchClient(u, func() error { return copyBody(w, req.Body, chunked, req.Trailer, c.br) }), nil
 }
 
 // respond relays a final response to the client; it reports whether the
@@ -153,6 +181,9 @@ func (c *conn) respond(u *upstreamConn, req *http.Request, resp *http.Response) 
 
 	c.writeStatus(resp)
 	writeHeader(c.bw, resp.Header, responseSkip, resp.Header)
+	if _, ok := resp.Header["Date"]; !ok {
+		_, _ = c.bw.WriteString("Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n")
+	}
 	switch {
 	case bodyless:
 		if v := resp.Header["Content-Length"]; len(v) > 0 && code != http.StatusNoContent {
@@ -170,17 +201,23 @@ func (c *conn) respond(u *upstreamConn, req *http.Request, resp *http.Response) 
 	_, _ = c.bw.WriteString("\r\n")
 
 	var err error
-	if bodyless {
+	switch {
+	case bodyless:
 		err = c.bw.Flush()
-	} else {
+	case u.br.Buffered() == 0:
+		// Nothing of the body is here yet (a stream, a slow app): the
+		// header goes now, as net/http's ReverseProxy sends it.
+		if err = c.bw.Flush(); err == nil {
+			err = copyBody(c.bw, resp.Body, chunkedOut, resp.Trailer, u.br)
+		}
+	default:
 		err = copyBody(c.bw, resp.Body, chunkedOut, resp.Trailer, u.br)
 	}
-	if err != nil || resp.Close || (!sized && !chunkedIn && !bodyless) {
-		// The upstream closes after this response, or its connection is
-		// out of step: a new one serves the next request.
+	// The upstream closes after this response, or sent more than it (an
+	// app out of step with its own framing): a new connection serves the
+	// next request.
+	if err != nil || resp.Close || (!sized && !chunkedIn && !bodyless) || u.br.Buffered() > 0 {
 		c.dropUpstream()
-	} else {
-		u.idleSince = time.Now()
 	}
 	return keep && err == nil
 }
@@ -254,6 +291,13 @@ func isChunked(te []string) bool { return len(te) > 0 && te[0] == "chunked" }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// readError is a failure to read a body from where it comes from, as
+// opposed to writing it on.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return "read the body: " + e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
 // copyBody copies a decoded body to w, chunked (with its trailer) when
 // chunked is set, as it is. It flushes w whenever src, the connection the
 // body comes from, has nothing more buffered, so a stream's events are not
@@ -282,7 +326,7 @@ func copyBody(w *bufio.Writer, body io.Reader, chunked bool, trailer http.Header
 			break
 		}
 		if rerr != nil {
-			return rerr
+			return &readError{rerr}
 		}
 	}
 	if chunked {

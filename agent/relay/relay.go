@@ -13,6 +13,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -45,11 +46,11 @@ type Server struct {
 	// Route names the upstream of the next request, or nil to answer it
 	// with Local. It is called for every request.
 	Route func() *Upstream
-	// Local answers the requests that have no upstream. Its response is
-	// buffered before it is sent, so it must be small.
+	// Local answers the requests that have no upstream (nil: 404). Its
+	// response is buffered before it is sent, so it must be small.
 	Local http.Handler
 	// Unavailable answers a request whose upstream could not be reached or
-	// failed before answering; buffered like Local.
+	// failed before answering (nil: a plain 503); buffered like Local.
 	Unavailable http.Handler
 	// Observe, when set, is told of each relayed response when its header
 	// is sent: the status code and the time since the request was read
@@ -58,6 +59,9 @@ type Server struct {
 	// HeaderTimeout bounds the reading of a request's header once its first
 	// byte has arrived; 0 means DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
+	// Log receives what cannot be answered to anyone (a handler's panic);
+	// nil means slog.Default().
+	Log *slog.Logger
 
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -136,8 +140,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ln != nil {
 		_ = ln.Close()
 	}
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
+	wait := time.Millisecond
 	for {
 		busy := 0
 		s.mu.Lock()
@@ -158,18 +161,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			s.closeAll()
 			return ctx.Err()
-		case <-tick.C:
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 100*time.Millisecond)
 	}
 }
 
-// closeAll closes every connection still open.
+// closeAll closes every connection still open, and their upstream ones.
 func (s *Server) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		_ = c.nc.Close()
+		c.abort()
 	}
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
 }
 
 func (s *Server) headerTimeout() time.Duration {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"syscall"
@@ -15,27 +16,27 @@ import (
 // upstreamConn is a connection to an upstream, pinned to one client
 // connection.
 type upstreamConn struct {
-	to        *Upstream
-	nc        net.Conn
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	idleSince time.Time
-	used      bool // has carried a request: it may have gone stale since
+	to    *Upstream
+	nc    net.Conn
+	limit *limitedReader // bounds a response's header
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	used  bool // has carried a request: the app may have closed it since
 }
 
 // dialTimeout bounds connecting to an upstream on loopback.
 const dialTimeout = 2 * time.Second
 
-// staleAfter is how long an upstream connection may sit idle before it is
-// checked for a close by the app (Node.js closes idle ones after 5 s).
-const staleAfter = time.Second
+// maxResponseHeaderBytes bounds a response's header, as net/http's
+// Transport does.
+const maxResponseHeaderBytes = 10 << 20
 
 // upstreamFor returns the pinned connection to up, dialling a new one when
 // there is none, when it leads to another upstream, or when the app closed
-// it while it was idle.
+// it (or sent something unasked) since its last response.
 func (c *conn) upstreamFor(up *Upstream) (*upstreamConn, error) {
-	if u := c.up; u != nil {
-		if u.to == up && (time.Since(u.idleSince) < staleAfter || usable(u)) {
+	if u := c.pinned.Load(); u != nil {
+		if u.to == up && usable(u) {
 			return u, nil
 		}
 		c.dropUpstream()
@@ -44,20 +45,24 @@ func (c *conn) upstreamFor(up *Upstream) (*upstreamConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", up.addr, err)
 	}
-	c.up = &upstreamConn{to: up, nc: nc, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}
-	return c.up, nil
+	limit := &limitedReader{r: nc, n: math.MaxInt64}
+	u := &upstreamConn{to: up, nc: nc, limit: limit, br: bufio.NewReader(limit), bw: bufio.NewWriter(nc)}
+	c.pinned.Store(u)
+	return u, nil
 }
 
 // dropUpstream closes the pinned upstream connection, if any.
 func (c *conn) dropUpstream() {
-	if c.up != nil {
-		_ = c.up.nc.Close()
-		c.up = nil
+	if u := c.pinned.Swap(nil); u != nil {
+		_ = u.nc.Close()
 	}
 }
 
 // usable reports whether an idle upstream connection is still open and has
-// sent nothing unasked: one non-blocking peek at the socket.
+// sent nothing unasked: one non-blocking peek at the socket. Checking
+// before every reuse costs one system call and spares a request sent into
+// a connection the app has closed, which could not be replayed unless it
+// is idempotent.
 func usable(u *upstreamConn) bool {
 	if u.br.Buffered() > 0 {
 		return false

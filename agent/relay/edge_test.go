@@ -1,0 +1,206 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestRelayClosesAfterABadBody: a malformed chunked body ends the
+// connection, so what follows it is never read as a request, whether the
+// request was answered locally or relayed.
+func TestRelayClosesAfterABadBody(t *testing.T) {
+	paths := make(chan string, 10)
+	u := newUpstream(t, http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		paths <- r.Method + " " + r.URL.Path
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	var r router
+	_, addr := startRelay(t, &r)
+	const smuggle = "zz\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, route := range []*Upstream{nil, u.up} {
+		r.cur.Store(route)
+		c := dial(t, addr)
+		c.send("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n" + smuggle)
+		resp, body := c.response(http.MethodPost)
+		if !resp.Close {
+			t.Fatalf("routed to %v: answered %d %q and kept the connection", route, resp.StatusCode, body)
+		}
+		if route != nil && resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("relayed bad body answered %d, want 400", resp.StatusCode)
+		}
+		if !c.closed() {
+			t.Fatal("connection left open after a bad body")
+		}
+	}
+	close(paths)
+	for p := range paths {
+		if p != "POST /a" {
+			t.Fatalf("the upstream saw %s", p)
+		}
+	}
+}
+
+// zeros is an endless body.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestRelayEarlyAnswerAndFullDuplex: an app may answer before it has read
+// the body (the answer reaches the client), or echo the body as it reads
+// it (no deadlock).
+func TestRelayEarlyAnswerAndFullDuplex(t *testing.T) {
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/limited" {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			io.WriteString(w, "too big")
+			return
+		}
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.Copy(w, r.Body)
+	}))
+	var r router
+	r.cur.Store(u.up)
+	_, addr := startRelay(t, &r)
+	const size = 32 << 20
+	post := func(path string) (*http.Response, int64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, io.LimitReader(zeros{}, size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = size
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		n, _ := io.Copy(io.Discard, resp.Body)
+		return resp, n
+	}
+	if resp, _ := post("/limited"); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("early answer: the client got %d", resp.StatusCode)
+	}
+	if resp, n := post("/echo"); resp.StatusCode != 200 || n != size {
+		t.Fatalf("full-duplex echo: %d, %d of %d bytes", resp.StatusCode, n, size)
+	}
+}
+
+// TestRelayNoticesAClientGone: when the client leaves during an idle
+// stream, the app's request ends and the upstream is no longer counted.
+func TestRelayNoticesAClientGone(t *testing.T) {
+	var cancelled atomic.Bool
+	release := make(chan struct{})
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, ": hello\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			cancelled.Store(true)
+		case <-release:
+		}
+	}))
+	t.Cleanup(func() { close(release) })
+	var r router
+	r.cur.Store(u.up)
+	_, addr := startRelay(t, &r)
+	c := dial(t, addr)
+	c.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := http.ReadResponse(c.r, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitFor(t, func() bool { return cancelled.Load() && u.up.Active() == 0 }, "the app's request to end after the client left")
+}
+
+// TestRelaySendsAStreamsHeaderAtOnce: a stream's header reaches the client
+// before its first event.
+func TestRelaySendsAStreamsHeaderAtOnce(t *testing.T) {
+	releaseCh := make(chan struct{})
+	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-releaseCh
+		io.WriteString(w, "data: x\n\n")
+	}))
+	release := sync.OnceFunc(func() { close(releaseCh) })
+	t.Cleanup(release) // before the upstream's Close, which waits for its handlers
+	var r router
+	r.cur.Store(u.up)
+	_, addr := startRelay(t, &r)
+	c := dial(t, addr)
+	c.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	resp, err := http.ReadResponse(c.r, nil)
+	release()
+	if err != nil {
+		t.Fatalf("the header of a stream was held back: %v", err)
+	}
+	if b, _ := bufio.NewReader(resp.Body).ReadString('\n'); b != "data: x\n" {
+		t.Fatalf("event %q", b)
+	}
+}
+
+// TestRelayDropsAnUpstreamOutOfStep: bytes an app sends past its response
+// (here a body on a HEAD answer that looks like a response) are never
+// taken for the answer to the next request, nor is a 101 nobody asked for.
+func TestRelayDropsAnUpstreamOutOfStep(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					switch req.URL.Path {
+					case "/head":
+						forged := "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(forged))+"\r\n\r\n"+forged)
+					case "/switch":
+						io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+					default:
+						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+					}
+				}
+			}()
+		}
+	}()
+	var r router
+	r.cur.Store(NewUpstream(ln.Addr().String()))
+	_, addr := startRelay(t, &r)
+	c := dial(t, addr)
+	c.send("HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.response(http.MethodHead)
+	c.send("GET /private HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := c.response(http.MethodGet); body != "real" {
+		t.Fatalf("the next request got %q", body)
+	}
+	c.send("GET /switch HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := c.response(http.MethodGet); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("an unasked 101 was passed on: %d %q", resp.StatusCode, body)
+	}
+}
