@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,9 @@ type conn struct {
 	// idleMu, so that Shutdown interrupts only a connection still idle.
 	state  atomic.Int32
 	idleMu sync.Mutex
+	// waiting is the side task of a request without a body whose watch
+	// has not started (see clientSide).
+	waiting atomic.Pointer[clientSide]
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -119,12 +123,19 @@ var longAgo = time.Unix(1, 0)
 // readRequest reads and checks a request's header as net/http's server
 // does; on a bad request it returns the status to refuse it with.
 func (c *conn) readRequest() (*http.Request, int, error) {
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.headerTimeout()))
+	// A header that is here whole needs no deadline (and a deadline set
+	// and cleared per request would cost a timer each).
+	timed := !headerBuffered(c.br)
+	if timed {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.headerTimeout()))
+	}
 	c.limit.n = maxHeaderBytes
 	req, err := http.ReadRequest(c.br)
 	tooLarge := c.limit.n <= 0
 	c.limit.n = math.MaxInt64
-	_ = c.nc.SetReadDeadline(time.Time{})
+	if timed {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
 	switch {
 	case tooLarge:
 		return nil, http.StatusRequestHeaderFieldsTooLarge, errors.New("request header too large")
@@ -144,6 +155,12 @@ func (c *conn) readRequest() (*http.Request, int, error) {
 	}
 	req.RemoteAddr = c.nc.RemoteAddr().String()
 	return req, 0, nil
+}
+
+// headerBuffered reports whether br holds a whole request header.
+func headerBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // checkHeader refuses what net/http's server refuses: a missing or

@@ -63,10 +63,11 @@ type Server struct {
 	// nil means slog.Default().
 	Log *slog.Logger
 
-	closing atomic.Bool
-	mu      sync.Mutex
-	ln      net.Listener
-	conns   map[*conn]struct{}
+	closing  atomic.Bool
+	watching atomic.Bool // the watch loop runs
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{}
 }
 
 // DefaultHeaderTimeout is the HeaderTimeout of a Server that sets none.
@@ -181,6 +182,46 @@ func (s *Server) logger() *slog.Logger {
 		return s.Log
 	}
 	return slog.Default()
+}
+
+// startWatchLoop starts the watch loop unless it runs.
+func (s *Server) startWatchLoop() {
+	if s.watching.CompareAndSwap(false, true) {
+		go s.watchLoop()
+	}
+}
+
+// watchLoop starts, every watchAfter/2, the watch of the requests without
+// a body that have waited watchAfter for their answer (see clientSide): one
+// ticker for the server instead of a timer per request. It ends when no
+// request waits; the next one starts it again.
+func (s *Server) watchLoop() {
+	tick := time.NewTicker(watchAfter / 2)
+	defer tick.Stop()
+	for now := range tick.C {
+		if s.watchWaiting(now) {
+			continue
+		}
+		s.watching.Store(false)
+		// A request that began waiting as the loop decided to end may
+		// have seen it still running: look once more.
+		if !s.watchWaiting(now) || !s.watching.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// watchWaiting starts the watches that are due and reports whether any
+// request still waits for its watch.
+func (s *Server) watchWaiting(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	waiting := false
+	for c := range s.conns {
+		c.watchLate(now)
+		waiting = waiting || c.waiting.Load() != nil
+	}
+	return waiting
 }
 
 func (s *Server) headerTimeout() time.Duration {

@@ -14,13 +14,16 @@ const watchAfter = 100 * time.Millisecond
 // connection. It sends the request's body, if there is one, so that an
 // app may answer before it has read it all, or echo it as it reads; then
 // it watches for the client going away, which aborts the relay by closing
-// the upstream connection (an app slow to answer, an idle stream). A
-// request without a body is watched only once its answer takes longer than
-// watchAfter, so that quick ones need no goroutine.
+// the upstream connection (an app slow to answer, an idle stream).
+//
+// A request without a body is only watched once its answer takes longer
+// than watchAfter: the server's watch loop starts the watch (see
+// Server.watchLoop). Quick requests so cost no goroutine and no timer, and
+// a timer per request would wake the runtime's network poller each time.
 type clientSide struct {
 	c        *conn
 	u        *upstreamConn
-	timer    *time.Timer
+	since    time.Time // when a request without a body began to wait
 	stopping atomic.Bool
 	done     chan struct{}
 	// Set before done closes:
@@ -33,11 +36,9 @@ type clientSide struct {
 func (c *conn) watchClient(u *upstreamConn, sendBody func() error) *clientSide {
 	s := &clientSide{c: c, u: u, done: make(chan struct{})}
 	if sendBody == nil {
-		s.sent = true
-		s.timer = time.AfterFunc(watchAfter, func() {
-			defer close(s.done)
-			s.watch()
-		})
+		s.sent, s.since = true, time.Now()
+		c.waiting.Store(s)
+		c.srv.startWatchLoop()
 		return s
 	}
 	go func() {
@@ -56,6 +57,19 @@ func (c *conn) watchClient(u *upstreamConn, sendBody func() error) *clientSide {
 	return s
 }
 
+// watchLate starts the watch of a request without a body that has waited
+// watchAfter for its answer, unless it was stopped meanwhile.
+func (c *conn) watchLate(now time.Time) {
+	s := c.waiting.Load()
+	if s == nil || now.Sub(s.since) < watchAfter || !c.waiting.CompareAndSwap(s, nil) {
+		return
+	}
+	go func() {
+		defer close(s.done)
+		s.watch()
+	}()
+}
+
 // watch waits for the client's next bytes: a pipelined request stays in
 // the buffer; the connection's end aborts the relay.
 func (s *clientSide) watch() {
@@ -71,8 +85,8 @@ func (s *clientSide) watch() {
 // if it could not. A body still being sent is cut off, which complete then
 // reports.
 func (s *clientSide) stop() error {
-	if s.c == nil || (s.timer != nil && s.timer.Stop()) {
-		return nil
+	if s.c == nil || s.c.waiting.CompareAndSwap(s, nil) {
+		return nil // nothing was started
 	}
 	s.stopping.Store(true)
 	_ = s.c.nc.SetReadDeadline(longAgo)

@@ -33,7 +33,19 @@ func run() int {
 	out := flag.String("out", "docs/benchmarks.md", "also write the table to this file")
 	noPM2 := flag.Bool("no-pm2", false, "measure slotagent alone (no PM2 install, no PM2 column)")
 	binary := flag.String("slotagent", "", "slotagent binary to measure (default: build ./agent/cmd/slotagent)")
+	spliceTo := flag.Bool("splice-proxy", false, "internal: serve the reference splice proxy to the address given as argument, print its address, run until killed")
 	flag.Parse()
+	if *spliceTo {
+		if flag.NArg() != 1 {
+			fmt.Fprintln(os.Stderr, "slotbench: -splice-proxy needs the target address as its one argument")
+			return 2
+		}
+		if err := bench.ServeSplice(flag.Arg(0), os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "slotbench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "slotbench: unexpected arguments %q\n", flag.Args())
 		return 2
@@ -49,7 +61,11 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	report, err := bench.Run(ctx, bench.Options{Quick: *quick, Binary: *binary, Command: command, Log: os.Stderr, NoPM2: *noPM2})
+	opts := bench.Options{Quick: *quick, Binary: *binary, Command: command, Log: os.Stderr, NoPM2: *noPM2}
+	if self, err := os.Executable(); err == nil {
+		opts.SpliceProxy = []string{self, "-splice-proxy"}
+	}
+	report, err := bench.Run(ctx, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "slotbench: %v\n", err)
 		return 1

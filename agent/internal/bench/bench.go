@@ -10,7 +10,8 @@
 // slotagent, and the PM2 setup it replaces (a PM2 daemon running an admin
 // Node server and five placeholder Node servers from an ecosystem file, PM2
 // installed from the npm registry into .cache/pm2), with the ratio of the
-// medians, and the proxy's overhead under load.
+// medians, and the proxy's overhead under load (beside a plain TCP splice
+// proxy in its own process, the floor of any proxy between two processes).
 package bench
 
 import (
@@ -37,6 +38,10 @@ type Options struct {
 	Log io.Writer
 	// NoPM2 measures slotagent alone: no PM2 install, no PM2 column.
 	NoPM2 bool
+	// SpliceProxy starts the reference proxy of the proxy rows (a plain
+	// TCP splice, see ServeSplice) when given the target address as one
+	// more argument; empty leaves those rows out.
+	SpliceProxy []string
 }
 
 // Report is the outcome of a run.
@@ -95,6 +100,8 @@ type bench struct {
 	modErr error
 	n      counts
 	log    io.Writer
+	// splice starts the reference proxy (Options.SpliceProxy).
+	splice []string
 	// pm2 is the installed PM2, pm2Err why it is not there.
 	pm2    pm2Install
 	pm2Err error
@@ -109,7 +116,7 @@ func (b *bench) logf(format string, args ...any) {
 // row carrying its error; Run itself fails only when nothing can be
 // measured (no binary, no temporary directory) or ctx is cancelled.
 func Run(ctx context.Context, opts Options) (*Report, error) {
-	b := &bench{n: countsFor(opts.Quick), log: opts.Log}
+	b := &bench{n: countsFor(opts.Quick), log: opts.Log, splice: opts.SpliceProxy}
 	if b.log == nil {
 		b.log = io.Discard
 	}

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -143,5 +145,28 @@ func TestTwoStacks(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("missing %q in\n%s", want, md)
 		}
+	}
+}
+
+// TestServeSplice: the reference proxy prints its address and carries a
+// request to its target and the answer back.
+func TestServeSplice(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "via "+r.URL.Path)
+	}))
+	defer app.Close()
+	pr, pw := io.Pipe()
+	go func() { _ = ServeSplice(app.Listener.Addr().String(), pw) }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + strings.TrimSpace(line) + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); string(b) != "via /x" {
+		t.Fatalf("through the splice proxy: %q", b)
 	}
 }

@@ -25,6 +25,8 @@ const (
 	figLat32    = "proxy, 32 keep-alive connections: latency of `GET /health`"
 	figRPS32    = "… throughput, 32 connections"
 	figShare32  = "… proxied throughput as a share of the direct one, 32 connections"
+	figSplice1  = "reference: a plain TCP splice proxy in its own process (Go, io.Copy both ways, no HTTP), 1 connection: added to the p50"
+	figSplice32 = "… the same splice proxy, 32 connections: share of the direct throughput"
 	loadWarmup  = 500 * time.Millisecond
 	unitRPS     = "req/s"
 	unitPercent = "%"
@@ -75,9 +77,20 @@ func (b *bench) proxy(ctx context.Context) []Row {
 	}
 	slotURL, directURL := a.url(appSlot, "/health"), "http://127.0.0.1:"+appPort+"/health"
 
+	targets := []struct{ name, url string }{{"direct", directURL}, {"slot", slotURL}}
+	var spliceErr error
+	if len(b.splice) > 0 {
+		addr, stop, err := spliceProxy(ctx, b.splice, "127.0.0.1:"+appPort)
+		if err != nil {
+			spliceErr = err
+		} else {
+			defer stop()
+			targets = append(targets, struct{ name, url string }{"splice", "http://" + addr + "/health"})
+		}
+	}
 	results := map[string]loadResult{}
 	for _, conns := range []int{1, 32} {
-		for _, target := range []struct{ name, url string }{{"direct", directURL}, {"slot", slotURL}} {
+		for _, target := range targets {
 			b.logf("proxy: %d connection(s), %s, %s", conns, target.name, b.n.loadDuration)
 			res, err := runLoad(ctx, target.url, conns, b.n.loadDuration)
 			if err != nil {
@@ -93,7 +106,7 @@ func (b *bench) proxy(ctx context.Context) []Row {
 	lat := func(r loadResult) Stat { return Summarize(msAll(r.lat)) }
 	rps := func(r loadResult) Stat { return OnlyMedian(len(r.lat), r.rps()) }
 	how := fmt.Sprintf("%s per run after %s of warm-up, Go client, one keep-alive connection per worker, each worker sequential; same app process (the hello app in slot a), direct = its own port", b.n.loadDuration, loadWarmup)
-	return []Row{
+	rows := []Row{
 		both(figLat1, "ms", lat(s1), lat(d1), nil, how),
 		both(figRPS1, unitRPS, rps(s1), rps(d1), nil, fmt.Sprintf("%d failed requests through the slot, %d direct", s1.failed, d1.failed)),
 		ours(figAdded1, "ms", OnlyMedian(len(s1.lat), lat(s1).Median-lat(d1).Median), targetAdded1, "p50 through the slot − p50 direct"),
@@ -102,6 +115,19 @@ func (b *bench) proxy(ctx context.Context) []Row {
 		ours(figShare32, unitPercent, OnlyMedian(len(s32.lat), 100*s32.rps()/d32.rps()), targetShare32,
 			"the client, the proxy and node share the machine's cores"),
 	}
+	switch {
+	case spliceErr != nil:
+		return append(rows, failed(figSplice1, nil, spliceErr), failed(figSplice32, nil, spliceErr))
+	case len(b.splice) == 0:
+		return rows
+	}
+	p1, p32 := results["splice1"], results["splice32"]
+	return append(rows,
+		ours(figSplice1, "ms", OnlyMedian(len(p1.lat), lat(p1).Median-lat(d1).Median), nil,
+			fmt.Sprintf("p50 %s ms through it, same runs and method; what any proxy in a process of its own pays here for the two extra process wake-ups per request", number(lat(p1).Median))),
+		ours(figSplice32, unitPercent, OnlyMedian(len(p32.lat), 100*p32.rps()/d32.rps()), nil,
+			fmt.Sprintf("%s req/s through it, %d failed", number(p32.rps()), p32.failed)),
+	)
 }
 
 // envOf reads one variable of a process's environment.
