@@ -28,6 +28,7 @@ const (
 	figSplice1  = "reference: a plain TCP splice proxy in its own process (Go, io.Copy both ways, no HTTP), 1 connection: added to the p50"
 	figSplice32 = "… the same splice proxy, 32 connections: share of the direct throughput"
 	loadWarmup  = 500 * time.Millisecond
+	loadSlices  = 4
 	unitRPS     = "req/s"
 	unitPercent = "%"
 )
@@ -88,15 +89,21 @@ func (b *bench) proxy(ctx context.Context) []Row {
 			targets = append(targets, struct{ name, url string }{"splice", "http://" + addr + "/health"})
 		}
 	}
+	// The targets take turns in short slices, so that the machine's speed
+	// drifting during the run (a noisy VM) weighs on each alike.
+	slice := b.n.loadDuration / loadSlices
 	results := map[string]loadResult{}
 	for _, conns := range []int{1, 32} {
-		for _, target := range targets {
-			b.logf("proxy: %d connection(s), %s, %s", conns, target.name, b.n.loadDuration)
-			res, err := runLoad(ctx, target.url, conns, b.n.loadDuration)
-			if err != nil {
-				return fail(fmt.Errorf("%s, %d connections: %w", target.name, conns, err))
+		for i := range loadSlices {
+			for _, target := range targets {
+				b.logf("proxy: %d connection(s), %s, slice %d of %d (%s)", conns, target.name, i+1, loadSlices, slice)
+				res, err := runLoad(ctx, target.url, conns, slice)
+				if err != nil {
+					return fail(fmt.Errorf("%s, %d connections: %w", target.name, conns, err))
+				}
+				key := fmt.Sprintf("%s%d", target.name, conns)
+				results[key] = results[key].add(res)
 			}
-			results[fmt.Sprintf("%s%d", target.name, conns)] = res
 		}
 	}
 	both := func(fig, unit string, slot, direct Stat, target *Target, note string) Row {
@@ -105,7 +112,7 @@ func (b *bench) proxy(ctx context.Context) []Row {
 	s1, d1, s32, d32 := results["slot1"], results["direct1"], results["slot32"], results["direct32"]
 	lat := func(r loadResult) Stat { return Summarize(msAll(r.lat)) }
 	rps := func(r loadResult) Stat { return OnlyMedian(len(r.lat), r.rps()) }
-	how := fmt.Sprintf("%s per run after %s of warm-up, Go client, one keep-alive connection per worker, each worker sequential; same app process (the hello app in slot a), direct = its own port", b.n.loadDuration, loadWarmup)
+	how := fmt.Sprintf("%s per target in %d slices taking turns, each after %s of warm-up; Go client, one keep-alive connection per worker, each worker sequential; same app process (the hello app in slot a), direct = its own port", b.n.loadDuration, loadSlices, loadWarmup)
 	rows := []Row{
 		both(figLat1, "ms", lat(s1), lat(d1), nil, how),
 		both(figRPS1, unitRPS, rps(s1), rps(d1), nil, fmt.Sprintf("%d failed requests through the slot, %d direct", s1.failed, d1.failed)),
@@ -149,6 +156,11 @@ type loadResult struct {
 	lat      []time.Duration // one per successful request
 	failed   int
 	duration time.Duration
+}
+
+// add is r and o measured as one run.
+func (r loadResult) add(o loadResult) loadResult {
+	return loadResult{lat: append(r.lat, o.lat...), failed: r.failed + o.failed, duration: r.duration + o.duration}
 }
 
 // rps is the successful requests per second.
