@@ -3,6 +3,7 @@
 package testkit
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -74,15 +76,32 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
-// FreePortErr returns a loopback port that was free a moment ago.
+// FreePortErr returns a loopback port that was free a moment ago and that
+// no earlier call in this process returned: the kernel may offer a port
+// again once its listener is closed, and two settings of one agent must
+// not get the same one.
 func FreePortErr() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("find a free port: %w", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		if !handedOut[port] {
+			handedOut[port] = true
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("find a free port: the kernel offered only ports handed out before")
 }
+
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{} // ports FreePortErr returned
+)
 
 // WaitHTTP polls url until it answers with status want, or fails the test
 // after timeout. It returns the time it took.
