@@ -88,9 +88,12 @@ func (c *conn) waitForRequest() bool {
 	if _, err := c.br.Peek(1); err != nil {
 		return false
 	}
-	// An interrupt that came as the byte arrived is undone by the header's
-	// read deadline, set next.
 	c.setState(stateActive)
+	if c.srv.closing.Load() {
+		// Shutdown may have interrupted the connection as the byte
+		// arrived, taking it for idle: this request is still served.
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
 	return true
 }
 
