@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/internal/ctxtime"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
@@ -51,7 +52,7 @@ func gate(ctx context.Context, c *slot.Candidate, cfg HealthConfig, lenient bool
 		if time.Now().After(deadline) {
 			return fmt.Errorf("app did not listen on PORT=%d within %s: it must read process.env.PORT", c.Port(), cfg.ListenTimeout)
 		}
-		if err := sleep(ctx, 25*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 25*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -75,7 +76,7 @@ func gate(ctx context.Context, c *slot.Candidate, cfg HealthConfig, lenient bool
 			return err
 		}
 		if i < cfg.Attempts {
-			if err := sleep(ctx, cfg.Interval); err != nil {
+			if err := ctxtime.Sleep(ctx, cfg.Interval); err != nil {
 				return err
 			}
 		}
@@ -113,17 +114,6 @@ func probe(ctx context.Context, client *http.Client, url string) (int, error) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 	resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // appTail is the slot's log lines written since the candidate started.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/internal/ctxtime"
 )
 
 // Figures of the idle agent and their targets (issue 2).
@@ -108,7 +109,7 @@ func (b *bench) idleRSS(ctx context.Context) (*agentProc, float64, error) {
 		}
 	}
 	client.CloseIdleConnections()
-	if err := sleep(ctx, settle); err != nil {
+	if err := ctxtime.Sleep(ctx, settle); err != nil {
 		return a, 0, err
 	}
 	rss, err := treeRSS(a.pid())

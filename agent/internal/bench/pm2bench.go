@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/internal/ctxtime"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 )
 
@@ -98,7 +99,7 @@ func (b *bench) pm2Idle(ctx context.Context) ([]cell, error) {
 			}
 		}
 		client.CloseIdleConnections()
-		if err := sleep(ctx, settle); err != nil {
+		if err := ctxtime.Sleep(ctx, settle); err != nil {
 			return nil, err
 		}
 		pid := s.daemonPID()
@@ -203,7 +204,7 @@ func (b *bench) pm2Crash(ctx context.Context) ([]cell, error) {
 	var total, boots []float64
 	for i := range b.n.crashRuns {
 		b.logf("PM2 crash → answering: run %d of %d", i+1, b.n.crashRuns)
-		if err := sleep(ctx, pm2MinUptime); err != nil {
+		if err := ctxtime.Sleep(ctx, pm2MinUptime); err != nil {
 			return nil, err
 		}
 		pid := 0
@@ -350,7 +351,7 @@ func (b *bench) pm2Redeploy(ctx context.Context) ([]cell, error) {
 			return nil, err
 		}
 		l := startLoad(s.url(appSlot, "/"))
-		if err := sleep(ctx, loadMargin); err != nil {
+		if err := ctxtime.Sleep(ctx, loadMargin); err != nil {
 			l.stop()
 			return nil, err
 		}
@@ -365,7 +366,7 @@ func (b *bench) pm2Redeploy(ctx context.Context) ([]cell, error) {
 			_, err3 = pollUntil(ctx, client, s.url(appSlot, "/health"), bodyIs("ok"), start, 20*time.Second, nil)
 		}
 		took := time.Since(start)
-		_ = sleep(ctx, loadMargin)
+		_ = ctxtime.Sleep(ctx, loadMargin)
 		st := l.stop()
 		for _, err := range []error{err1, err2, err3} {
 			if err != nil {

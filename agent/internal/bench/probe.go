@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/internal/ctxtime"
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 )
 
@@ -72,7 +73,7 @@ func pollUntil(ctx context.Context, client *http.Client, url string, accept answ
 		} else {
 			last = fmt.Sprintf("%d %.80q", status, body)
 		}
-		if err := sleep(ctx, pollInterval); err != nil {
+		if err := ctxtime.Sleep(ctx, pollInterval); err != nil {
 			return 0, err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/internal/ctxtime"
 )
 
 // Figures of the re-deploy measurement and their targets (issue 3: a
@@ -244,7 +245,7 @@ func (b *bench) timedDeploy(ctx context.Context, a *agentProc, withLoad bool, wa
 	if withLoad {
 		load = startLoad(a.url(appSlot, "/"))
 		defer load.stop()
-		if err := sleep(ctx, loadMargin); err != nil {
+		if err := ctxtime.Sleep(ctx, loadMargin); err != nil {
 			return res, err
 		}
 	}
@@ -286,7 +287,7 @@ func (b *bench) timedDeploy(ctx context.Context, a *agentProc, withLoad bool, wa
 	if !withLoad {
 		return res, nil
 	}
-	if err := sleep(ctx, loadMargin); err != nil {
+	if err := ctxtime.Sleep(ctx, loadMargin); err != nil {
 		return res, err
 	}
 	res.load = load.stop()
