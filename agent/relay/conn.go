@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"math"
 	"net"
 	"net/http"
@@ -288,12 +289,23 @@ func wantsUpgrade(h http.Header) bool {
 
 // headerHasToken reports whether a comma-separated header lists token.
 func headerHasToken(h http.Header, key, token string) bool {
-	for _, v := range h[key] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+	for t := range headerTokens(h, key) {
+		if strings.EqualFold(t, token) {
+			return true
 		}
 	}
 	return false
+}
+
+// headerTokens yields the non-empty items of a comma-separated header.
+func headerTokens(h http.Header, key string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range h[key] {
+			for t := range strings.SplitSeq(v, ",") {
+				if t = strings.TrimSpace(t); t != "" && !yield(t) {
+					return
+				}
+			}
+		}
+	}
 }

@@ -2,11 +2,14 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,6 +183,17 @@ func TestRelayDropsAnUpstreamOutOfStep(t *testing.T) {
 					case "/head":
 						forged := "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
 						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(forged))+"\r\n\r\n"+forged)
+					case "/hints":
+						for range maxInformational + 1 {
+							io.WriteString(nc, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+						}
+						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+					case "/one-hint":
+						io.WriteString(nc, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+					case "/huge":
+						io.WriteString(nc, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("x", maxResponseHeaderBytes+8192)+"\r\n\r\n")
+						return
 					case "/switch":
 						io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
 					default:
@@ -203,4 +217,67 @@ func TestRelayDropsAnUpstreamOutOfStep(t *testing.T) {
 	if resp, body := c.response(http.MethodGet); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("an unasked 101 was passed on: %d %q", resp.StatusCode, body)
 	}
+	for _, path := range []string{"/hints", "/huge"} {
+		c.send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")
+		// The informational answers within the limit reach the client first.
+		resp, body := c.response(http.MethodGet)
+		for resp.StatusCode == http.StatusEarlyHints {
+			resp, body = c.response(http.MethodGet)
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("%s: %d %q, want the Unavailable answer", path, resp.StatusCode, body)
+		}
+	}
+
+	// An HTTP/1.0 client gets no informational answer, only the final one.
+	old := dial(t, addr)
+	old.send("GET /one-hint HTTP/1.0\r\n\r\n")
+	if resp, body := old.response(http.MethodGet); resp.StatusCode != 200 || body != "real" {
+		t.Fatalf("HTTP/1.0 client: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestRelayRecoversFromAPanic: a handler's panic ends its connection and is
+// logged; the server goes on serving.
+func TestRelayRecoversFromAPanic(t *testing.T) {
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	var r router
+	_, addr := startRelay(t, &r, func(s *Server) {
+		s.Local = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path == "/panic" {
+				panic("handler bug")
+			}
+			io.WriteString(w, "fine")
+		})
+		s.Log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+	})
+	c := dial(t, addr)
+	c.send("GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !c.closed() {
+		t.Fatal("the connection of a panicking handler stayed open")
+	}
+	mu.Lock()
+	log := logged.String()
+	mu.Unlock()
+	if !strings.Contains(log, "handler bug") {
+		t.Fatalf("the panic was not logged: %q", log)
+	}
+	c = dial(t, addr)
+	c.send("GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := c.response(http.MethodGet); body != "fine" {
+		t.Fatalf("after a panic: %q", body)
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

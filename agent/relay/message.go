@@ -66,9 +66,7 @@ func (c *conn) relay(up *Upstream, req *http.Request) bool {
 			// The app answered before it had the whole body: the rest of
 			// it is still on both connections.
 			c.dropUpstream()
-			if keep {
-				c.linger()
-			}
+			c.linger()
 			return false
 		}
 		return keep
@@ -119,7 +117,7 @@ func (c *conn) readResponseHeader(u *upstreamConn, req *http.Request) (*http.Res
 			continue // HTTP/1.0 has no informational responses
 		}
 		c.writeStatus(resp)
-		writeHeader(c.bw, resp.Header, responseSkip, resp.Header)
+		writeHeader(c.bw, resp.Header, responseSkip)
 		_, _ = c.bw.WriteString("\r\n")
 		if err := c.bw.Flush(); err != nil {
 			return nil, fmt.Errorf("pass on a %d: %w", resp.StatusCode, err)
@@ -137,7 +135,7 @@ func (c *conn) sendRequest(u *upstreamConn, req *http.Request) (*clientSide, err
 		uri = req.URL.RequestURI()
 	}
 	_, _ = w.WriteString(req.Method + " " + uri + " HTTP/1.1\r\nHost: " + req.Host + "\r\n")
-	writeHeader(w, req.Header, requestSkip, req.Header)
+	writeHeader(w, req.Header, requestSkip)
 	if headerHasToken(req.Header, "Te", "trailers") {
 		_, _ = w.WriteString("Te: trailers\r\n")
 	}
@@ -180,7 +178,7 @@ func (c *conn) respond(u *upstreamConn, req *http.Request, resp *http.Response) 
 	chunkedOut := !bodyless && !sized && keep
 
 	c.writeStatus(resp)
-	writeHeader(c.bw, resp.Header, responseSkip, resp.Header)
+	writeHeader(c.bw, resp.Header, responseSkip)
 	if _, ok := resp.Header["Date"]; !ok {
 		_, _ = c.bw.WriteString("Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n")
 	}
@@ -226,7 +224,7 @@ func (c *conn) respond(u *upstreamConn, req *http.Request, resp *http.Response) 
 // ways until it ends; the connection then carries no further request.
 func (c *conn) switchProtocols(u *upstreamConn, resp *http.Response) bool {
 	c.writeStatus(resp)
-	writeHeader(c.bw, resp.Header, responseSkip, resp.Header)
+	writeHeader(c.bw, resp.Header, responseSkip)
 	_, _ = c.bw.WriteString("Connection: Upgrade\r\nUpgrade: " + resp.Header.Get("Upgrade") + "\r\n\r\n")
 	if err := c.bw.Flush(); err != nil {
 		return false
@@ -260,16 +258,12 @@ func skipSet(keys ...string) map[string]bool {
 }
 
 // writeHeader writes h without the skipped fields and without those that
-// the message's Connection header (in conn) names as hop-by-hop.
-func writeHeader(w *bufio.Writer, h http.Header, skip map[string]bool, conn http.Header) {
-	if listed := conn["Connection"]; len(listed) > 0 {
+// its Connection header names as hop-by-hop.
+func writeHeader(w *bufio.Writer, h http.Header, skip map[string]bool) {
+	if len(h["Connection"]) > 0 {
 		skip = maps.Clone(skip)
-		for _, v := range listed {
-			for t := range strings.SplitSeq(v, ",") {
-				if t = strings.TrimSpace(t); t != "" {
-					skip[textproto.CanonicalMIMEHeaderKey(t)] = true
-				}
-			}
+		for t := range headerTokens(h, "Connection") {
+			skip[textproto.CanonicalMIMEHeaderKey(t)] = true
 		}
 	}
 	_ = h.WriteSubset(w, skip)
