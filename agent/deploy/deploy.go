@@ -217,7 +217,7 @@ func (d *Deployer) begin(name string, trig Trigger, fill func(*Record)) (*job, e
 	d.mu.Unlock()
 	rec := &Record{ID: id, Slot: name, Trigger: trig, Status: Running, CreatedAt: now, Stages: []Stage{}}
 	fill(rec)
-	sink, err := logs.Open(d.records.slotDir(name), id, logs.Options{})
+	sink, err := logs.Open(d.records.slotDir(name), id, logs.Options{NoRotate: true})
 	if err == nil {
 		_, _, rec.Log = sink.Paths()
 		err = d.records.add(rec)

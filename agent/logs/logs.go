@@ -37,6 +37,11 @@ type Options struct {
 	MaxSizeMB  int
 	MaxBackups int
 	NoCompress bool
+	// NoRotate writes plain files that grow without limit, for logs whose
+	// owner prunes them (a deploy's). A rotating file keeps a goroutine for
+	// the process's life once written to (lumberjack's Close does not end
+	// it), so short-lived sinks must not rotate.
+	NoRotate bool
 }
 
 // Stream names one of a process's outputs.
@@ -55,7 +60,7 @@ type Sink struct {
 	paths [3]string // out, error, combined
 
 	mu      sync.Mutex // serialises writes, publishing and subscribing
-	files   [3]*lumberjack.Logger
+	files   [3]io.WriteCloser
 	masker  *strings.Replacer // nil when there are no secrets
 	secrets map[string]bool   // the values masker masks
 	subs    map[*subscriber]struct{}
@@ -87,10 +92,15 @@ func Open(dir, name string, opt Options) (*Sink, error) {
 		p := filepath.Join(dir, name+suffix)
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
+			s.closeFiles()
 			return nil, fmt.Errorf("logs: %w", err)
 		}
-		f.Close()
 		s.paths[i] = p
+		if opt.NoRotate {
+			s.files[i] = f
+			continue
+		}
+		f.Close()
 		s.files[i] = &lumberjack.Logger{
 			Filename:   p,
 			MaxSize:    opt.MaxSizeMB,
@@ -203,7 +213,7 @@ func (s *Sink) write(stream Stream, lines [][]byte) error {
 		}
 		rec := time.Now().UTC().Format(timeLayout) + " " + text
 		buf := []byte(rec + "\n")
-		for _, f := range []*lumberjack.Logger{s.files[stream], s.files[combinedIdx]} {
+		for _, f := range []io.Writer{s.files[stream], s.files[combinedIdx]} {
 			if _, err := f.Write(buf); err != nil {
 				errs = append(errs, err)
 			}
@@ -376,8 +386,16 @@ func (s *Sink) Close() error {
 		close(sub.ch)
 	}
 	s.subs = nil
+	return s.closeFiles()
+}
+
+// closeFiles closes the files opened so far.
+func (s *Sink) closeFiles() error {
 	var errs []error
 	for _, f := range s.files {
+		if f == nil {
+			continue
+		}
 		if err := f.Close(); err != nil {
 			errs = append(errs, err)
 		}

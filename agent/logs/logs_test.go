@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -471,4 +472,32 @@ func TestFollow(t *testing.T) {
 			t.Errorf("Write after Close: %v, want ErrClosed", err)
 		}
 	})
+}
+
+// TestNoRotateSinksLeaveNoGoroutine: a sink without rotation, written to and
+// closed, leaves nothing running (a rotating one keeps lumberjack's mill).
+func TestNoRotateSinksLeaveNoGoroutine(t *testing.T) {
+	dir := t.TempDir()
+	before := runtime.NumGoroutine()
+	for i := range 20 {
+		s, err := Open(dir, "deploy-"+strconv.Itoa(i), Options{NoRotate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stream := range []Stream{Stdout, Stderr} {
+			if _, err := fmt.Fprintln(s.Writer(stream), "line"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		lines, err := tailFile(filepath.Join(dir, "deploy-"+strconv.Itoa(i)+".log"), 10)
+		if err != nil || len(lines) != 2 {
+			t.Fatalf("combined log: %q, %v", lines, err)
+		}
+	}
+	if after := runtime.NumGoroutine(); after > before {
+		t.Fatalf("goroutines: %d before, %d after 20 sinks", before, after)
+	}
 }

@@ -1,0 +1,207 @@
+package deploy
+
+// In-process tests of the deploy engine: a real supervisor, a real slot
+// port, real Node.js apps deployed from folders, and a state file saved
+// with package state as the agent saves it.
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/slot"
+	"github.com/coder-slots/coder-slots/agent/state"
+	"github.com/coder-slots/coder-slots/agent/supervisor"
+)
+
+func TestMain(m *testing.M) {
+	if err := reaper.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// fileStore is the agent's state as daemon keeps it: a change is made on a
+// copy and saved before it replaces the state in memory.
+type fileStore struct {
+	path string
+	mu   sync.Mutex
+	st   *state.State
+}
+
+func (f *fileStore) Slot(name string) state.Slot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ss := f.st.Slots[name]; ss != nil {
+		return *f.st.Clone().Slots[name]
+	}
+	return state.Slot{}
+}
+
+func (f *fileStore) UpdateSlot(name string, change func(*state.Slot)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	next := f.st.Clone()
+	if next.Slots[name] == nil {
+		next.Slots[name] = &state.Slot{Desired: state.DesiredPlaceholder}
+	}
+	change(next.Slots[name])
+	if err := state.Save(f.path, next); err != nil {
+		return err
+	}
+	f.st = next
+	return nil
+}
+
+// engine is a deployer of one slot, "a".
+type engine struct {
+	d     *Deployer
+	store *fileStore
+	slot  *slot.Slot
+	url   string // the slot's public address
+	data  string
+}
+
+// newEngine makes a deployer of slot a in a fresh data dir; tune may
+// change its config.
+func newEngine(t *testing.T, tune func(*Config)) *engine {
+	t.Helper()
+	testkit.NeedNode(t)
+	data := t.TempDir()
+	sup := supervisor.New(filepath.Join(data, "logs"), logs.Options{}, 0)
+	pol := supervisor.DefaultPolicy()
+	pol.KillTimeout = 2 * time.Second
+	s, err := slot.Listen(slot.Config{Name: "a", Bind: "127.0.0.1", Port: testkit.FreePort(t), Policy: pol, BaseEnv: os.Environ()}, sup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig(data)
+	cfg.Health = HealthConfig{ListenTimeout: 10 * time.Second, Attempts: 5, Interval: 100 * time.Millisecond, Timeout: 2 * time.Second}
+	cfg.Drain = 5 * time.Second
+	if tune != nil {
+		tune(&cfg)
+	}
+	store := &fileStore{path: filepath.Join(data, "state.json"), st: state.New()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := New(cfg, func(name string) *slot.Slot {
+		if name == "a" {
+			return s
+		}
+		return nil
+	}, store, []string{"a"}, true, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.Close(10 * time.Second)
+		s.Stop(time.Second)
+		_ = s.Shutdown(t.Context())
+		sup.Close(time.Second)
+	})
+	return &engine{d: d, store: store, slot: s, url: "http://" + s.Addr().String(), data: data}
+}
+
+// appServer answers every request with its VERSION env value.
+const appServer = `require('http').createServer((req, res) => res.end(process.env.VERSION || 'none'))
+  .listen(Number(process.env.PORT), '127.0.0.1');
+`
+
+// appDir writes the app into a fresh folder.
+func appDir(t *testing.T, src string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "server.js"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// deploy deploys the folder with env and waits for the deploy to end.
+func (e *engine) deploy(t *testing.T, dir string, env map[string]string) Record {
+	t.Helper()
+	rec, err := e.d.Deploy("a", Request{Dir: dir, Start: "node server.js", Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.wait(t, rec.ID)
+}
+
+// wait waits until the deploy id has ended and returns its record.
+func (e *engine) wait(t *testing.T, id string) Record {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rec, ok := e.d.Get(id)
+		if !ok {
+			t.Fatalf("no record %s", id)
+		}
+		if rec.Status != Running {
+			if _, busy := e.d.Busy("a"); !busy {
+				return rec
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deploy %s still %s after 60s", id, rec.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// serves returns what the slot answers.
+func (e *engine) serves(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestDeploysDoNotLeakGoroutines: a workspace that deploys on every push
+// for months must not grow; each deploy's log used to leave lumberjack's
+// goroutines behind.
+func TestDeploysDoNotLeakGoroutines(t *testing.T) {
+	e := newEngine(t, nil)
+	dir := appDir(t, appServer)
+	if rec := e.deploy(t, dir, map[string]string{"VERSION": "warm-up"}); rec.Status != Succeeded {
+		t.Fatalf("deploy: %s %s", rec.Status, rec.Error)
+	}
+	before := runtime.NumGoroutine()
+	const deploys = 50
+	for i := range deploys {
+		if rec := e.deploy(t, dir, map[string]string{"VERSION": fmt.Sprint(i)}); rec.Status != Succeeded {
+			t.Fatalf("deploy %d: %s %s", i, rec.Status, rec.Error)
+		}
+	}
+	if got := e.serves(t); got != fmt.Sprint(deploys-1) {
+		t.Fatalf("slot serves %q", got)
+	}
+	// Connections to stopped apps close asynchronously: wait for the count
+	// to settle, allowing a few goroutines of work still winding down.
+	http.DefaultClient.CloseIdleConnections()
+	const slack = 5
+	after := runtime.NumGoroutine()
+	for deadline := time.Now().Add(10 * time.Second); after > before+slack && time.Now().Before(deadline); after = runtime.NumGoroutine() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after > before+slack {
+		t.Fatalf("goroutines: %d before %d deploys, %d after", before, deploys, after)
+	}
+	t.Logf("goroutines: %d before %d deploys, %d after", before, deploys, after)
+}
