@@ -32,10 +32,8 @@ func importLegacyCmd() *cobra.Command {
 				if err := source.ValidateRef(cmd.Context(), s.Branch); err != nil {
 					return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)
 				}
-				for k := range s.Environment {
-					if err := deploy.ValidateEnvName(k); err != nil {
-						return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)
-					}
+				if err := deploy.ValidateEnv(s.Environment); err != nil {
+					return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)
 				}
 			}
 			c := newClient(dataDir(cmd))

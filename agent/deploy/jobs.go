@@ -181,7 +181,7 @@ func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (m
 	if len(set) == 0 && len(unset) == 0 {
 		return nil, nil, invalid("nothing to change: give K=V to set or K to unset")
 	}
-	if err := validateEnv(set); err != nil {
+	if err := ValidateEnv(set); err != nil {
 		return nil, nil, err
 	}
 	for _, k := range unset {

@@ -44,8 +44,10 @@ func ValidateEnvName(name string) error {
 	return nil
 }
 
-// validateEnv checks every name of env, in a stable order.
-func validateEnv(env map[string]string) error {
+// ValidateEnv checks every name and value of env, in a stable order: a
+// value may hold anything but a NUL byte, which no process environment can
+// carry (every later start of the app would fail on it).
+func ValidateEnv(env map[string]string) error {
 	names := make([]string, 0, len(env))
 	for k := range env {
 		names = append(names, k)
@@ -54,6 +56,9 @@ func validateEnv(env map[string]string) error {
 	for _, k := range names {
 		if err := ValidateEnvName(k); err != nil {
 			return err
+		}
+		if strings.IndexByte(env[k], 0) >= 0 {
+			return invalid("env value of %s contains a NUL byte, which an environment cannot hold", k)
 		}
 	}
 	return nil
@@ -84,5 +89,5 @@ func (r *Request) check() error {
 	if r.Start != "" && strings.TrimSpace(r.Start) == "" {
 		return invalid("empty start command")
 	}
-	return validateEnv(r.Env)
+	return ValidateEnv(r.Env)
 }

@@ -413,6 +413,27 @@ func TestDeployRefusesBadInputAndChangesNothing(t *testing.T) {
 			t.Errorf("%s %.40s: %d, want %d", c.ctype, c.body, resp.StatusCode, c.want)
 		}
 	}
+	// A NUL byte cannot be in an environment: refused at input, not at
+	// every later start of the app.
+	for _, c := range []struct{ path, body string }{
+		{"/api/slots/e/env", `{"set":{"V":"a\u0000b"}}`},
+		{"/api/slots/e/deploy", `{"repo":"` + bare + `","env":{"V":"\u0000"}}`},
+	} {
+		resp, err := http.Post(a.url("admin", c.path), "application/json", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "NUL") {
+			t.Errorf("%s %s: %d %s, want 400 naming the NUL", c.path, c.body, resp.StatusCode, b)
+		}
+	}
+	var env admin.EnvAnswer
+	a.apiJSON("/api/slots/e/env", &env)
+	if len(env.Env) != 0 {
+		t.Fatalf("a refused env change was saved: %v", env.Env)
+	}
 }
 
 func TestDeployFolderAndPrivateHTTPRepo(t *testing.T) {
@@ -521,6 +542,11 @@ func TestImportLegacy(t *testing.T) {
 	}
 	if p := a.processes().Processes[1]; p.Type != "placeholder" {
 		t.Fatal("a refused import deployed something")
+	}
+	writeFile(t, bad, `{"slots": {"a": {"repository": "`+bare+`", "branch": "main", "status": "deployed", "environment": {"V": "a\u0000b"}}}}`)
+	if _, errOut, code := a.cli("import-legacy", bad); code != 1 || !strings.Contains(errOut, "slot a: ") || !strings.Contains(errOut, "NUL") ||
+		strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Fatalf("slots.json with a NUL in an env value: %d %s", code, errOut)
 	}
 	if _, errOut, code := a.cli("import-legacy", filepath.Join(t.TempDir(), "missing.json")); code != 1 || !strings.Contains(errOut, "no such file") {
 		t.Fatalf("missing slots.json: %d %s", code, errOut)
