@@ -68,6 +68,8 @@ type API struct {
 	d   Deploys
 	log *slog.Logger
 	mux *router
+	// hist is the Backend's history, when it keeps one.
+	hist Histories
 }
 
 // New returns the API over backend b and deployer d; m gets the
@@ -79,6 +81,7 @@ func New(b Backend, d Deploys, m *Metrics, log *slog.Logger) *API {
 	a.legacyRoutes()
 	a.metricsRoutes(m)
 	a.dbRoutes()
+	a.historyRoutes()
 	a.uiRoutes()
 	return a
 }

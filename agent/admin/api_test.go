@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/postgres"
@@ -28,6 +29,7 @@ var started = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // waiting to restart after crashes), the others serve their placeholder.
 type fakeAgent struct {
 	appStart time.Time
+	hist     *history.History
 }
 
 func (f *fakeAgent) About() About {
@@ -60,6 +62,9 @@ func (f *fakeAgent) RestartSlot(name string) (string, error) {
 func (f *fakeAgent) Logs(string) (*logs.Sink, error) { return nil, errors.New("no logs in this test") }
 func (f *fakeAgent) Specs() []supervisor.Spec        { return nil }
 func (f *fakeAgent) Slot(string) state.Slot          { return state.Slot{} }
+
+// The fake agent keeps a history (it is a Histories).
+func (f *fakeAgent) History(name string) *history.Slot { return f.hist.Slot(name) }
 
 // The fake agent has PostgreSQL switched off (it is a Databases).
 func (f *fakeAgent) Database(context.Context) postgres.Status {
@@ -94,7 +99,8 @@ func (fakeDeploys) Logs(string) ([]string, <-chan string, func(), error) {
 func newTestAPI(t *testing.T) (*API, *Metrics) {
 	t.Helper()
 	m := NewMetrics()
-	return New(&fakeAgent{appStart: time.Now().Add(-time.Minute)}, fakeDeploys{}, m, slog.New(slog.DiscardHandler)), m
+	f := &fakeAgent{appStart: time.Now().Add(-time.Minute), hist: history.New(config.SlotNames)}
+	return New(f, fakeDeploys{}, m, slog.New(slog.DiscardHandler)), m
 }
 
 // call serves one request and decodes a JSON answer into v (if not nil).

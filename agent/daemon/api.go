@@ -7,6 +7,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/slot"
@@ -65,6 +66,7 @@ func (a *Agent) StopSlot(name string) error {
 		return deploy.ErrBusy{Running: id}
 	}
 	a.slots[name].Stop(0)
+	a.hist.Slot(name).Mark(history.Stop, "", "", 0)
 	return a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
 }
 
@@ -76,6 +78,7 @@ func (a *Agent) RestartSlot(name string) (string, error) {
 	}
 	s := a.slots[name]
 	if s.Restart() {
+		a.hist.Slot(name).Mark(history.Restart, "", "", 0)
 		return "slot " + name + " restarted", nil
 	}
 	ss := a.Slot(name)

@@ -25,10 +25,12 @@ import (
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/relay"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/state"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
@@ -47,6 +49,7 @@ type Agent struct {
 	sup       *supervisor.Supervisor
 	slots     map[string]*slot.Slot
 	deployer  *deploy.Deployer
+	hist      *history.History
 	pg        *postgres.Server
 	admin     *http.Server
 	adminLn   net.Listener
@@ -94,6 +97,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 	}
 	a.quit, a.saverDone = make(chan struct{}), make(chan struct{})
 	go a.saveOnChange()
+	go a.sampleHistory()
 	if cfg.CoderAgentInitScript != "" {
 		if err := a.startCoderAgent(); err != nil {
 			return nil, err
@@ -199,7 +203,9 @@ func (a *Agent) killLeftovers() {
 // port and control socket are served later, by serve.
 func (a *Agent) listen() error {
 	metrics := admin.NewMetrics()
+	a.hist = history.New(config.SlotNames)
 	for _, sc := range a.cfg.Slots {
+		hist := a.hist.Slot(sc.Name)
 		s, err := slot.Listen(slot.Config{
 			Name:     sc.Name,
 			Bind:     a.cfg.Bind,
@@ -208,8 +214,11 @@ func (a *Agent) listen() error {
 			AdminURL: a.cfg.AdminURL,
 			Policy:   a.cfg.Policy,
 			BaseEnv:  appBaseEnv(),
-			Observe:  metrics.ObserveRequest,
-			DBEnv:    a.pg.SlotEnv(sc.Name),
+			Observe: func(slot string, r relay.Response) {
+				metrics.ObserveRequest(slot, r.Code, r.Took)
+				hist.Request(r.Code, r.Start, r.Took, r.Local)
+			},
+			DBEnv: a.pg.SlotEnv(sc.Name),
 		}, a.sup)
 		if err != nil {
 			return fmt.Errorf("%w (%s)", err, config.Describe("slots."+sc.Name+".port"))
@@ -222,7 +231,10 @@ func (a *Agent) listen() error {
 	dcfg.Health = deploy.HealthConfig{ListenTimeout: dc.HealthListenTimeout, Attempts: dc.HealthAttempts,
 		Interval: dc.HealthInterval, Timeout: dc.HealthTimeout}
 	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
-	dcfg.OnFinish = metrics.ObserveDeploy
+	dcfg.OnFinish = func(rec deploy.Record) {
+		metrics.ObserveDeploy(rec)
+		a.markDeploy(rec)
+	}
 	var err error
 	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, !a.stateLost, a.log)
 	if err != nil {

@@ -23,7 +23,7 @@ func (c *conn) unavailable(req *http.Request, start time.Time, untouched bool) b
 		h = http.HandlerFunc(serviceUnavailable)
 	}
 	code, keep := c.answerLocally(h, req, untouched)
-	c.srv.observe(code, start)
+	c.srv.observe(code, start, true)
 	return keep
 }
 

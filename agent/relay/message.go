@@ -56,7 +56,7 @@ func (c *conn) relay(up *Upstream, req *http.Request) bool {
 			}
 			return c.unavailable(req, start, false)
 		}
-		c.srv.observe(resp.StatusCode, start)
+		c.srv.observe(resp.StatusCode, start, false)
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			side.stop()
 			return c.switchProtocols(u, resp)

@@ -53,9 +53,9 @@ type Server struct {
 	// failed before answering (nil: a plain 503); buffered like Local.
 	Unavailable http.Handler
 	// Observe, when set, is told of each relayed response when its header
-	// is sent: the status code and the time since the request was read
-	// (101 for an upgrade, 503 when Unavailable answered).
-	Observe func(code int, d time.Duration)
+	// is sent (code 101 for an upgrade; Local, with Unavailable's code, when
+	// the upstream failed).
+	Observe func(Response)
 	// HeaderTimeout bounds the reading of a request's header once its first
 	// byte has arrived; 0 means DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
@@ -231,8 +231,19 @@ func (s *Server) headerTimeout() time.Duration {
 	return DefaultHeaderTimeout
 }
 
-func (s *Server) observe(code int, start time.Time) {
+// Response is what Observe is told of a response.
+type Response struct {
+	Code int
+	// Start is when the request was read (time.Now, monotonic reading
+	// included); Took the time from then to the response header.
+	Start time.Time
+	Took  time.Duration
+	// Local is set when Unavailable answered, not the upstream.
+	Local bool
+}
+
+func (s *Server) observe(code int, start time.Time, local bool) {
 	if s.Observe != nil {
-		s.Observe(code, time.Since(start))
+		s.Observe(Response{Code: code, Start: start, Took: time.Since(start), Local: local})
 	}
 }

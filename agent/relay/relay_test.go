@@ -333,7 +333,14 @@ func TestRelayRoutesEachRequest(t *testing.T) {
 	b := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "b") }))
 	var r router
 	seen := make(chan int, 10)
-	_, addr := startRelay(t, &r, func(s *Server) { s.Observe = func(code int, _ time.Duration) { seen <- code } })
+	_, addr := startRelay(t, &r, func(s *Server) {
+		s.Observe = func(o Response) {
+			if o.Local || o.Took <= 0 || time.Since(o.Start) < o.Took {
+				t.Errorf("an answer of the upstream observed as %+v", o)
+			}
+			seen <- o.Code
+		}
+	})
 
 	c := dial(t, addr)
 	c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -411,7 +418,14 @@ func TestRelayUpstreamGoneOrStale(t *testing.T) {
 	}), func(s *http.Server) { s.IdleTimeout = 100 * time.Millisecond })
 	var r router
 	seen := make(chan int, 10)
-	_, addr := startRelay(t, &r, func(s *Server) { s.Observe = func(code int, _ time.Duration) { seen <- code } })
+	_, addr := startRelay(t, &r, func(s *Server) {
+		s.Observe = func(o Response) {
+			if o.Local != (o.Code == http.StatusServiceUnavailable) {
+				t.Errorf("observed %+v: only the local 503 is Local", o)
+			}
+			seen <- o.Code
+		}
+	})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,11 +1,10 @@
 package slot
 
-import "time"
+import "github.com/coder-slots/coder-slots/agent/relay"
 
-// observe passes a proxied response on to Config.Observe, when one is set:
-// the status code and the time until the response header was sent.
-func (s *Slot) observe(code int, d time.Duration) {
+// observe passes a proxied response on to Config.Observe, when one is set.
+func (s *Slot) observe(r relay.Response) {
 	if s.cfg.Observe != nil {
-		s.cfg.Observe(s.cfg.Name, code, d)
+		s.cfg.Observe(s.cfg.Name, r)
 	}
 }

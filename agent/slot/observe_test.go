@@ -8,13 +8,15 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/relay"
 )
 
 // observation is one call of Config.Observe.
 type observation struct {
-	slot string
-	code int
-	d    time.Duration
+	slot  string
+	code  int
+	d     time.Duration
+	local bool
 }
 
 // TestObservedProxyKeepsStreamsAndUpgrades: with Config.Observe set, a
@@ -24,7 +26,7 @@ type observation struct {
 func TestObservedProxyKeepsStreamsAndUpgrades(t *testing.T) {
 	s, base := newSlot(t)
 	seen := make(chan observation, 100)
-	s.cfg.Observe = func(slot string, code int, d time.Duration) { seen <- observation{slot, code, d} }
+	s.cfg.Observe = func(slot string, r relay.Response) { seen <- observation{slot, r.Code, r.Took, r.Local} }
 	runHello(t, s, nil)
 	testkit.WaitHTTP(t, base+"/health", 200, 10*time.Second)
 	next := func() observation {
@@ -39,7 +41,7 @@ func TestObservedProxyKeepsStreamsAndUpgrades(t *testing.T) {
 	}
 	// The waits: 503s from the unavailable page until the app listens, then a 200.
 	for o := next(); o.code != 200; o = next() {
-		if o.slot != "a" || o.code != http.StatusServiceUnavailable {
+		if o.slot != "a" || o.code != http.StatusServiceUnavailable || !o.local {
 			t.Fatalf("wait for the app observed as %+v", o)
 		}
 	}
@@ -47,7 +49,7 @@ func TestObservedProxyKeepsStreamsAndUpgrades(t *testing.T) {
 	if resp, body := get(t, base+"/missing-is-fine"); resp.StatusCode != 200 || body != "hello from a v1" {
 		t.Fatalf("proxied: %d %q", resp.StatusCode, body)
 	}
-	if o := next(); o.code != 200 || o.d <= 0 {
+	if o := next(); o.code != 200 || o.d <= 0 || o.local {
 		t.Fatalf("plain request observed as %+v", o)
 	}
 

@@ -44,9 +44,10 @@ type Config struct {
 	// PG*); its values are secrets. A release's env overrides it.
 	DBEnv map[string]string
 	// Observe, when set, is told of every request proxied to the app when
-	// its response header is sent: its status code and the time it took (a
-	// stream or a WebSocket is counted as it starts).
-	Observe func(slot string, code int, d time.Duration)
+	// its response header is sent: its status code, when it came and the
+	// time it took (a stream or a WebSocket is counted as it starts), and
+	// whether the slot answered it itself (503: the app was down).
+	Observe func(slot string, r relay.Response)
 }
 
 // Release is a runnable version of an app: a directory, a start command line

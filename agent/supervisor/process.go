@@ -78,6 +78,9 @@ type Info struct {
 	// Memory is the whole tree's RSS in bytes.
 	Memory   uint64 `json:"memory"`
 	LastExit string `json:"last_exit,omitempty"`
+	// ExitedAt is when the process last exited (or failed to start)
+	// without being asked to stop: a crash, or its memory limit.
+	ExitedAt time.Time `json:"exited_at,omitzero"`
 	// ExitCode is the last exit code (-1 after a signal).
 	ExitCode int `json:"exit_code"`
 	// Reason explains the status, e.g. why the process is errored.
@@ -235,9 +238,9 @@ func (p *Process) loop(stop, done chan struct{}) {
 		hadGroup := p.leader.PID != 0
 		p.leader = procgroup.Identity{} // gone; Groups() must not list it while waiting
 		p.info.PID, p.info.CPU, p.info.Memory = 0, 0, 0
-		p.info.LastExit, p.info.ExitCode = exit.String(), exit.Code
+		p.info.LastExit, p.info.ExitCode, p.info.ExitedAt = exit.String(), exit.Code, exit.At
 		if err != nil {
-			p.info.LastExit, p.info.ExitCode = "failed to start", -1
+			p.info.LastExit, p.info.ExitCode, p.info.ExitedAt = "failed to start", -1, time.Now()
 		}
 		p.mu.Unlock()
 		if hadGroup {

@@ -167,6 +167,9 @@ func TestCrashLoopBacksOffThenErrors(t *testing.T) {
 	if info.LastExit != "exit code 1" || info.ExitCode != 1 {
 		t.Errorf("LastExit = %q, ExitCode = %d, want exit code 1", info.LastExit, info.ExitCode)
 	}
+	if last := starts[len(starts)-1]; info.ExitedAt.Before(last) || time.Since(info.ExitedAt) > 8*time.Second {
+		t.Errorf("ExitedAt = %v, want the last exit, after the last start at %v", info.ExitedAt, last)
+	}
 	if info.PID != 0 {
 		t.Errorf("PID = %d after errored, want 0", info.PID)
 	}
@@ -338,6 +341,9 @@ func TestStopFreesPortOfGrandchild(t *testing.T) {
 	}
 	if procgroup.GroupAlive(leader.PID) {
 		t.Error("process group still alive after Stop")
+	}
+	if at := p.Info().ExitedAt; !at.IsZero() {
+		t.Errorf("ExitedAt = %v after a Stop: only an exit of its own counts", at)
 	}
 	if !pidGone(nodePID) {
 		t.Errorf("node %d still exists after Stop", nodePID)

@@ -1,0 +1,218 @@
+// Package history keeps, in the agent's memory, what happened to each slot
+// recently: requests by response class, their latency, the app's CPU and
+// memory, in fixed-size rings of 10-second buckets (the last hour) and of
+// 1-minute buckets (the last 24 hours), and the slot's deploys, rollbacks,
+// crashes and stops. Memory is bounded whatever the traffic, recording a
+// request allocates nothing, and buckets are counted on the monotonic clock,
+// so setting the machine's time back corrupts nothing. It is lost when the
+// agent restarts (the deploy records keep the deploys).
+package history
+
+import (
+	"math/bits"
+	"sync"
+	"time"
+)
+
+// The rings: Fine covers the last hour, Coarse the last 24 hours.
+const (
+	FineStep   = 10 * time.Second
+	FineLen    = 360
+	CoarseStep = time.Minute
+	CoarseLen  = 1440
+	// MaxEvents is how many events a slot keeps (the oldest go first).
+	MaxEvents = 64
+	// latencyBuckets is the latency histogram's size: below 0.5 ms, then
+	// doubling bounds (0.5–1 ms, 1–2 ms … 4.096–8.192 s), then the rest.
+	latencyBuckets = 16
+	latencyBase    = 500 * time.Microsecond
+)
+
+// BytesPerSlot is the memory a Slot takes, whatever the traffic: 100 bytes
+// per bucket × (360 + 1440) buckets, 64 events of 56 bytes, its start and four words
+// (checked by a test). The events' texts (a deploy id, an exit status) are
+// strings the agent already has. A ring's pages become resident as its
+// buckets are first written: after an hour about 36 KB of the 10-second ring,
+// after a day all of it.
+const BytesPerSlot = 183640
+
+// Class is what a response was: its status class, or the slot's own 503
+// (the app was down or failed before answering).
+type class uint8
+
+const (
+	class2xx class = iota
+	class3xx
+	class4xx
+	class5xx
+	classUnavailable
+	classes
+)
+
+// bucket is one time step of a slot: 100 bytes.
+type bucket struct {
+	// n is 1 + the bucket's number since the history began; 0 never written.
+	n       uint32
+	classes [classes]uint32
+	// latency counts every request (1xx included) by time to its header.
+	latency [latencyBuckets]uint32
+	// cpuSum and samples make the mean CPU (% of one core) of the samples.
+	cpuSum  float32
+	samples uint32
+	// rssKiB is the largest RSS sampled in the bucket.
+	rssKiB uint32
+}
+
+// Kind is the kind of an event.
+type Kind string
+
+// The events a slot records.
+const (
+	Deploy   Kind = "deploy"
+	Rollback Kind = "rollback"
+	Crash    Kind = "crash"
+	Restart  Kind = "restart"
+	Stop     Kind = "stop"
+)
+
+// event is something that happened to a slot, at a time on the
+// history's monotonic clock.
+type event struct {
+	at     time.Duration
+	kind   Kind
+	ref    string // the deploy record's id, when there is one
+	detail string
+}
+
+// Clock tells the time. Now must carry a monotonic reading (time.Now's
+// does): the buckets are counted from its differences, which the
+// machine's clock being set does not change. Wall is the machine's clock,
+// only used to label times for people.
+type Clock interface {
+	Now() time.Time
+	Wall() time.Time
+}
+
+// systemClock is the real Clock.
+type systemClock struct{}
+
+func (systemClock) Now() time.Time  { return time.Now() }
+func (systemClock) Wall() time.Time { return time.Now() }
+
+// History is the history of every slot.
+type History struct {
+	slots map[string]*Slot
+}
+
+// New makes an empty history of the named slots on the system clock.
+func New(names []string) *History { return NewWithClock(names, systemClock{}) }
+
+// NewWithClock is New with another clock (tests).
+func NewWithClock(names []string, c Clock) *History {
+	h := &History{slots: make(map[string]*Slot, len(names))}
+	base := c.Now()
+	for _, name := range names {
+		h.slots[name] = &Slot{clock: c, base: base}
+	}
+	return h
+}
+
+// Slot is the history of the named slot, or nil for an unknown name.
+func (h *History) Slot(name string) *Slot { return h.slots[name] }
+
+// Slot is one slot's history. Its methods are safe for concurrent use.
+type Slot struct {
+	clock   Clock
+	base    time.Time // when the history began; times are kept as offsets from it
+	mu      sync.Mutex
+	fine    [FineLen]bucket
+	coarse  [CoarseLen]bucket
+	events  [MaxEvents]event
+	nEvents int // events recorded in all; the ring holds the last MaxEvents
+}
+
+// Request records one response: its status code, when its request arrived
+// (a time.Now, with its monotonic reading), the time to its header, and
+// whether the slot answered it itself (its 503 while the app is down). It
+// reads no clock and allocates nothing.
+func (s *Slot) Request(code int, start time.Time, took time.Duration, local bool) {
+	c := classOf(code, local)
+	l := latencyBucket(took)
+	now := start.Sub(s.base) + took
+	s.mu.Lock()
+	for _, b := range [2]*bucket{at(s.fine[:], FineStep, now), at(s.coarse[:], CoarseStep, now)} {
+		if c < classes {
+			b.classes[c]++
+		}
+		b.latency[l]++
+	}
+	s.mu.Unlock()
+}
+
+// Sample records the app's CPU (% of one core) and RSS (bytes) now.
+func (s *Slot) Sample(cpu float64, rss uint64) {
+	kib := uint32(min(rss>>10, 1<<32-1))
+	s.mu.Lock()
+	now := s.elapsed()
+	for _, b := range [2]*bucket{at(s.fine[:], FineStep, now), at(s.coarse[:], CoarseStep, now)} {
+		b.cpuSum += float32(cpu)
+		b.samples++
+		b.rssKiB = max(b.rssKiB, kib)
+	}
+	s.mu.Unlock()
+}
+
+// Mark records an event that happened ago (0: now); ref is its deploy
+// record's id, if any, and detail a short text such as an exit status.
+func (s *Slot) Mark(kind Kind, ref, detail string, ago time.Duration) {
+	s.mu.Lock()
+	at := s.elapsed() - max(ago, 0)
+	s.events[s.nEvents%MaxEvents] = event{at: at, kind: kind, ref: ref, detail: detail}
+	s.nEvents++
+	s.mu.Unlock()
+}
+
+// elapsed is the time since the history began, on the monotonic clock.
+func (s *Slot) elapsed() time.Duration { return s.clock.Now().Sub(s.base) }
+
+// at is the bucket of ring for the time now, emptied first when it still
+// holds an older bucket (one a full turn of the ring ago).
+func at(ring []bucket, step, now time.Duration) *bucket {
+	n := uint32(max(now, 0) / step)
+	b := &ring[n%uint32(len(ring))]
+	if b.n != n+1 {
+		*b = bucket{n: n + 1}
+	}
+	return b
+}
+
+// classOf is the class of a response; classes for one that counts in no
+// class (1xx, such as a WebSocket upgrade).
+func classOf(code int, local bool) class {
+	switch {
+	case local:
+		return classUnavailable
+	case code >= 200 && code < 600:
+		return class(code/100 - 2)
+	default:
+		return classes
+	}
+}
+
+// latencyBucket is the histogram bucket of d.
+func latencyBucket(d time.Duration) int {
+	return min(bits.Len64(uint64(max(d, 0)/latencyBase)), latencyBuckets-1)
+}
+
+// latencyBounds are the bounds of histogram bucket i; the last one's upper
+// bound is its lower bound (nothing is known above it).
+func latencyBounds(i int) (lo, hi time.Duration) {
+	if i > 0 {
+		lo = latencyBase << (i - 1)
+	}
+	hi = latencyBase << i
+	if i == latencyBuckets-1 {
+		hi = lo
+	}
+	return lo, hi
+}
