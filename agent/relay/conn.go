@@ -128,17 +128,23 @@ var longAgo = time.Unix(1, 0)
 // does; on a bad request it returns the status to refuse it with.
 func (c *conn) readRequest() (*http.Request, int, error) {
 	// A header that is here whole needs no deadline (and a deadline set
-	// and cleared per request would cost a timer each).
-	timed := !headerBuffered(c.br)
-	if timed {
+	// and cleared per request would cost a timer each). Its raw bytes stay
+	// in the buffer while it is parsed; one that comes in pieces is
+	// recorded as it is read: checkHeader and the framing look at fields
+	// that http.ReadRequest drops.
+	raw, whole := bufferedHeader(c.br)
+	if !whole {
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.headerTimeout()))
+		c.limit.record = bytes.Clone(raw)
+		c.limit.recording = true
 	}
 	c.limit.n = maxHeaderBytes
 	req, err := http.ReadRequest(c.br)
 	tooLarge := c.limit.n <= 0
 	c.limit.n = math.MaxInt64
-	if timed {
+	if !whole {
 		_ = c.nc.SetReadDeadline(time.Time{})
+		raw, c.limit.record, c.limit.recording = c.limit.record, nil, false
 	}
 	switch {
 	case tooLarge:
@@ -154,28 +160,70 @@ func (c *conn) readRequest() (*http.Request, int, error) {
 	case len(req.Header["Expect"]) > 0 && !continueAsked(req.Header):
 		return nil, http.StatusExpectationFailed, errors.New("unsupported Expect")
 	}
-	if err := checkHeader(req); err != nil {
+	if err := checkHeader(req, raw); err != nil {
 		return nil, http.StatusBadRequest, err
+	}
+	if _, both := firstField(raw, "content-length"); both && isChunked(req.TransferEncoding) {
+		// Both Content-Length and Transfer-Encoding: the body is read
+		// as chunked (http.ReadRequest dropped the length), and the
+		// connection closes after the response (RFC 9112 §6.1), as the
+		// message may be a smuggling attempt.
+		req.Close = true
 	}
 	req.RemoteAddr = c.nc.RemoteAddr().String()
 	return req, 0, nil
 }
 
-// headerBuffered reports whether br holds a whole request header.
-func headerBuffered(br *bufio.Reader) bool {
+// bufferedHeader returns what br holds and whether that is a whole
+// request header. The bytes stay valid until br reads again.
+func bufferedHeader(br *bufio.Reader) ([]byte, bool) {
 	b, _ := br.Peek(br.Buffered())
-	return bytes.Contains(b, []byte("\r\n\r\n"))
+	return b, bytes.Contains(b, []byte("\r\n\r\n"))
+}
+
+// rawFields yields the values of the fields named name (lower case) in a
+// raw request header (maybe followed by a body, which is not looked at).
+func rawFields(raw []byte, name string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for line := range bytes.Lines(raw) {
+			line = bytes.TrimRight(line, "\r\n")
+			if len(line) == 0 {
+				return // the end of the header
+			}
+			k, v, ok := bytes.Cut(line, []byte(":"))
+			if ok && strings.EqualFold(string(k), name) && !yield(string(bytes.Trim(v, " \t"))) {
+				return
+			}
+		}
+	}
+}
+
+// firstField returns the first value of the field name in a raw header.
+func firstField(raw []byte, name string) (string, bool) {
+	for v := range rawFields(raw, name) {
+		return v, true
+	}
+	return "", false
 }
 
 // checkHeader refuses what net/http's server refuses: a missing or
-// malformed Host (http.ReadRequest already refused a repeated one and
-// took it out of the header), and invalid header names or values.
-func checkHeader(req *http.Request) error {
+// malformed Host field, also when the target is in absolute form (then
+// req.Host is the target's, and only raw, the header as it came, tells
+// whether the field was there: http.ReadRequest took it out, having
+// refused a repeated one), and invalid header names or values.
+func checkHeader(req *http.Request, raw []byte) error {
+	host, present := req.Host, req.Host != ""
+	if req.URL.IsAbs() {
+		host, present = firstField(raw, "host")
+		present = present || !req.ProtoAtLeast(1, 1)
+	}
 	switch {
-	case req.ProtoAtLeast(1, 1) && req.Host == "":
+	case req.ProtoAtLeast(1, 1) && !present:
 		return errors.New("missing required Host header")
-	case req.Host != "" && !httpguts.ValidHostHeader(req.Host):
+	case host != "" && !httpguts.ValidHostHeader(host):
 		return errors.New("malformed Host header")
+	case req.Host != "" && !httpguts.ValidHostHeader(req.Host):
+		return errors.New("malformed Host in the target")
 	}
 	for k, vv := range req.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
@@ -249,10 +297,13 @@ func (c *conn) relayCounted(up *Upstream, req *http.Request) bool {
 }
 
 // limitedReader is the connection's reader with a byte budget for a
-// request's header; reads fail once it is spent.
+// request's header; reads fail once it is spent. While recording is set,
+// what it reads is appended to record.
 type limitedReader struct {
-	r io.Reader
-	n int64
+	r         io.Reader
+	n         int64
+	recording bool
+	record    []byte
 }
 
 var errBudgetSpent = errors.New("request header too large")
@@ -266,6 +317,9 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.n -= int64(n)
+	if l.recording {
+		l.record = append(l.record, p[:n]...)
+	}
 	return n, err
 }
 

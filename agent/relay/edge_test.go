@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -160,51 +159,25 @@ func TestRelaySendsAStreamsHeaderAtOnce(t *testing.T) {
 // (here a body on a HEAD answer that looks like a response) are never
 // taken for the answer to the next request, nor is a 101 nobody asked for.
 func TestRelayDropsAnUpstreamOutOfStep(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					switch req.URL.Path {
-					case "/head":
-						forged := "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
-						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(forged))+"\r\n\r\n"+forged)
-					case "/hints":
-						for range maxInformational + 1 {
-							io.WriteString(nc, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
-						}
-						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
-					case "/one-hint":
-						io.WriteString(nc, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
-						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
-					case "/huge":
-						io.WriteString(nc, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("x", maxResponseHeaderBytes+8192)+"\r\n\r\n")
-						return
-					case "/switch":
-						io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
-					default:
-						io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
-					}
-				}
-			}()
+	app := rawApp(t, func(path string) string {
+		switch path {
+		case "/head":
+			forged := "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+			return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(forged)) + "\r\n\r\n" + forged
+		case "/hints":
+			return strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", maxInformational+1) +
+				"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate"
+		case "/one-hint":
+			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal"
+		case "/huge":
+			return "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("x", maxResponseHeaderBytes+8192) + "\r\n\r\n"
+		case "/switch":
+			return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
 		}
-	}()
+		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal"
+	})
 	var r router
-	r.cur.Store(NewUpstream(ln.Addr().String()))
+	r.cur.Store(app)
 	_, addr := startRelay(t, &r)
 	c := dial(t, addr)
 	c.send("HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n")

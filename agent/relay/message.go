@@ -234,9 +234,14 @@ func (c *conn) switchProtocols(u *upstreamConn, resp *http.Response) bool {
 	return false
 }
 
-// writeStatus writes the status line of resp to the client.
+// writeStatus writes the status line of resp to the client: with the
+// app's reason phrase when it is plain visible ASCII and spaces, else with
+// the standard one (a CR, NUL or escape in it must not reach the client).
 func (c *conn) writeStatus(resp *http.Response) {
 	reason := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
+	if strings.ContainsFunc(reason, func(r rune) bool { return r < ' ' || r > '~' }) {
+		reason = ""
+	}
 	_, _ = c.bw.WriteString("HTTP/1.1 " + statusLine(resp.StatusCode, reason) + "\r\n")
 }
 

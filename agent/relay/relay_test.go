@@ -473,7 +473,7 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 	u := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "app") }))
 	var r router
 	r.cur.Store(u.up)
-	_, addr := startRelay(t, &r, func(s *Server) { s.HeaderTimeout = 200 * time.Millisecond })
+	_, addr := startRelay(t, &r)
 	for _, tc := range []struct {
 		name, req string
 		status    int
@@ -482,6 +482,8 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 		{"no Host", "GET / HTTP/1.1\r\n\r\n", 400},
 		{"two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
 		{"bad Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"absolute target, no Host", "GET http://evil.test/abs HTTP/1.1\r\n\r\n", 400},
+		{"absolute target, bad Host", "GET http://evil.test/abs HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
 		{"bad header name", "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400},
 		{"smuggling", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
 		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
@@ -502,11 +504,19 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 		})
 	}
 	t.Run("slow header", func(t *testing.T) {
+		_, addr := startRelay(t, &r, func(s *Server) { s.HeaderTimeout = 200 * time.Millisecond })
 		c := dial(t, addr)
 		c.send("GET / HTTP/1.1\r\nHost: a\r\n")
 		start := time.Now()
 		if !c.closed() || time.Since(start) > time.Second {
 			t.Fatalf("a header never finished kept the connection for %s", time.Since(start))
+		}
+	})
+	t.Run("absolute target with a Host", func(t *testing.T) {
+		c := dial(t, addr)
+		c.send("GET http://slot.test/abs HTTP/1.1\r\nHost: other.test\r\n\r\n")
+		if resp, body := c.response(http.MethodGet); resp.StatusCode != 200 || body != "app" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
 		}
 	})
 	t.Run("pipelined", func(t *testing.T) {
