@@ -2,9 +2,11 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/postgres"
 )
 
@@ -74,7 +76,12 @@ func resetDatabase(w http.ResponseWriter, r *http.Request, db Databases, name st
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
 	msg, err := db.ResetDatabase(ctx, name)
-	if err != nil {
+	var busy deploy.ErrBusy
+	switch {
+	case errors.As(err, &busy):
+		writeDeployError(w, err)
+		return
+	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, "database reset failed", err.Error())
 		return
 	}

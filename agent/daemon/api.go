@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
-	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/postgres"
@@ -60,22 +59,28 @@ func (a *Agent) SlotHealth(ctx context.Context, name string) (bool, string) {
 }
 
 // StopSlot stops the slot's app and serves the placeholder; the release is
-// kept so that a restart brings it back.
+// kept so that a restart brings it back. The slot is reserved meanwhile: no
+// deploy can start during the stop.
 func (a *Agent) StopSlot(name string) error {
-	if id, busy := a.deployer.Busy(name); busy {
-		return deploy.ErrBusy{Running: id}
-	}
-	a.slots[name].Stop(0)
-	a.hist.Slot(name).Mark(history.Stop, "", "", 0)
-	return a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
+	return a.deployer.Exclusive(name, "stop", func() error {
+		a.slots[name].Stop(0)
+		a.hist.Slot(name).Mark(history.Stop, "", "", 0)
+		return a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
+	})
 }
 
 // RestartSlot restarts the slot's app, or starts its current release again
-// after a stop; an empty slot has nothing to restart.
-func (a *Agent) RestartSlot(name string) (string, error) {
-	if id, busy := a.deployer.Busy(name); busy {
-		return "", deploy.ErrBusy{Running: id}
-	}
+// after a stop; an empty slot has nothing to restart. The slot is reserved
+// meanwhile.
+func (a *Agent) RestartSlot(name string) (msg string, err error) {
+	err = a.deployer.Exclusive(name, "restart", func() error {
+		msg, err = a.restartSlot(name)
+		return err
+	})
+	return msg, err
+}
+
+func (a *Agent) restartSlot(name string) (string, error) {
 	s := a.slots[name]
 	if s.Restart() {
 		a.hist.Slot(name).Mark(history.Restart, "", "", 0)

@@ -44,14 +44,18 @@ func (a *Agent) runPostgres() {
 func (a *Agent) Database(ctx context.Context) postgres.Status { return a.pg.Status(ctx) }
 
 // ResetDatabase empties a slot's database (drop and create) and restarts
-// the slot's app, so that it sets its tables up again.
-func (a *Agent) ResetDatabase(ctx context.Context, name string) (string, error) {
-	if err := a.pg.Reset(ctx, name); err != nil {
-		return "", err
-	}
-	msg := fmt.Sprintf("database %s of slot %s is empty again", postgres.SlotRole(name), name)
-	if a.slots[name].Restart() {
-		msg += "; its app was restarted"
-	}
-	return msg, nil
+// the slot's app, so that it sets its tables up again. The slot is reserved
+// meanwhile: a deploy cannot start against a half-reset database.
+func (a *Agent) ResetDatabase(ctx context.Context, name string) (msg string, err error) {
+	err = a.deployer.Exclusive(name, "database reset", func() error {
+		if err := a.pg.Reset(ctx, name); err != nil {
+			return err
+		}
+		msg = fmt.Sprintf("database %s of slot %s is empty again", postgres.SlotRole(name), name)
+		if a.slots[name].Restart() {
+			msg += "; its app was restarted"
+		}
+		return nil
+	})
+	return msg, err
 }

@@ -195,35 +195,73 @@ type job struct {
 	slot   *slot.Slot
 }
 
-// begin locks the slot, creates the record and the log; the caller runs
-// the job in the background with run.
-func (d *Deployer) begin(name string, trig Trigger, fill func(*Record)) (*job, error) {
+// errShutdown refuses work once Close has begun.
+var errShutdown = errors.New("the agent is shutting down")
+
+// reserve takes the slot for one job (a deploy, or a function run by
+// Exclusive) named id, or reports the one that holds it. Close waits for
+// every reservation to be released.
+func (d *Deployer) reserve(name, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errShutdown
+	}
+	if running, ok := d.running[name]; ok {
+		return ErrBusy{Running: running}
+	}
+	d.running[name] = id
+	d.wg.Add(1)
+	return nil
+}
+
+// release gives the slot back.
+func (d *Deployer) release(name string) {
+	d.mu.Lock()
+	delete(d.running, name)
+	d.mu.Unlock()
+	d.wg.Done()
+}
+
+// Exclusive runs f while nothing else changes the slot: no deploy,
+// rollback, env change or other Exclusive call runs on it meanwhile, and
+// none can start until f returns. It returns ErrBusy, without running f,
+// when one already runs; what names f in that error.
+func (d *Deployer) Exclusive(name, what string, f func() error) error {
+	if err := d.reserve(name, what); err != nil {
+		return err
+	}
+	defer d.release(name)
+	return f()
+}
+
+// begin reserves the slot, then has plan decide, on the slot's state read
+// under the reservation, whether a job runs: plan fills the job's record,
+// or refuses with an error, or does the work itself and returns false
+// (begin then returns a nil job). The caller runs the job with run.
+func (d *Deployer) begin(name string, trig Trigger, plan func(ss state.Slot, rec *Record) (bool, error)) (*job, error) {
 	s := d.slots(name)
 	if s == nil {
 		return nil, invalid("unknown slot %q", name)
 	}
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil, errors.New("the agent is shutting down")
-	}
-	if id, ok := d.running[name]; ok {
-		d.mu.Unlock()
-		return nil, ErrBusy{Running: id}
-	}
 	now := time.Now().UTC()
 	id := name + "-" + stamp(now)
-	d.running[name] = id
-	d.mu.Unlock()
+	if err := d.reserve(name, id); err != nil {
+		return nil, err
+	}
 	rec := &Record{ID: id, Slot: name, Trigger: trig, Status: Running, CreatedAt: now, Stages: []Stage{}}
-	fill(rec)
+	run, err := plan(d.store.Slot(name), rec)
+	if err != nil || !run {
+		d.release(name)
+		return nil, err
+	}
 	sink, err := logs.Open(d.records.slotDir(name), id, logs.Options{NoRotate: true})
 	if err == nil {
 		_, _, rec.Log = sink.Paths()
 		err = d.records.add(rec)
 	}
 	if err != nil {
-		d.unlock(name)
+		d.release(name)
 		return nil, fmt.Errorf("start deploy record: %w", err)
 	}
 	d.mu.Lock()
@@ -232,22 +270,15 @@ func (d *Deployer) begin(name string, trig Trigger, fill func(*Record)) (*job, e
 	return &job{d: d, rec: rec, sink: sink, out: sink.Writer(logs.Stdout), errOut: sink.Writer(logs.Stderr), slot: s}, nil
 }
 
-func (d *Deployer) unlock(name string) {
-	d.mu.Lock()
-	delete(d.running, name)
-	d.mu.Unlock()
-}
-
 // stamp is a sortable, millisecond-precise time for ids.
 func stamp(t time.Time) string {
 	return t.Format("20060102T150405") + fmt.Sprintf("%03d", t.Nanosecond()/1e6)
 }
 
-// run executes steps in the background and finishes the record.
+// run executes steps in the background, finishes the record and releases
+// the slot.
 func (j *job) run(steps func(ctx context.Context) error) {
-	j.d.wg.Add(1)
 	go func() {
-		defer j.d.wg.Done()
 		ctx, cancel := context.WithTimeout(j.d.ctx, j.d.cfg.Timeout)
 		err := steps(ctx)
 		cancel()
@@ -282,7 +313,7 @@ func (j *job) run(steps func(ctx context.Context) error) {
 		delete(j.d.sinks, j.rec.ID)
 		j.d.mu.Unlock()
 		_ = j.sink.Close()
-		j.d.unlock(j.rec.Slot)
+		j.d.release(j.rec.Slot)
 	}()
 }
 
@@ -362,7 +393,15 @@ func (d *Deployer) Rehydrate(name string, rel slot.Release) error {
 		return err
 	}
 	s.Promote(d.ctx, c, 0)
-	d.wg.Add(1)
+	d.mu.Lock()
+	closed := d.closed
+	if !closed {
+		d.wg.Add(1)
+	}
+	d.mu.Unlock()
+	if closed {
+		return nil
+	}
 	go func() {
 		defer d.wg.Done()
 		err := gate(d.ctx, c, d.cfg.Health, true, io.Discard)

@@ -5,6 +5,7 @@ package deploy
 // with package state as the agent saves it.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,15 +39,31 @@ type fileStore struct {
 	path string
 	mu   sync.Mutex
 	st   *state.State
+	// onRead, when set, is called (once, then cleared) after a read,
+	// before the reader gets what it read.
+	onRead func()
 }
 
 func (f *fileStore) Slot(name string) state.Slot {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if ss := f.st.Slots[name]; ss != nil {
-		return *f.st.Clone().Slots[name]
+	var ss state.Slot
+	if f.st.Slots[name] != nil {
+		ss = *f.st.Clone().Slots[name]
 	}
-	return state.Slot{}
+	hook := f.onRead
+	f.onRead = nil
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return ss
+}
+
+// readHook arms the store's onRead.
+func (e *engine) readHook(f func()) {
+	e.store.mu.Lock()
+	e.store.onRead = f
+	e.store.mu.Unlock()
 }
 
 func (f *fileStore) UpdateSlot(name string, change func(*state.Slot)) error {
@@ -116,6 +133,13 @@ func newEngine(t *testing.T, tune func(*Config)) *engine {
 const appServer = `require('http').createServer((req, res) => res.end(process.env.VERSION || 'none'))
   .listen(Number(process.env.PORT), '127.0.0.1');
 `
+
+// codeServer answers with its code's label and its VERSION env value.
+func codeServer(label string) string {
+	return `require('http').createServer((req, res) => res.end('` + label + ` ' + (process.env.VERSION || 'none')))
+  .listen(Number(process.env.PORT), '127.0.0.1');
+`
+}
 
 // appDir writes the app into a fresh folder.
 func appDir(t *testing.T, src string) string {
@@ -204,4 +228,124 @@ func TestDeploysDoNotLeakGoroutines(t *testing.T) {
 		t.Fatalf("goroutines: %d before %d deploys, %d after", before, deploys, after)
 	}
 	t.Logf("goroutines: %d before %d deploys, %d after", before, deploys, after)
+}
+
+// TestCloseWaitsForEveryAcceptedDeploy: a deploy accepted just before
+// Close is waited for; it does not run on after Close returns.
+func TestCloseWaitsForEveryAcceptedDeploy(t *testing.T) {
+	e := newEngine(t, nil)
+	closed := make(chan struct{})
+	// Close starts while the accepted deploy reads the slot's state.
+	e.readHook(func() {
+		go func() {
+			e.d.Close(30 * time.Second)
+			close(closed)
+		}()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			e.d.mu.Lock()
+			c := e.d.closed
+			e.d.mu.Unlock()
+			if c {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Error("Close did not begin")
+				return
+			}
+		}
+	})
+	rec, err := e.d.Deploy("a", Request{Dir: appDir(t, appServer), Start: "node server.js"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-closed
+	if got, _ := e.d.Get(rec.ID); got.Status == Running {
+		t.Fatalf("deploy %s still running after Close returned", rec.ID)
+	}
+}
+
+// TestExclusiveAndDeploysExcludeEachOther: a function run by Exclusive
+// and a deploy never overlap on a slot; either is refused with ErrBusy.
+func TestExclusiveAndDeploysExcludeEachOther(t *testing.T) {
+	e := newEngine(t, nil)
+	dir := appDir(t, appServer)
+	inside := make(chan struct{})
+	leave := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		result <- e.d.Exclusive("a", "stop", func() error {
+			close(inside)
+			<-leave
+			return nil
+		})
+	}()
+	<-inside
+	_, err := e.d.Deploy("a", Request{Dir: dir, Start: "node server.js"})
+	var busy ErrBusy
+	if !errors.As(err, &busy) || busy.Running != "stop" {
+		t.Fatalf("deploy during an exclusive call: %v", err)
+	}
+	if _, _, err := e.d.SetEnv("a", map[string]string{"K": "v"}, nil); !errors.As(err, &busy) {
+		t.Fatalf("env change during an exclusive call: %v", err)
+	}
+	close(leave)
+	if err := <-result; err != nil {
+		t.Fatal(err)
+	}
+
+	rec, err := e.d.Deploy("a", Request{Dir: dir, Start: "node server.js"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := false
+	if err := e.d.Exclusive("a", "stop", func() error { ran = true; return nil }); !errors.As(err, &busy) || busy.Running != rec.ID || ran {
+		t.Fatalf("exclusive call during a deploy: ran %v, %v", ran, err)
+	}
+	e.wait(t, rec.ID)
+	if err := e.d.Exclusive("a", "stop", func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("exclusive call after the deploy: ran %v, %v", ran, err)
+	}
+}
+
+// TestEnvChangeReadsTheStateItChanges: an env change asked for while a
+// deploy runs never rebuilds from the code that deploy replaces (a silent
+// rollback): it is refused, or made from the new code.
+func TestEnvChangeReadsTheStateItChanges(t *testing.T) {
+	e := newEngine(t, nil)
+	if rec := e.deploy(t, appDir(t, codeServer("old")), nil); rec.Status != Succeeded {
+		t.Fatalf("deploy: %s %s", rec.Status, rec.Error)
+	}
+	rec, err := e.d.Deploy("a", Request{Dir: appDir(t, codeServer("new")), Start: "node server.js"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The deploy has read the state it builds on once it has a stage.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r, _ := e.d.Get(rec.ID); len(r.Stages) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deploy never reached a stage")
+		}
+	}
+	// The deploy ends right after the env change has read the state.
+	e.readHook(func() { e.wait(t, rec.ID) })
+	_, envRec, err := e.d.SetEnv("a", map[string]string{"VERSION": "v2"}, nil)
+	var busy ErrBusy
+	switch {
+	case errors.As(err, &busy):
+		e.wait(t, rec.ID)
+		if got := e.serves(t); got != "new none" {
+			t.Fatalf("after the deploy the slot serves %q", got)
+		}
+	case err != nil:
+		t.Fatal(err)
+	default:
+		if r := e.wait(t, envRec.ID); r.Status != Succeeded {
+			t.Fatalf("env change: %s %s", r.Status, r.Error)
+		}
+		if got := e.serves(t); got != "new v2" {
+			t.Fatalf("after the env change the slot serves %q, not the new code", got)
+		}
+	}
 }

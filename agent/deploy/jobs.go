@@ -29,14 +29,17 @@ func (d *Deployer) Deploy(name string, req Request) (Record, error) {
 			return Record{}, invalid("%v", err)
 		}
 	}
-	j, err := d.begin(name, TriggerDeploy, func(r *Record) {
+	var slotEnv map[string]string
+	j, err := d.begin(name, TriggerDeploy, func(ss state.Slot, r *Record) (bool, error) {
 		r.Repo, r.Ref, r.Dir = source.Redact(req.Repo), req.Ref, req.Dir
+		slotEnv = ss.Env
+		return true, nil
 	})
 	if err != nil {
 		return Record{}, err
 	}
 	secrets := append(source.Secrets(req.Repo), slices.Collect(maps.Values(req.Env))...)
-	j.sink.SetSecrets(append(secrets, slices.Collect(maps.Values(d.store.Slot(name).Env))...))
+	j.sink.SetSecrets(append(secrets, slices.Collect(maps.Values(slotEnv))...))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error { return j.build(ctx, req) })
 	return rec, nil
@@ -139,22 +142,22 @@ func (j *job) build(ctx context.Context, req Request) error {
 // Rollback switches the slot back to a kept release (the one before the
 // current when id is empty), through the same health gate.
 func (d *Deployer) Rollback(name, id string) (Record, error) {
-	ss := d.store.Slot(name)
-	if id == "" {
-		id = previousRelease(ss)
+	var rel state.Release
+	j, err := d.begin(name, TriggerRollback, func(ss state.Slot, r *Record) (bool, error) {
 		if id == "" {
-			return Record{}, invalid("slot %s has no earlier release to roll back to", name)
+			if id = previousRelease(ss); id == "" {
+				return false, invalid("slot %s has no earlier release to roll back to", name)
+			}
 		}
-	}
-	rel, ok := ss.Find(id)
-	if !ok {
-		return Record{}, invalid("slot %s has no release %q (kept: %s)", name, id, releaseIDs(ss))
-	}
-	if id == ss.Current && ss.Desired == state.DesiredRunning {
-		return Record{}, invalid("release %s is already serving in slot %s", id, name)
-	}
-	j, err := d.begin(name, TriggerRollback, func(r *Record) {
+		var ok bool
+		if rel, ok = ss.Find(id); !ok {
+			return false, invalid("slot %s has no release %q (kept: %s)", name, id, releaseIDs(ss))
+		}
+		if id == ss.Current && ss.Desired == state.DesiredRunning {
+			return false, invalid("release %s is already serving in slot %s", id, name)
+		}
 		r.Repo, r.Ref, r.Commit, r.Release = rel.Repo, rel.Ref, rel.Commit, rel.ID
+		return true, nil
 	})
 	if err != nil {
 		return Record{}, err
@@ -189,27 +192,33 @@ func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (m
 			return nil, nil, err
 		}
 	}
-	ss := d.store.Slot(name)
-	env := maps.Clone(ss.Env)
-	if env == nil {
-		env = map[string]string{}
-	}
-	maps.Copy(env, set)
-	for _, k := range unset {
-		delete(env, k)
-	}
-	cur, ok := ss.Find(ss.Current)
-	if !ok || ss.Desired != state.DesiredRunning {
-		return env, nil, d.saveEnv(name, env, cur, ok)
-	}
-	rel := withEnv(cur, env)
-	j, err := d.begin(name, TriggerEnv, func(r *Record) {
+	var env, oldEnv map[string]string
+	var cur, rel state.Release
+	j, err := d.begin(name, TriggerEnv, func(ss state.Slot, r *Record) (bool, error) {
+		env, oldEnv = maps.Clone(ss.Env), ss.Env
+		if env == nil {
+			env = map[string]string{}
+		}
+		maps.Copy(env, set)
+		for _, k := range unset {
+			delete(env, k)
+		}
+		var ok bool
+		cur, ok = ss.Find(ss.Current)
+		if !ok || ss.Desired != state.DesiredRunning {
+			return false, d.saveEnv(name, env, cur, ok)
+		}
+		rel = withEnv(cur, env)
 		r.Repo, r.Ref, r.Commit, r.Release = rel.Repo, rel.Ref, rel.Commit, rel.ID
+		return true, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	j.sink.SetSecrets(append(slices.Collect(maps.Values(env)), slices.Collect(maps.Values(ss.Env))...))
+	if j == nil {
+		return env, nil, nil
+	}
+	j.sink.SetSecrets(append(slices.Collect(maps.Values(env)), slices.Collect(maps.Values(oldEnv))...))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error {
 		j.logf("new release %s: code of %s with env %s", rel.ID, cur.ID, strings.Join(sortedKeys(env), ", "))
@@ -219,19 +228,11 @@ func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (m
 	return env, &rec, nil
 }
 
-// saveEnv stores env for a slot that serves no app, under the slot's
-// deploy lock. A stopped slot with a release gets a new release of the same
+// saveEnv stores env for a slot that serves no app; the slot is reserved.
+// A stopped slot with a release gets a new release of the same
 // code with env (not started: its next restart runs it), so what runs
 // always matches a release and a rollback restores the env too.
 func (d *Deployer) saveEnv(name string, env map[string]string, cur state.Release, hasRelease bool) error {
-	d.mu.Lock()
-	if id, busy := d.running[name]; busy {
-		d.mu.Unlock()
-		return ErrBusy{Running: id}
-	}
-	d.running[name] = "env"
-	d.mu.Unlock()
-	defer d.unlock(name)
 	var drop []string
 	err := d.store.UpdateSlot(name, func(s *state.Slot) {
 		s.Env = env

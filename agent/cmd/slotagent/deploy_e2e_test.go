@@ -609,3 +609,55 @@ func TestDeployLogStreamsAsServerSentEvents(t *testing.T) {
 		t.Fatalf("unknown deploy: %d", code)
 	}
 }
+
+// stubbornApp is the hello app ignoring SIGTERM: stopping it takes the
+// whole kill_timeout.
+var stubbornApp = strings.Replace(testkit.HelloApp,
+	"process.on('SIGTERM', () => server.close(() => process.exit(0)));", "process.on('SIGTERM', () => {});", 1)
+
+// TestStopHoldsTheSlot: a stop (which may take kill_timeout) reserves the
+// slot as a deploy does; a deploy asked for meanwhile is refused and the
+// state says what the stop did.
+func TestStopHoldsTheSlot(t *testing.T) {
+	if !strings.Contains(stubbornApp, "() => {}") {
+		t.Fatal("stubbornApp: the hello app's SIGTERM handler changed")
+	}
+	a := newAgent(t)
+	testkit.NeedNode(t)
+	dir := testkit.WriteApp(t, stubbornApp)
+	a.start()
+	a.mustCLI("deploy", "a", "--dir", dir, "--start", "node server.js", "--wait")
+
+	stopped := make(chan error, 1)
+	go func() {
+		cmd := exec.Command(binary, "stop", "a")
+		cmd.Env = a.env
+		stopped <- reaper.RunTo(context.Background(), cmd, io.Discard, io.Discard)
+	}()
+	// The slot shows its placeholder as soon as the stop begins; the app
+	// takes kill_timeout (3 s) to go.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, b := body(t, a.url("a", "/")); strings.Contains(b, "ready for deployment") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stop did not begin")
+		}
+	}
+	if out, errOut, code := a.cli("deploy", "a", "--dir", dir, "--start", "node server.js"); code == 0 || !strings.Contains(errOut, "already running") {
+		t.Fatalf("deploy during a stop: exit %d\n%s%s", code, out, errOut)
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("the stop ended before the deploy was refused (%v): the app did not hold it", err)
+	default:
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	st, err := state.Load(filepath.Join(a.dataDir, "state.json"))
+	if err != nil || st.Slots["a"].Desired != state.DesiredPlaceholder {
+		t.Fatalf("state after the stop: %+v %v", st.Slots["a"], err)
+	}
+	a.mustCLI("deploy", "a", "--dir", dir, "--start", "node server.js", "--wait")
+}
