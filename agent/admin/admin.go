@@ -82,6 +82,7 @@ func New(b Backend, d Deploys, m *Metrics, log *slog.Logger) *API {
 	a.metricsRoutes(m)
 	a.dbRoutes()
 	a.historyRoutes()
+	a.gitRoutes()
 	a.uiRoutes()
 	return a
 }

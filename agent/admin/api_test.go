@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/logs"
@@ -72,6 +73,14 @@ func (f *fakeAgent) Database(context.Context) postgres.Status {
 }
 func (f *fakeAgent) ResetDatabase(context.Context, string) (string, error) {
 	return "", errors.New("PostgreSQL is off")
+}
+
+// The fake agent has git push deploys (it is a GitPush), none usable.
+func (f *fakeAgent) GitRemote(string) (gitpush.Remote, error) {
+	return gitpush.Remote{}, errors.New("no git in this test")
+}
+func (f *fakeAgent) Push(string, deploy.Push) (deploy.Record, error) {
+	return deploy.Record{}, errors.New("no git in this test")
 }
 
 // done is the one deploy the fake knows.

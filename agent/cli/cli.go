@@ -43,6 +43,8 @@ func New(version string) *cobra.Command {
 		configCmd(),
 		validateCmd(),
 		dbCmd(),
+		gitRemoteCmd(),
+		gitHookCmd(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

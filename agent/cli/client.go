@@ -83,7 +83,12 @@ func (c *client) do(ctx context.Context, method, path string, body any) (*http.R
 
 // call sends body (nil for none) and decodes the answer into v.
 func (c *client) call(method, path string, body, v any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return c.callContext(context.Background(), method, path, body, v)
+}
+
+// callContext is call within ctx.
+func (c *client) callContext(ctx context.Context, method, path string, body, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	resp, err := c.do(ctx, method, path, body)
 	if err != nil {

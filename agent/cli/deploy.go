@@ -177,12 +177,7 @@ func reportDeploy(cmd *cobra.Command, c *client, rec deploy.Record, wait bool) e
 func followDeploy(cmd *cobra.Command, c *client, id string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	resp, err := c.do(ctx, "GET", "/api/deploys/"+id+"/log", nil)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(cmd.OutOrStdout(), resp.Body)
-	resp.Body.Close()
+	err := c.FollowLog(ctx, id, cmd.OutOrStdout())
 	if ctx.Err() != nil {
 		return fmt.Errorf("stopped following deploy %s (it goes on in the agent)", id)
 	}
@@ -198,6 +193,17 @@ func followDeploy(cmd *cobra.Command, c *client, id string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "deploy %s succeeded: slot %s serves release %s\n", id, rec.Slot, rec.Release)
 	return nil
+}
+
+// FollowLog copies a deploy's log to w until the deploy ends.
+func (c *client) FollowLog(ctx context.Context, id string, w io.Writer) error {
+	resp, err := c.do(ctx, "GET", "/api/deploys/"+id+"/log", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
 }
 
 func deployLogCmd() *cobra.Command {

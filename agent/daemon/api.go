@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/postgres"
@@ -151,4 +154,26 @@ func (a *Agent) Specs() []supervisor.Spec {
 		out = append(out, p.Spec())
 	}
 	return out
+}
+
+// GitRemote makes the slot's git repository when it is missing (its hook
+// is this binary) and says how to push to it.
+func (a *Agent) GitRemote(name string) (gitpush.Remote, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return gitpush.Remote{}, fmt.Errorf("find the slotagent binary for the git hook: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	repo, err := gitpush.Ensure(ctx, a.cfg.DataDir, name, exe)
+	if err != nil {
+		return gitpush.Remote{}, err
+	}
+	home, _ := os.UserHomeDir()
+	return gitpush.Describe(repo, name, home, os.Getenv("CODER_WORKSPACE_NAME"))
+}
+
+// Push starts the deploy of a commit pushed to the slot's git repository.
+func (a *Agent) Push(name string, p deploy.Push) (deploy.Record, error) {
+	return a.deployer.Push(name, p)
 }

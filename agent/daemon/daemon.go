@@ -25,6 +25,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/postgres"
@@ -90,6 +91,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 		return nil, err
 	}
 	a.killLeftovers()
+	a.refreshGitHooks()
 	a.sup = supervisor.New(cfg.LogDir(), logs.Options{MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups}, 2*time.Second)
 	a.preparePostgres()
 	if err := a.listen(); err != nil {
@@ -161,6 +163,18 @@ func (a *Agent) loadState() error {
 	a.stateLost = true
 	a.st = state.New()
 	return nil
+}
+
+// refreshGitHooks points the hooks of the slots' git repositories at this
+// binary, which may have moved since they were made.
+func (a *Agent) refreshGitHooks() {
+	exe, err := os.Executable()
+	if err == nil {
+		err = gitpush.Refresh(a.cfg.DataDir, config.SlotNames, exe)
+	}
+	if err != nil {
+		a.log.Warn("git push to the slots may not deploy: cannot update their hooks", "err", err)
+	}
 }
 
 // killLeftovers ends the process groups an earlier agent recorded, when

@@ -33,8 +33,9 @@ type Store interface {
 
 // Config configures the deployer.
 type Config struct {
-	// DataDir holds slots/<x>/releases, slots/<x>/cache.git, deploys/<x>
-	// and the shared package manager cache.
+	// DataDir holds slots/<x>/releases, slots/<x>/cache.git, deploys/<x>,
+	// the shared package manager cache and the push repositories
+	// git/<x>.git.
 	DataDir string
 	// Env is the environment of git and the package managers.
 	Env []string

@@ -71,6 +71,10 @@ func (j *job) build(ctx context.Context, req Request) error {
 		}
 	}()
 	err = j.stage("fetch", func() error {
+		if req.push != nil {
+			commit = req.push.commit
+			return j.checkoutPushed(ctx, req.push, work)
+		}
 		if req.Dir != "" {
 			j.logf("copying %s", req.Dir)
 			desc, err := source.CopyDir(ctx, req.Dir, work, j.out)

@@ -32,6 +32,8 @@ const (
 	TriggerDeploy   Trigger = "deploy"
 	TriggerEnv      Trigger = "env"
 	TriggerRollback Trigger = "rollback"
+	// TriggerGitPush is a deploy from `git push` to the slot's repository.
+	TriggerGitPush Trigger = "git-push"
 )
 
 // Stage is one timed step of a deploy.

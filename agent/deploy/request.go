@@ -19,6 +19,8 @@ type Request struct {
 	Env   map[string]string `json:"env,omitempty"`
 	Build string            `json:"build,omitempty"`
 	Start string            `json:"start,omitempty"`
+	// push is set for a deploy from `git push` (see Deployer.Push).
+	push *pushSource
 }
 
 // ErrInvalid marks a request that was refused before anything changed.

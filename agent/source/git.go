@@ -177,9 +177,25 @@ type Git struct {
 	// Log receives git's messages, with the repository's credentials
 	// masked as "***". Nil discards them.
 	Log io.Writer
+	// Quarantine, when set, is the object directory of a push that git is
+	// still receiving into CacheDir (GIT_QUARANTINE_PATH of its
+	// pre-receive hook): Checkout then reads objects from it before
+	// CacheDir's own, as the hook itself does. Such a Git must only check
+	// out, never fetch.
+	Quarantine string
 }
 
 func (g *Git) gitDir() string { return "--git-dir=" + g.CacheDir }
+
+// readEnv is the environment of commands that read objects: gitEnv plus
+// the quarantine's object directories and extra.
+func (g *Git) readEnv(extra ...string) []string {
+	if g.Quarantine != "" {
+		extra = append([]string{"GIT_OBJECT_DIRECTORY=" + g.Quarantine,
+			"GIT_ALTERNATE_OBJECT_DIRECTORIES=" + filepath.Join(g.CacheDir, "objects")}, extra...)
+	}
+	return gitEnv(g.Env, extra...)
+}
 
 // ensureCache creates the bare cache repository when it does not exist.
 func (g *Git) ensureCache(ctx context.Context) error {
@@ -244,7 +260,7 @@ func (g *Git) hasCommit(ctx context.Context, sha string) (bool, error) {
 
 // resolve returns the full id of the commit rev points to in the cache.
 func (g *Git) resolve(ctx context.Context, rev string) (string, error) {
-	out, _, err := runGit(ctx, gitEnv(g.Env), "", nil, nil, g.gitDir(), "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}")
+	out, _, err := runGit(ctx, g.readEnv(), "", nil, nil, g.gitDir(), "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}")
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
@@ -383,7 +399,7 @@ func (g *Git) Checkout(ctx context.Context, commit, dest string) (err error) {
 		return fmt.Errorf("check out: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	env := gitEnv(g.Env, "GIT_INDEX_FILE="+filepath.Join(tmp, "index"))
+	env := g.readEnv("GIT_INDEX_FILE=" + filepath.Join(tmp, "index"))
 	if _, _, err := runGit(ctx, env, "", g.Log, nil, g.gitDir(), "--work-tree="+absDest, "read-tree", "--reset", "-u", sha); err != nil {
 		return fmt.Errorf("check out %s into %s: %w", sha, dest, err)
 	}

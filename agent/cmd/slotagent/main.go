@@ -12,5 +12,5 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(cli.Main(version, os.Args[1:]))
+	os.Exit(cli.Main(version, cli.Args(os.Args)))
 }

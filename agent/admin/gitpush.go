@@ -1,0 +1,45 @@
+package admin
+
+import (
+	"net/http"
+
+	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/gitpush"
+)
+
+// GitPush is what the git push endpoints need from the agent; a Backend
+// that implements it gets them.
+type GitPush interface {
+	// GitRemote makes the slot's repository when it is missing and says
+	// how to push to it.
+	GitRemote(slot string) (gitpush.Remote, error)
+	// Push starts the deploy of a commit pushed to the slot's repository.
+	Push(slot string, p deploy.Push) (deploy.Record, error)
+}
+
+func (a *API) gitRoutes() {
+	gp, ok := a.b.(GitPush)
+	if !ok {
+		return
+	}
+	a.mux.HandleFunc("GET /api/slots/{slot}/git-remote", a.withSlot(func(w http.ResponseWriter, _ *http.Request, name string) {
+		r, err := gp.GitRemote(name)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "the slot's git repository is not usable", err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, r)
+	}))
+	a.mux.HandleFunc("POST /api/slots/{slot}/push", a.withSlot(func(w http.ResponseWriter, r *http.Request, name string) {
+		var p deploy.Push
+		if !readJSON(w, r, &p) {
+			return
+		}
+		rec, err := gp.Push(name, p)
+		if err != nil {
+			writeDeployError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, rec)
+	}))
+}

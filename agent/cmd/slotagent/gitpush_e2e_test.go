@@ -1,0 +1,295 @@
+package main
+
+// End-to-end tests of `git push` deploys: real git pushing over a path,
+// file:// and ssh:// (a real sshd on loopback) into a slot's repository,
+// whose pre-receive hook is the slotagent binary.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+)
+
+// gitPush runs `git push args...` in work and returns its output and
+// whether it succeeded.
+func gitPush(t *testing.T, work string, env []string, args ...string) (string, bool) {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"push"}, args...)...)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), env...)
+	var out, errOut bytes.Buffer // one buffer for both would be written by two goroutines
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := reaper.RunTo(ctx, cmd, &out, &errOut)
+	var ee *reaper.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("git push: %v", err)
+	}
+	return errOut.String() + out.String(), err == nil
+}
+
+// commit commits everything in work.
+func commit(t *testing.T, work, msg string) string {
+	t.Helper()
+	gitRun(t, work, "add", "-A")
+	gitRun(t, work, "commit", "-q", "-m", msg)
+	return gitRun(t, work, "rev-parse", "HEAD")
+}
+
+// refOf is what ref points to in repo ("" when it does not exist).
+func refOf(t *testing.T, repo, ref string) string {
+	t.Helper()
+	cmd := exec.Command("git", "--git-dir="+repo, "rev-parse", "--verify", "--quiet", ref)
+	out, _ := reaper.Output(context.Background(), cmd)
+	return strings.TrimSpace(string(out))
+}
+
+// deploys lists slot a's deploy records, newest first.
+func (a *agent) deploys() []deploy.Record {
+	var list admin.DeployList
+	a.apiJSON("/api/slots/a/deploys", &list)
+	return list.Deploys
+}
+
+// pushAgent starts an agent, makes the sample app's work tree and asks
+// for slot a's remote; it returns the agent, the work tree and slot a's
+// repository.
+func pushAgent(t *testing.T) (a *agent, work, repo string) {
+	t.Helper()
+	a = newAgent(t)
+	_, work = sampleRepo(t, t.TempDir())
+	a.start(fastDeploys...)
+	out := a.mustCLI("git-remote", "a")
+	repo = filepath.Join(a.dataDir, "git", "a.git")
+	if !strings.Contains(out, "git remote add slot-a "+repo) || !strings.Contains(out, "git push slot-a main") {
+		t.Fatalf("git-remote output:\n%s", out)
+	}
+	return a, work, repo
+}
+
+func TestGitPushDeploysAndRejectsFailedDeploys(t *testing.T) {
+	a, work, repo := pushAgent(t)
+
+	// First push, over a local path: npm ci, health gate, serving.
+	out, ok := gitPush(t, work, nil, repo, "main")
+	if !ok {
+		t.Fatalf("first push failed:\n%s\nagent:\n%s", out, a.stderr())
+	}
+	for _, want := range []string{"remote: ", "==> fetch", "==> install", "npm ci", "==> health", "==> cutover", "deploy succeeded", "[new branch]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("push output lacks %q:\n%s", want, out)
+		}
+	}
+	if code, b := body(t, a.url("a", "/")); code != 200 || b != "hello v1 1m" {
+		t.Fatalf("after the first push: %d %q", code, b)
+	}
+	v1 := gitRun(t, work, "rev-parse", "HEAD")
+	rec := a.deploys()[0]
+	if rec.Trigger != deploy.TriggerGitPush || rec.Ref != "main" || rec.Commit != v1 || rec.Status != deploy.Succeeded {
+		t.Fatalf("record of the push: %+v", rec)
+	}
+
+	// Second push, over file://, under load: zero downtime as with deploy.
+	setVersion(t, work, "v2")
+	v2 := commit(t, work, "v2")
+	l := startLoad(a.url("a", "/"))
+	out, ok = gitPush(t, work, nil, "file://"+repo, "main")
+	l.stop()
+	if !ok || !strings.Contains(out, "reused node_modules") {
+		t.Fatalf("second push:\n%s", out)
+	}
+	if _, b := body(t, a.url("a", "/")); b != "hello v2 1m" || refOf(t, repo, "refs/heads/main") != v2 {
+		t.Fatalf("after the second push: %q, ref %s", b, refOf(t, repo, "refs/heads/main"))
+	}
+	if l.failed != 0 {
+		t.Fatalf("requests failed during the push's cutover: %+v", l)
+	}
+
+	// Broken apps are rejected: the ref stays, v2 keeps serving.
+	serving := a.processes().Processes[1]
+	broken := []struct {
+		name, want string
+		change     func()
+	}{
+		{"crash at boot", "start command exited", func() {
+			writeFile(t, filepath.Join(work, "server.js"), "console.error('boom'); process.exit(3)\n")
+		}},
+		{"no start command", "no start command found", func() {
+			if err := os.Remove(filepath.Join(work, "server.js")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, c := range broken {
+		gitRun(t, work, "reset", "-q", "--hard", v2)
+		c.change()
+		commit(t, work, c.name)
+		before := len(a.deploys())
+		l := startLoad(a.url("a", "/"))
+		out, ok := gitPush(t, work, nil, repo, "main")
+		l.stop()
+		if ok || !strings.Contains(out, c.want) || !strings.Contains(out, "pre-receive hook declined") || !strings.Contains(out, "push refused") {
+			t.Errorf("%s: push not rejected with %q:\n%s", c.name, c.want, out)
+		}
+		if got := refOf(t, repo, "refs/heads/main"); got != v2 {
+			t.Errorf("%s: the branch moved to %s", c.name, got)
+		}
+		if l.failed != 0 || l.bodies["hello v2 1m"] == 0 {
+			t.Errorf("%s: v2 did not keep serving: %+v", c.name, l)
+		}
+		if recs := a.deploys(); len(recs) != before+1 || recs[0].Status != deploy.Failed || recs[0].Trigger != deploy.TriggerGitPush {
+			t.Errorf("%s: records %+v", c.name, recs[0])
+		}
+	}
+	if after := a.processes().Processes[1]; after.Release != serving.Release || after.PID != serving.PID {
+		t.Fatalf("slot a changed: %+v -> %+v", serving, after)
+	}
+
+	// A branch with a lockfile change reinstalls and becomes the tracked one.
+	gitRun(t, work, "reset", "-q", "--hard", v2)
+	gitRun(t, work, "checkout", "-q", "-b", "feature")
+	for _, f := range []string{"package.json", "package-lock.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "buildpack", "testdata", "app-ms-isnumber", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(work, f), string(b))
+	}
+	setVersion(t, work, "v3")
+	v3 := commit(t, work, "v3 with is-number")
+	out, ok = gitPush(t, work, nil, repo, "feature")
+	if !ok || !strings.Contains(out, "npm ci") || strings.Contains(out, "reused node_modules") || !strings.Contains(out, "now tracks branch feature (was main)") {
+		t.Fatalf("push of a branch with new dependencies:\n%s", out)
+	}
+	if _, b := body(t, a.url("a", "/")); b != "hello v3 1m" {
+		t.Fatalf("after the feature push: %q", b)
+	}
+	if rec := a.deploys()[0]; rec.Ref != "feature" || rec.Commit != v3 {
+		t.Fatalf("record: %+v", rec)
+	}
+	if out := a.mustCLI("git-remote", "a"); !strings.Contains(out, "git push slot-a feature") {
+		t.Fatalf("git-remote after the feature push:\n%s", out)
+	}
+}
+
+func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
+	a, work, repo := pushAgent(t)
+	if out, ok := gitPush(t, work, nil, repo, "main"); !ok {
+		t.Fatalf("first push:\n%s", out)
+	}
+	v1 := gitRun(t, work, "rev-parse", "HEAD")
+	gitRun(t, work, "tag", "v1")
+	setVersion(t, work, "other")
+	gitRun(t, work, "commit", "-q", "--amend", "-a", "-m", "rewritten")
+
+	evil := filepath.Join(t.TempDir(), "pwned")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"force-push", []string{"--force", repo, "main"}, "force-push refused"},
+		{"delete", []string{repo, ":main"}, "use `slotagent stop a`"},
+		{"tag", []string{repo, "v1"}, "tags are not deployed"},
+		{"shell metacharacters", []string{repo, "HEAD:refs/heads/x$(touch${IFS}" + evil + ")"}, "is refused: use letters"},
+		{"two branches", []string{repo, "HEAD:refs/heads/one", "HEAD:refs/heads/two"}, "push one branch at a time"},
+		{"not a branch", []string{repo, "HEAD:refs/notes/x"}, "only branches are deployed"},
+	}
+	before := a.deploys()
+	for _, c := range cases {
+		out, ok := gitPush(t, work, nil, c.args...)
+		if ok || !strings.Contains(out, "remote: slotagent: push refused: ") || !strings.Contains(out, c.want) {
+			t.Errorf("%s: want a remote: line saying %q:\n%s", c.name, c.want, out)
+		}
+	}
+	if _, err := os.Stat(evil); err == nil {
+		t.Fatal("a ref name ran a command")
+	}
+	refs := gitRun(t, repo, "for-each-ref", "--format=%(refname) %(objectname)")
+	if refs != "refs/heads/main "+v1 {
+		t.Fatalf("the repository's refs changed:\n%s", refs)
+	}
+	if after := a.deploys(); len(after) != len(before) {
+		t.Fatalf("refused pushes deployed: %d records, were %d", len(after), len(before))
+	}
+	if _, b := body(t, a.url("a", "/")); b != "hello v1 1m" {
+		t.Fatalf("slot a serves %q", b)
+	}
+
+	// A slot that does not exist: no repository for it, and a repository
+	// made by hand for an unknown slot is refused by the agent.
+	if out, ok := gitPush(t, work, nil, filepath.Join(a.dataDir, "git", "z.git"), "main"); ok || !strings.Contains(out, "does not appear to be a git repository") {
+		t.Fatalf("push to slot z:\n%s", out)
+	}
+	if _, errOut, code := a.cli("git-remote", "z"); code == 0 || !strings.Contains(errOut, `unknown slot "z"`) {
+		t.Fatalf("git-remote z: exit %d %s", code, errOut)
+	}
+	fake := filepath.Join(a.dataDir, "git", "z.git")
+	if err := exec.Command("cp", "-a", repo, fake).Run(); err != nil {
+		t.Fatal(err)
+	}
+	gitRun(t, work, "checkout", "-q", "-b", "fresh")
+	if out, ok := gitPush(t, work, nil, fake, "fresh"); ok || !strings.Contains(out, `remote: slotagent: push refused: unknown slot "z"`) {
+		t.Fatalf("push to a repository of an unknown slot:\n%s", out)
+	}
+
+	// No agent: a clear message, nothing moves.
+	a.signal(15)
+	a.wait(15 * time.Second)
+	a.child = nil
+	out, ok := gitPush(t, work, nil, repo, "fresh")
+	if ok || !strings.Contains(out, "remote: slotagent: push refused: no agent is running") {
+		t.Fatalf("push without an agent:\n%s", out)
+	}
+	if got := refOf(t, repo, "refs/heads/fresh"); got != "" {
+		t.Fatalf("branch created without an agent: %s", got)
+	}
+}
+
+func TestConcurrentGitPushes(t *testing.T) {
+	a, work, repo := pushAgent(t)
+	// The app takes a second to listen, so that the two deploys overlap.
+	writeFile(t, filepath.Join(work, "server.js"), "setTimeout(() => {\n"+sampleServer+"}, 1000);\n")
+	commit(t, work, "slow")
+	other := t.TempDir()
+	gitRun(t, other, "clone", "-q", work, ".")
+
+	var wg sync.WaitGroup
+	outs, oks := make([]string, 2), make([]bool, 2)
+	for i, w := range []struct{ dir, branch string }{{work, "main"}, {other, "HEAD:refs/heads/other"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], oks[i] = gitPush(t, w.dir, nil, repo, w.branch)
+		}()
+	}
+	wg.Wait()
+	if oks[0] == oks[1] {
+		t.Fatalf("want one push deployed and one rejected:\n--- 1:\n%s\n--- 2:\n%s", outs[0], outs[1])
+	}
+	won, lost := outs[0], outs[1]
+	if oks[1] {
+		won, lost = lost, won
+	}
+	recs := a.deploys()
+	if len(recs) != 1 || recs[0].Status != deploy.Succeeded || !strings.Contains(won, recs[0].ID) {
+		t.Fatalf("records: %+v\nwinner:\n%s", recs, won)
+	}
+	if !strings.Contains(lost, "a deploy is already running on this slot (deploy "+recs[0].ID+")") {
+		t.Fatalf("the rejected push does not name the running deploy %s:\n%s", recs[0].ID, lost)
+	}
+	if refs := gitRun(t, repo, "for-each-ref", "--format=%(refname)"); strings.Count(refs, "\n") != 0 {
+		t.Fatalf("both pushes moved a ref:\n%s", refs)
+	}
+}

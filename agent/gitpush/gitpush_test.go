@@ -1,0 +1,151 @@
+package gitpush
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/coder-slots/coder-slots/agent/reaper"
+)
+
+const (
+	zero = "0000000000000000000000000000000000000000"
+	c1   = "1111111111111111111111111111111111111111"
+	c2   = "2222222222222222222222222222222222222222"
+)
+
+func TestCheckPolicy(t *testing.T) {
+	cases := []struct {
+		name    string
+		updates []Update
+		branch  string
+		err     string
+	}{
+		{"new branch", []Update{{zero, c1, "refs/heads/main"}}, "main", ""},
+		{"update", []Update{{c1, c2, "refs/heads/feature/x-1.2_b"}}, "feature/x-1.2_b", ""},
+		{"nothing", nil, "", "updates no ref"},
+		{"two refs", []Update{{zero, c1, "refs/heads/a"}, {zero, c1, "refs/heads/b"}}, "", "push one branch at a time: this push updates 2 refs (refs/heads/a, refs/heads/b)"},
+		{"delete", []Update{{c1, zero, "refs/heads/main"}}, "", "use `slotagent stop a`"},
+		{"tag", []Update{{zero, c1, "refs/tags/v1"}}, "", "tags are not deployed"},
+		{"note", []Update{{zero, c1, "refs/notes/commits"}}, "", "only branches are deployed, not refs/notes/commits"},
+		{"shell", []Update{{zero, c1, "refs/heads/x$(reboot)"}}, "", `branch name "x$(reboot)" is refused`},
+		{"backtick", []Update{{zero, c1, "refs/heads/a`id`"}}, "", "is refused"},
+		{"quote", []Update{{zero, c1, "refs/heads/it's"}}, "", "is refused"},
+		{"dash", []Update{{zero, c1, "refs/heads/-x"}}, "", "is refused"},
+	}
+	for _, c := range cases {
+		branch, _, err := Check("a", c.updates)
+		switch {
+		case c.err == "" && (err != nil || branch != c.branch):
+			t.Errorf("%s: got %q, %v; want %q", c.name, branch, err, c.branch)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: got %q, %v; want an error with %q", c.name, branch, err, c.err)
+		}
+	}
+}
+
+func TestParseUpdates(t *testing.T) {
+	got, err := ParseUpdates(strings.NewReader(zero + " " + c1 + " refs/heads/main\n\n" + c1 + " " + c2 + " refs/heads/b\n"))
+	if err != nil || len(got) != 2 || got[1] != (Update{c1, c2, "refs/heads/b"}) {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if _, err := ParseUpdates(strings.NewReader("garbage\n")); err == nil {
+		t.Fatal("a malformed line was accepted")
+	}
+}
+
+func TestLocate(t *testing.T) {
+	repo, data, slot, err := Locate("/home/coder/data/slotagent/git/a.git")
+	if err != nil || repo != "/home/coder/data/slotagent/git/a.git" || data != "/home/coder/data/slotagent" || slot != "a" {
+		t.Fatalf("%q %q %q %v", repo, data, slot, err)
+	}
+	for _, bad := range []string{"/tmp/x.git", "/data/git/a", "/data/git/.git"} {
+		if _, _, _, err := Locate(bad); err == nil {
+			t.Errorf("%s was taken for a slot repository", bad)
+		}
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	r, err := Describe("/home/coder/data/slotagent/git/b.git", "b", "/home/coder", "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"git remote add slot-b coder.dev:data/slotagent/git/b.git", "git push slot-b main"}
+	if r.Path != "data/slotagent/git/b.git" || r.Host != "coder.dev" || r.URL != "coder.dev:data/slotagent/git/b.git" ||
+		strings.Join(r.Commands, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("%+v", r)
+	}
+	// Outside the home folder: absolute. Unknown or invalid workspace: no host.
+	for _, ws := range []string{"", "bad name", "-x", "a;b"} {
+		r, err = Describe("/srv/slots/git/b.git", "b", "/home/coder", ws)
+		if err != nil || r.Path != "/srv/slots/git/b.git" || r.Host != "" || r.URL != "/srv/slots/git/b.git" {
+			t.Errorf("workspace %q: %+v %v", ws, r, err)
+		}
+	}
+	for _, bad := range []string{"/home/coder/my data/git/b.git", "/srv/a'b/git/b.git", "/srv/$(x)/git/b.git"} {
+		if _, err := Describe(bad, "b", "/home/coder", "dev"); err == nil || !strings.Contains(err.Error(), "cannot be used as a git remote") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}
+
+func gitOut(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := reaper.Output(context.Background(), exec.Command("git", args...))
+	if err != nil {
+		t.Fatalf("git %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestEnsureMakesTheRepositoryOnceAndRefreshRepointsTheHook(t *testing.T) {
+	data := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = Ensure(context.Background(), data, "c", "/usr/local/bin/slotagent")
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	repo := filepath.Join(data, "git", "c.git")
+	if got := gitOut(t, "--git-dir="+repo, "rev-parse", "--is-bare-repository"); got != "true" {
+		t.Fatalf("bare: %s", got)
+	}
+	for key, want := range map[string]string{"core.hooksPath": "hooks", "receive.denyDeletes": "true", "receive.denyNonFastForwards": "true"} {
+		if got := gitOut(t, "--git-dir="+repo, "config", key); got != want {
+			t.Errorf("%s = %q, want %q", key, got, want)
+		}
+	}
+	if link, err := os.Readlink(filepath.Join(repo, "hooks", "pre-receive")); err != nil || link != "/usr/local/bin/slotagent" {
+		t.Fatalf("hook: %q %v", link, err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(data, "git")); len(entries) != 1 {
+		t.Fatalf("left behind: %v", entries)
+	}
+	if trackedBranch(repo) != "main" {
+		t.Fatalf("tracked: %s", trackedBranch(repo))
+	}
+
+	if err := Refresh(data, []string{"a", "c"}, "/opt/new/slotagent"); err != nil {
+		t.Fatal(err)
+	}
+	if link, _ := os.Readlink(filepath.Join(repo, "hooks", "pre-receive")); link != "/opt/new/slotagent" {
+		t.Fatalf("hook after refresh: %q", link)
+	}
+	if _, err := os.Stat(filepath.Join(data, "git", "a.git")); !os.IsNotExist(err) {
+		t.Fatal("refresh made a repository")
+	}
+}

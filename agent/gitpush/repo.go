@@ -1,0 +1,214 @@
+// Package gitpush makes `git push` deploy a slot. Each slot gets a bare
+// repository, <data dir>/git/<slot>.git (deploy.GitRepo), whose
+// pre-receive hook is the slotagent binary itself (a symlink to it: no
+// script is written, nothing from input is ever run by a shell). The hook
+// asks the running agent, over its control socket, to deploy the pushed
+// commit, streams the deploy's log back to the pusher (git shows it as
+// "remote: …" lines) and exits non-zero when the deploy fails, so git does
+// not move the branch and the push is rejected while the old release keeps
+// serving.
+//
+// Quarantine: while pre-receive runs, git keeps the pushed objects in a
+// quarantine folder inside the repository's objects folder
+// (GIT_QUARANTINE_PATH) and only migrates them once the hook accepts, so a
+// `git fetch` by the agent from the repository would not see the pushed
+// commit. The hook passes the quarantine's path to the agent, which
+// checks it lies directly in that repository's objects folder and checks
+// the commit out with git reading that folder first and the repository's
+// own objects after (GIT_OBJECT_DIRECTORY and
+// GIT_ALTERNATE_OBJECT_DIRECTORIES, as git sets them for the hook). No
+// objects are copied, no bundle is made; the quarantine lives as long as
+// the hook, and the hook waits for the deploy.
+//
+// The hook finds the agent from where the repository is: its data dir is
+// the folder above git/, so no environment is needed (git runs the hook
+// as the SSH user, whose environment may differ from the agent's).
+package gitpush
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+)
+
+// HookName is the name git runs the hook under; the slotagent binary
+// reached through a link of that name runs the hook.
+const HookName = "pre-receive"
+
+// initialBranch is the branch a new repository deploys until another one
+// is pushed.
+const initialBranch = "main"
+
+// Ensure makes the slot's repository when it does not exist and points its
+// pre-receive hook at exe (the slotagent binary); it returns the
+// repository's path. It is safe to call at any time and from several
+// goroutines.
+func Ensure(ctx context.Context, dataDir, slot, exe string) (string, error) {
+	repo := deploy.GitRepo(dataDir, slot)
+	_, err := os.Stat(filepath.Join(repo, "HEAD"))
+	if errors.Is(err, fs.ErrNotExist) {
+		err = create(ctx, repo)
+	}
+	if err != nil {
+		return "", fmt.Errorf("git repository of slot %s: %w", slot, err)
+	}
+	if err := linkHook(repo, exe); err != nil {
+		return "", fmt.Errorf("git repository of slot %s: %w", slot, err)
+	}
+	return repo, nil
+}
+
+// Refresh points the hook of every existing repository of slots at exe,
+// so that a moved binary still deploys pushes (a hook that git cannot run
+// would be skipped, and the push would land without a deploy).
+func Refresh(dataDir string, slots []string, exe string) error {
+	var errs []error
+	for _, s := range slots {
+		repo := deploy.GitRepo(dataDir, s)
+		if _, err := os.Stat(filepath.Join(repo, "HEAD")); err == nil {
+			errs = append(errs, linkHook(repo, exe))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// create makes the bare repository in a temporary folder beside it and
+// renames it into place, so a half-made repository is never seen.
+func create(ctx context.Context, repo string) error {
+	parent := filepath.Dir(repo)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", parent, err)
+	}
+	tmp, err := os.MkdirTemp(parent, ".new-")
+	if err != nil {
+		return fmt.Errorf("create repository: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	steps := [][]string{
+		{"init", "--bare", "--quiet", "--template=", "--initial-branch=" + initialBranch, tmp},
+		// A hooks path set elsewhere (a global core.hooksPath) must not
+		// make git skip the deploy: hooks are this repository's own.
+		{"--git-dir=" + tmp, "config", "core.hooksPath", "hooks"},
+		// The hook refuses these first, with a message; git refuses them
+		// too, should the hook ever not run.
+		{"--git-dir=" + tmp, "config", "receive.denyDeletes", "true"},
+		{"--git-dir=" + tmp, "config", "receive.denyNonFastForwards", "true"},
+	}
+	for _, args := range steps {
+		if err := git(ctx, nil, args...); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(filepath.Join(tmp, "hooks"), 0o755); err != nil {
+		return fmt.Errorf("create hooks folder: %w", err)
+	}
+	if err := os.Rename(tmp, repo); err != nil {
+		if _, serr := os.Stat(filepath.Join(repo, "HEAD")); serr == nil {
+			return nil // made meanwhile by another caller
+		}
+		return fmt.Errorf("create repository: %w", err)
+	}
+	return nil
+}
+
+// linkHook makes hooks/pre-receive a symlink to exe, replacing another
+// link atomically.
+func linkHook(repo, exe string) error {
+	hook := filepath.Join(repo, "hooks", HookName)
+	if cur, err := os.Readlink(hook); err == nil && cur == exe {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(hook), 0o755); err != nil {
+		return fmt.Errorf("create hooks folder: %w", err)
+	}
+	tmp := hook + ".new"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(exe, tmp); err != nil {
+		return fmt.Errorf("link the pre-receive hook: %w", err)
+	}
+	if err := os.Rename(tmp, hook); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("link the pre-receive hook: %w", err)
+	}
+	return nil
+}
+
+// git runs git with args and env (nil: the process's own).
+func git(ctx context.Context, env []string, args ...string) error {
+	cmd := exec.Command("git", args...)
+	cmd.Env = env
+	cmd.Dir = "/"
+	if _, err := reaper.Output(ctx, cmd); err != nil {
+		return fmt.Errorf("git %s: %w", args[0], err)
+	}
+	return nil
+}
+
+// Remote says how to reach a slot's repository from the user's machine.
+type Remote struct {
+	// Slot is the slot the repository deploys.
+	Slot string `json:"slot"`
+	// Repo is the repository's absolute path in the workspace.
+	Repo string `json:"repo"`
+	// Path is the repository's path as ssh reaches it: relative to the
+	// home folder when it is inside it, else absolute.
+	Path string `json:"path"`
+	// Host is the ssh host of the workspace that `coder config-ssh` sets
+	// up (coder.<workspace>), when the workspace's name is known.
+	Host string `json:"host,omitempty"`
+	// URL is the remote to add: Host:Path, or Repo without a host.
+	URL string `json:"url"`
+	// Branch is the branch the slot tracks (the repository's HEAD).
+	Branch string `json:"branch"`
+	// Commands are the commands to run on the user's machine.
+	Commands []string `json:"commands"`
+}
+
+// safePath is what a repository path may hold to be given to ssh as is.
+var safePath = regexp.MustCompile(`^[A-Za-z0-9._+/~][A-Za-z0-9._+/~-]*$`)
+
+// workspaceName is a Coder workspace name.
+var workspaceName = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$`)
+
+// Describe tells how to push to repo, the repository of slot, from a
+// machine where `coder config-ssh` ran; home is the home folder of the
+// workspace's user and workspace the Coder workspace name (empty or
+// invalid: unknown).
+func Describe(repo, slot, home, workspace string) (Remote, error) {
+	r := Remote{Slot: slot, Repo: repo, Path: repo, Branch: trackedBranch(repo)}
+	if rel, err := filepath.Rel(home, repo); home != "" && err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+		r.Path = rel
+	}
+	if !safePath.MatchString(r.Path) {
+		return Remote{}, fmt.Errorf("the repository path %q cannot be used as a git remote over ssh: use a data dir (--data-dir, SLOTAGENT_DATA_DIR) whose path has only letters, digits and . _ + - / ~", r.Path)
+	}
+	r.URL = repo
+	if workspaceName.MatchString(workspace) {
+		r.Host = "coder." + workspace
+		r.URL = r.Host + ":" + r.Path
+	}
+	name := "slot-" + slot
+	r.Commands = []string{"git remote add " + name + " " + r.URL, "git push " + name + " " + r.Branch}
+	return r, nil
+}
+
+// trackedBranch is the branch the repository's HEAD names.
+func trackedBranch(repo string) string {
+	b, err := os.ReadFile(filepath.Join(repo, "HEAD"))
+	if err != nil {
+		return initialBranch
+	}
+	if branch, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "ref: refs/heads/"); ok && branch != "" {
+		return branch
+	}
+	return initialBranch
+}
