@@ -37,9 +37,15 @@ tf-mirror:
 	scripts/tf-mirror.sh
 
 # The workspace image (images/Dockerfile), where a Docker engine runs.
+# GO_IMAGE= and NODE_IMAGE= replace its base images (a registry mirror, or
+# bases made locally); empty: the Dockerfile's defaults.
+GO_IMAGE   ?=
+NODE_IMAGE ?=
 image:
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers here (docker info fails)"; exit 1; }
-	docker build -f images/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	docker build -f images/Dockerfile --build-arg VERSION=$(VERSION) \
+	  $(if $(GO_IMAGE),--build-arg GO_IMAGE=$(GO_IMAGE)) $(if $(NODE_IMAGE),--build-arg NODE_IMAGE=$(NODE_IMAGE)) \
+	  -t $(IMAGE) .
 
 clean:
 	rm -rf bin $(RUN_DIR)

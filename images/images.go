@@ -7,6 +7,7 @@ package images
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -38,18 +39,30 @@ func Inspect(dockerfile []byte) (Summary, error) {
 	if err != nil {
 		return Summary{}, fmt.Errorf("dockerfile: %w", err)
 	}
-	stages, _, err := instructions.Parse(res.AST, nil)
+	stages, metaArgs, err := instructions.Parse(res.AST, nil)
 	if err != nil {
 		return Summary{}, fmt.Errorf("dockerfile: %w", err)
 	}
 	if len(stages) == 0 {
 		return Summary{}, fmt.Errorf("dockerfile: no FROM")
 	}
+	// FROM may name its image through an ARG before the first FROM (the
+	// workspace image's GO_IMAGE and NODE_IMAGE): take the ARG's default,
+	// as a build without --build-arg does.
+	defaults := map[string]string{}
+	for _, a := range metaArgs {
+		for _, kv := range a.Args {
+			if kv.Value != nil {
+				defaults[kv.Key] = *kv.Value
+			}
+		}
+	}
 	var s Summary
 	var names []string
 	for _, st := range stages {
-		if !slices.Contains(names, strings.ToLower(st.BaseName)) {
-			s.Bases = append(s.Bases, st.BaseName)
+		base := os.Expand(st.BaseName, func(name string) string { return defaults[name] })
+		if !slices.Contains(names, strings.ToLower(base)) {
+			s.Bases = append(s.Bases, base)
 		}
 		if st.Name != "" {
 			names = append(names, strings.ToLower(st.Name))

@@ -113,6 +113,9 @@ func renderCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if warn := c.SharedPorts(); warn != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "slotprov: warning: "+warn)
+			}
 			files, err := render.Files(c)
 			if err != nil {
 				return err
@@ -140,23 +143,28 @@ func renderCmd() *cobra.Command {
 	return cmd
 }
 
-// terraformFlags adds what validate and plan need: the config file (for
-// terraform_config) and --terraform-config.
-func terraformFlags(cmd *cobra.Command) {
-	addConfigFlag(cmd.Flags(), false)
+// keyFlags adds a string flag for each of the named settings.
+func keyFlags(cmd *cobra.Command, names ...string) {
 	for _, k := range config.Keys() {
-		if k.Name == "terraform_config" {
-			cmd.Flags().String(k.Flag, "", k.Help+" ($"+k.Env[0]+")")
+		if slices.Contains(names, k.Name) {
+			cmd.Flags().String(k.Flag, "", k.Help+" ($"+strings.Join(k.Env, ", $")+")")
 		}
 	}
 }
 
-func runner(cmd *cobra.Command) (tfrun.Runner, error) {
+// terraformFlags adds what validate and plan need: the config file (for
+// terraform_config) and --terraform-config.
+func terraformFlags(cmd *cobra.Command) {
+	addConfigFlag(cmd.Flags(), false)
+	keyFlags(cmd, "terraform_config")
+}
+
+func runner(cmd *cobra.Command) (tfrun.Runner, *config.Config, error) {
 	c, err := loadConfig(cmd)
 	if err != nil {
-		return tfrun.Runner{}, err
+		return tfrun.Runner{}, nil, err
 	}
-	return tfrun.Runner{CLIConfig: c.TerraformConfig}, nil
+	return tfrun.Runner{CLIConfig: c.TerraformConfig}, c, nil
 }
 
 func validateCmd() *cobra.Command {
@@ -165,7 +173,7 @@ func validateCmd() *cobra.Command {
 		Short: "Check the template's syntax, then run terraform init and validate on it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := runner(cmd)
+			r, _, err := runner(cmd)
 			if err != nil {
 				return err
 			}
@@ -189,9 +197,18 @@ func planCmd() *cobra.Command {
 		Short: "Run terraform plan for one workspace and show its URLs, environment and apps",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := runner(cmd)
+			r, c, err := runner(cmd)
 			if err != nil {
 				return err
+			}
+			// What push would give the template's variables; unset ones
+			// keep the defaults the render wrote.
+			ws.Variables = map[string]string{}
+			if c.AppHost != "" {
+				ws.Variables[render.VarAppHost] = c.AppHost
+			}
+			if c.AppURLStyle != "" {
+				ws.Variables[render.VarAppURLStyle] = c.AppURLStyle
 			}
 			s, err := r.Plan(cmd.Context(), args[0], ws)
 			if err != nil {
@@ -207,6 +224,7 @@ func planCmd() *cobra.Command {
 		},
 	}
 	terraformFlags(cmd)
+	keyFlags(cmd, "app_host", "app_url_style")
 	f := cmd.Flags()
 	f.StringVar(&ws.Name, "workspace", "", "workspace name (CODER_WORKSPACE_NAME)")
 	f.StringVar(&ws.Owner, "owner", "", "workspace owner's user name (CODER_WORKSPACE_OWNER)")
@@ -242,10 +260,6 @@ func pushCmd() *cobra.Command {
 	addConfigFlag(cmd.Flags(), false)
 	cmd.Flags().StringVar(&name, "name", "", "template name (default: template.name)")
 	cmd.Flags().BoolVar(&activate, "activate", false, "make the new version active (a new template starts with it)")
-	for _, k := range config.Keys() {
-		if strings.HasPrefix(k.Name, "coder.") || k.Name == "app_host" || k.Name == "app_url_style" || k.Name == "template.description" {
-			cmd.Flags().String(k.Flag, "", k.Help+" ($"+strings.Join(k.Env, ", $")+")")
-		}
-	}
+	keyFlags(cmd, "coder.url", "coder.session_token", "coder.organization", "app_host", "app_url_style", "template.description")
 	return cmd
 }

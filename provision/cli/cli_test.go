@@ -54,6 +54,20 @@ func TestBadInput(t *testing.T) {
 		{"app host flag without *", "", func(cfg, out string) []string {
 			return []string{"render", "-c", cfg, "-o", out, "--app-host", "apps.example.com"}
 		}, nil, `app_host: "apps.example.com" must contain exactly one *`},
+		{"network mode flag with shell characters", "", func(cfg, out string) []string {
+			return []string{"render", "-c", cfg, "-o", out, "--docker-network-mode", "host; reboot"}
+		}, nil, `docker.network_mode: "host; reboot" is not "host" or a Docker network name`},
+		{"stop grace not above the shutdown timeout", "shutdown_timeout_seconds: 20\n", func(cfg, out string) []string {
+			return []string{"render", "-c", cfg, "-o", out, "--docker-stop-grace-seconds", "20"}
+		}, nil, "docker.stop_grace_seconds: 20 must be above shutdown_timeout_seconds (20)"},
+		{"validate with TF_CLI_CONFIG_FILE naming nothing", "", func(_, out string) []string { return []string{"validate", out} },
+			map[string]string{"TF_CLI_CONFIG_FILE": "/nonexistent/terraformrc"}, "terraform: CLI config /nonexistent/terraformrc: no such file or directory"},
+		{"plan with a relative --terraform-config naming nothing", "", func(_, out string) []string {
+			return []string{"plan", out, "--workspace", "dev", "--owner", "alice", "--terraform-config", "no/such.tfrc"}
+		}, nil, "no/such.tfrc: no such file or directory"},
+		{"plan with a bad --app-host", "", func(_, out string) []string {
+			return []string{"plan", out, "--workspace", "dev", "--owner", "alice", "--app-host", "https://apps.example.com"}
+		}, nil, `app_host: "https://apps.example.com" must contain exactly one *`},
 		{"push without a token", "", func(_, out string) []string { return []string{"push", out} },
 			map[string]string{"CODER_URL": srv.URL, "CODER_SESSION_TOKEN": ""}, "push: no session token: set CODER_SESSION_TOKEN"},
 		{"push to an unreachable URL", "", func(_, out string) []string { return []string{"push", out} },
@@ -69,7 +83,7 @@ func TestBadInput(t *testing.T) {
 			dir := t.TempDir()
 			cfg := writeConfig(t, dir, tc.yaml)
 			out := filepath.Join(dir, "template")
-			if strings.HasPrefix(tc.name, "push") {
+			if strings.HasPrefix(tc.name, "push") || strings.HasPrefix(tc.name, "validate") || strings.HasPrefix(tc.name, "plan") {
 				if code, _, stderr := run(t, "render", "-o", out, "--app-host", "*.coder.example.com"); code != 0 {
 					t.Fatal(stderr)
 				}
@@ -143,7 +157,8 @@ func TestInitRenderValidatePlanPush(t *testing.T) {
 	if code, out, stderr := run(t, "validate", tpl); code != 0 || !strings.Contains(out, "is valid") {
 		t.Fatalf("validate: %d %s %s", code, out, stderr)
 	}
-	code, out, stderr = run(t, "plan", tpl, "--workspace", "dev", "--owner", "alice", "--json")
+	// The example leaves app_host to push; plan takes it as push would.
+	code, out, stderr = run(t, "plan", tpl, "--workspace", "dev", "--owner", "alice", "--json", "--app-host", "*.coder.example.com")
 	if code != 0 || !strings.Contains(out, `"SLOT_A_URL": "https://slot-a--main--dev--alice.coder.example.com"`) {
 		t.Fatalf("plan: %d %s %s", code, out, stderr)
 	}
@@ -158,5 +173,27 @@ func TestInitRenderValidatePlanPush(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(tpl, ".terraform.lock.hcl")); err == nil {
 		t.Fatal("validate or plan left a lock file in the template")
+	}
+}
+
+// On the Docker host's network the workspace's ports are the host's: render
+// says so on stderr and still writes the template.
+func TestRenderWarnsOfSharedPorts(t *testing.T) {
+	dir := t.TempDir()
+	tpl := filepath.Join(dir, "template")
+	code, _, stderr := run(t, "render", "-o", tpl, "--docker-network-mode", "host")
+	if code != 0 || !strings.Contains(stderr, "slotprov: warning: docker.network_mode is host: the workspace listens on the Docker host's ports 9000, 3001, 3002, 3003, 3004, 3005, 5432") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	main, err := os.ReadFile(filepath.Join(tpl, "main.tf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(main), `network_mode          = "host"`) || strings.Contains(string(main), "host-gateway") {
+		t.Fatalf("main.tf is not on the host's network:\n%s", main)
+	}
+	code, _, stderr = run(t, "render", "-o", tpl)
+	if code != 0 || stderr != "" {
+		t.Fatalf("default network: exit %d, stderr %q", code, stderr)
 	}
 }

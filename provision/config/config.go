@@ -53,6 +53,10 @@ type Config struct {
 	Image     Image
 	Resources Resources
 	Postgres  Postgres
+	Docker    Docker
+	// ShutdownTimeoutSeconds bounds slotagent's orderly shutdown
+	// (SLOTAGENT_SHUTDOWN_TIMEOUT in the container).
+	ShutdownTimeoutSeconds int
 	// TerraformConfig is the Terraform CLI config file validate and plan
 	// use (TF_CLI_CONFIG_FILE), e.g. the local provider mirror's.
 	TerraformConfig string
@@ -131,6 +135,23 @@ type Resources struct {
 // Postgres switches the workspace's local PostgreSQL on.
 type Postgres struct {
 	Enabled bool
+	// Port is the server's port on 127.0.0.1 (SLOTAGENT_POSTGRES_PORT).
+	Port int
+}
+
+// NetworkHost is the Docker network mode in which the workspace shares the
+// Docker host's network.
+const NetworkHost = "host"
+
+// Docker configures the workspace container on a Docker host.
+type Docker struct {
+	// StopGraceSeconds is how long Docker waits after SIGTERM before it
+	// kills the container on a stop (destroy_grace_seconds): above
+	// ShutdownTimeoutSeconds, so slotagent's orderly shutdown finishes.
+	StopGraceSeconds int
+	// NetworkMode is empty (Docker's default network), NetworkHost, or the
+	// name of an existing Docker network.
+	NetworkMode string
 }
 
 // Key is one scalar setting: its key in slots.yaml, environment variables,
@@ -171,6 +192,10 @@ func Keys() []Key {
 		k("resources.cpus", "", `CPU limit, e.g. "2" or "1.5"; empty: none`),
 		k("resources.memory_mb", 0, "memory limit in MiB; 0: none"),
 		k("postgres.enabled", true, "run the workspace PostgreSQL (slotagent's SLOTAGENT_POSTGRES_ENABLED); build mode installs it"),
+		k("postgres.port", 5432, "the workspace PostgreSQL's port on 127.0.0.1 (SLOTAGENT_POSTGRES_PORT)"),
+		k("shutdown_timeout_seconds", 8, "bound on slotagent's orderly shutdown in seconds (SLOTAGENT_SHUTDOWN_TIMEOUT)"),
+		k("docker.stop_grace_seconds", 15, "seconds Docker waits after SIGTERM before it kills the container on a stop (destroy_grace_seconds); above shutdown_timeout_seconds"),
+		k("docker.network_mode", "", `the container's Docker network: empty (Docker's default), "host" (the Docker host's network), or an existing network's name`),
 		k("terraform_config", "", "Terraform CLI config for validate and plan (TF_CLI_CONFIG_FILE), e.g. .cache/tf-mirror/terraformrc"),
 	}
 }

@@ -28,10 +28,6 @@ func TestExampleLoadsToTheDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fromExample.AppHost != "*.coder.example.com" || defaults.AppHost != "" {
-		t.Fatalf("app_host: example %q, defaults %q", fromExample.AppHost, defaults.AppHost)
-	}
-	fromExample.AppHost = ""
 	if !reflect.DeepEqual(fromExample, defaults) {
 		t.Fatalf("the example differs from the defaults:\nexample:  %+v\ndefaults: %+v", fromExample, defaults)
 	}
@@ -126,6 +122,14 @@ func TestBadInput(t *testing.T) {
 		{"node major", "image:\n  mode: build\n  build:\n    node_major: 8\n", nil, "image.build.node_major: 8 is not"},
 		{"cpus", "resources:\n  cpus: lots\n", nil, `resources.cpus: "lots" is not a positive number`},
 		{"admin port type", "admin:\n  port: [1]\n", nil, "admin.port: want a whole number"},
+		{"network mode with a space", "docker:\n  network_mode: 'my net'\n", nil, `docker.network_mode: "my net" is not "host" or a Docker network name`},
+		{"network mode with shell characters", "", map[string]string{"SLOTPROV_DOCKER_NETWORK_MODE": "host;reboot"}, `docker.network_mode: "host;reboot" is not "host" or a Docker network name`},
+		{"network mode container:", "docker:\n  network_mode: 'container:db'\n", nil, `docker.network_mode: "container:db" is not`},
+		{"network mode none", "docker:\n  network_mode: none\n", nil, `docker.network_mode: "none" leaves the Coder agent no way to reach Coder`},
+		{"stop grace equal to the shutdown timeout", "docker:\n  stop_grace_seconds: 8\n", nil, "docker.stop_grace_seconds: 8 must be above shutdown_timeout_seconds (8)"},
+		{"stop grace below a raised shutdown timeout", "shutdown_timeout_seconds: 30\n", nil, "docker.stop_grace_seconds: 15 must be above shutdown_timeout_seconds (30)"},
+		{"shutdown timeout zero", "shutdown_timeout_seconds: 0\n", nil, "shutdown_timeout_seconds: 0 is not between 1 and 3600"},
+		{"postgres port", "postgres:\n  port: 0\n", nil, "postgres.port: 0 is not a port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -189,5 +193,42 @@ func TestREADMEListsEveryKey(t *testing.T) {
 		if !strings.Contains(readme, row) {
 			t.Errorf("README lacks the row %s", row)
 		}
+	}
+}
+
+func TestSharedPortsWarning(t *testing.T) {
+	c, err := Load(writeFile(t, "docker:\n  network_mode: host\npostgres:\n  port: 5544\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.SharedPorts(); !strings.Contains(w, "ports 9000, 3001, 3002, 3003, 3004, 3005, 5544") {
+		t.Fatalf("warning %q does not name every port", w)
+	}
+	c, err = Load(writeFile(t, "docker:\n  network_mode: slots-net\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.SharedPorts(); w != "" {
+		t.Fatalf("a workspace on its own network got the warning %q", w)
+	}
+}
+
+// With nothing set, the Terraform CLI config is the environment's
+// TF_CLI_CONFIG_FILE, as Terraform would read it; the key wins over it.
+func TestTerraformConfigFallsBackToTerraformsEnv(t *testing.T) {
+	t.Setenv("TF_CLI_CONFIG_FILE", "/etc/from-env.tfrc")
+	c, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TerraformConfig != "/etc/from-env.tfrc" {
+		t.Fatalf("terraform_config = %q, want the environment's", c.TerraformConfig)
+	}
+	c, err = Load(writeFile(t, "terraform_config: mine.tfrc\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TerraformConfig != "mine.tfrc" {
+		t.Fatalf("terraform_config = %q, want the file's", c.TerraformConfig)
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/agext/levenshtein"
@@ -76,9 +77,15 @@ func decode(v *viper.Viper) (*Config, error) {
 			Mode: d.str("image.mode"), Ref: d.str("image.ref"),
 			Build: Build{Base: d.str("image.build.base"), NodeMajor: d.int("image.build.node_major"), AptPackages: d.strings("image.build.apt_packages")},
 		},
-		Resources:       Resources{CPUs: d.str("resources.cpus"), MemoryMB: d.int("resources.memory_mb")},
-		Postgres:        Postgres{Enabled: d.bool("postgres.enabled")},
-		TerraformConfig: d.str("terraform_config"),
+		Resources:              Resources{CPUs: d.str("resources.cpus"), MemoryMB: d.int("resources.memory_mb")},
+		Postgres:               Postgres{Enabled: d.bool("postgres.enabled"), Port: d.int("postgres.port")},
+		Docker:                 Docker{StopGraceSeconds: d.int("docker.stop_grace_seconds"), NetworkMode: d.str("docker.network_mode")},
+		ShutdownTimeoutSeconds: d.int("shutdown_timeout_seconds"),
+		TerraformConfig:        d.str("terraform_config"),
+	}
+	if c.TerraformConfig == "" {
+		// What Terraform itself would read when nothing else is set.
+		c.TerraformConfig = os.Getenv("TF_CLI_CONFIG_FILE")
 	}
 	c.Slots = d.slots()
 	return c, d.err

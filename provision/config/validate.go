@@ -28,11 +28,13 @@ var (
 	// aptRe is a Debian package name.
 	aptRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 	cpusRe = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?$`)
+	// networkRe is a Docker network name.
+	networkRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
 )
 
 // Validate checks every setting and returns the first problem, naming its key.
 func (c *Config) Validate() error {
-	checks := []func() error{c.checkTemplate, c.checkCoder, c.checkApps, c.checkSlots, c.checkImage, c.checkResources}
+	checks := []func() error{c.checkTemplate, c.checkCoder, c.checkApps, c.checkSlots, c.checkImage, c.checkResources, c.checkDocker, c.checkPostgres}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -191,4 +193,45 @@ func (c *Config) checkResources() error {
 		return fmt.Errorf("resources.memory_mb: %d is below 128 MiB (0 = no limit)", m)
 	}
 	return nil
+}
+
+func (c *Config) checkDocker() error {
+	if t := c.ShutdownTimeoutSeconds; t < 1 || t > 3600 {
+		return fmt.Errorf("shutdown_timeout_seconds: %d is not between 1 and 3600", t)
+	}
+	if g := c.Docker.StopGraceSeconds; g <= c.ShutdownTimeoutSeconds || g > 3600 {
+		return fmt.Errorf("docker.stop_grace_seconds: %d must be above shutdown_timeout_seconds (%d), so slotagent's shutdown finishes before Docker kills it, and at most 3600", g, c.ShutdownTimeoutSeconds)
+	}
+	switch m := c.Docker.NetworkMode; {
+	case m == "" || m == NetworkHost:
+	case m == "none":
+		return fmt.Errorf("docker.network_mode: %q leaves the Coder agent no way to reach Coder", m)
+	case !networkRe.MatchString(m):
+		return fmt.Errorf("docker.network_mode: %q is not %q or a Docker network name (letters, digits, '_', '.', '-')", m, NetworkHost)
+	}
+	return nil
+}
+
+func (c *Config) checkPostgres() error {
+	if err := checkPort(c.Postgres.Port); err != nil {
+		return fmt.Errorf("postgres.port: %w", err)
+	}
+	return nil
+}
+
+// SharedPorts is the warning for a workspace on the Docker host's network:
+// every port slotagent listens on is the host's, shared by every workspace
+// there. Empty when the workspace has a network of its own.
+func (c *Config) SharedPorts() string {
+	if c.Docker.NetworkMode != NetworkHost {
+		return ""
+	}
+	ports := []string{strconv.Itoa(c.Admin.Port)}
+	for _, s := range c.Slots {
+		ports = append(ports, strconv.Itoa(s.Port))
+	}
+	if c.Postgres.Enabled {
+		ports = append(ports, strconv.Itoa(c.Postgres.Port))
+	}
+	return fmt.Sprintf("docker.network_mode is host: the workspace listens on the Docker host's ports %s, so two workspaces of this template on one Docker host collide (give each its own ports, or use a Docker network)", strings.Join(ports, ", "))
 }

@@ -176,13 +176,18 @@ func (w *writer) locals(b *hclwrite.Body, c *config.Config) {
 		// DNS allows 63 characters in a label; Coder's app host name is one label.
 		"long_app_hosts", w.expr(`[for host in values(local.app_hosts) : host if length(split(".", host)[0]) > 63]`),
 	)
-	attrs(l,
-		"workspace_env", w.envTokens(c),
+	initScript := "AGENT.init_script"
+	if c.Docker.NetworkMode != config.NetworkHost {
 		// The agent's init script reaches Coder on localhost from the host's
 		// point of view; inside the container that is host.docker.internal.
+		// On the host's network, localhost is the host's already.
+		initScript = `replace(AGENT.init_script, "/localhost|127\\.0\\.0\\.1/", "host.docker.internal")`
+	}
+	attrs(l,
+		"workspace_env", w.envTokens(c),
 		"container_env", w.expr(`merge(local.workspace_env, {
 			CODER_AGENT_TOKEN       = AGENT.token
-			CODER_AGENT_INIT_SCRIPT = replace(AGENT.init_script, "/localhost|127\\.0\\.0\\.1/", "host.docker.internal")
+			CODER_AGENT_INIT_SCRIPT = `+initScript+`
 		})`))
 	b.AppendNewline()
 }
@@ -212,7 +217,12 @@ func (w *writer) envTokens(c *config.Config) hclwrite.Tokens {
 	if c.Postgres.Enabled {
 		pg = agentconfig.PostgresOn
 	}
-	items = append(items, item{"SLOTAGENT_POSTGRES_ENABLED", str(pg)})
+	items = append(items,
+		item{"SLOTAGENT_POSTGRES_ENABLED", str(pg)},
+		item{"SLOTAGENT_POSTGRES_PORT", str(strconv.Itoa(c.Postgres.Port))},
+		// The same number the container's stop grace is checked against.
+		item{"SLOTAGENT_SHUTDOWN_TIMEOUT", str(strconv.Itoa(c.ShutdownTimeoutSeconds) + "s")},
+	)
 	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.name, b.name) })
 	var objItems []hclwrite.ObjectAttrTokens
 	for _, it := range items {
@@ -329,8 +339,16 @@ func (w *writer) container(b *hclwrite.Body, c *config.Config) {
 	if c.Resources.MemoryMB > 0 {
 		attrs(ct, "memory", num(c.Resources.MemoryMB))
 	}
-	h := ct.AppendNewBlock("host", nil).Body()
-	attrs(h, "host", str("host.docker.internal"), "ip", str("host-gateway"))
+	// Without a grace the docker provider stops the container with a 0 s
+	// timeout, i.e. SIGKILL, and slotagent's orderly shutdown never runs.
+	attrs(ct, "destroy_grace_seconds", num(c.Docker.StopGraceSeconds))
+	if c.Docker.NetworkMode != "" {
+		attrs(ct, "network_mode", str(c.Docker.NetworkMode))
+	}
+	if c.Docker.NetworkMode != config.NetworkHost {
+		h := ct.AppendNewBlock("host", nil).Body()
+		attrs(h, "host", str("host.docker.internal"), "ip", str("host-gateway"))
+	}
 	v := ct.AppendNewBlock("volumes", nil).Body()
 	attrs(v,
 		"container_path", str(HomeDir),

@@ -55,10 +55,23 @@ postgres:
   enabled: true
 `
 
+// hostNetYAML is a workspace on the Docker host's network (the e2e test's
+// setting), with its own stop grace, shutdown timeout and PostgreSQL port.
+const hostNetYAML = `
+app_host: "*.coder.localhost:7080"
+docker:
+  network_mode: host
+  stop_grace_seconds: 20
+shutdown_timeout_seconds: 12
+postgres:
+  port: 5544
+`
+
 func TestGolden(t *testing.T) {
 	cases := map[string]string{
 		"default": string(config.Example()),
 		"build":   buildYAML,
+		"hostnet": hostNetYAML,
 	}
 	for name, yaml := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,6 +29,9 @@ type Workspace struct {
 	// AccessURL is the deployment's URL (CODER_AGENT_URL for the provider);
 	// default https://coder.example.com.
 	AccessURL string
+	// Variables are template variables as a push gives them (app_host,
+	// app_url_style); one not named keeps the template's default.
+	Variables map[string]string
 }
 
 // Env is the environment the coder provider reads.
@@ -93,7 +97,11 @@ func (r Runner) Plan(ctx context.Context, dir string, w Workspace) (*Summary, er
 	defer cleanup()
 	planFile := filepath.Join(wd.dir, "workspace.tfplan")
 	var ui bytes.Buffer
-	if _, err := wd.tf.PlanJSON(ctx, &ui, tfexec.Out(planFile), tfexec.Refresh(false)); err != nil {
+	opts := []tfexec.PlanOption{tfexec.Out(planFile), tfexec.Refresh(false)}
+	for _, name := range slices.Sorted(maps.Keys(w.Variables)) {
+		opts = append(opts, tfexec.Var(name+"="+w.Variables[name]))
+	}
+	if _, err := wd.tf.PlanJSON(ctx, &ui, opts...); err != nil {
 		return nil, fmt.Errorf("terraform plan: %s", planError(ui.Bytes(), err))
 	}
 	plan, err := wd.tf.ShowPlanFile(ctx, planFile)

@@ -69,9 +69,17 @@ func (r Runner) prepare(ctx context.Context, dir string, extraEnv map[string]str
 		return nil, nil, fmt.Errorf("terraform: %q not found on PATH; install Terraform (>= 1.5) and put it on PATH", bin)
 	}
 	if r.CLIConfig != "" {
-		if _, err := os.Stat(r.CLIConfig); err != nil {
-			return nil, nil, fmt.Errorf("terraform: CLI config %s: %w (the local provider mirror's is written by `make tf-mirror`)", r.CLIConfig, unwrapPath(err))
+		// Terraform runs in a scratch copy: a relative path would be
+		// looked up there, find nothing, and send Terraform to the public
+		// registry with only a warning.
+		abs, err := filepath.Abs(r.CLIConfig)
+		if err != nil {
+			return nil, nil, fmt.Errorf("terraform: CLI config %s: %w", r.CLIConfig, err)
 		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, nil, fmt.Errorf("terraform: CLI config %s: %w (the local provider mirror's is written by `make tf-mirror`)", abs, unwrapPath(err))
+		}
+		r.CLIConfig = abs
 	}
 	scratch, err := os.MkdirTemp("", "slotprov-tf-")
 	if err != nil {

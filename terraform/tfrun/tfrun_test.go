@@ -216,4 +216,31 @@ func TestPlanNeedsAnAppHost(t *testing.T) {
 	if _, err := (Runner{}).Plan(ctx(t), dir, Workspace{Name: "dev"}); err == nil || !strings.Contains(err.Error(), "--owner") {
 		t.Fatalf("no owner: %v", err)
 	}
+	// What push gives the variables (plan --app-host) fills the gap.
+	s, err := Runner{CLIConfig: tfmirror.Require(t)}.Plan(ctx(t), dir, Workspace{Name: "dev", Owner: "alice",
+		Variables: map[string]string{render.VarAppHost: "*.apps.example.net", render.VarAppURLStyle: "short"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Env["SLOT_A_URL"]; got != "https://slot-a--dev--alice.apps.example.net" {
+		t.Fatalf("SLOT_A_URL = %q", got)
+	}
+}
+
+// A relative CLI config is the working directory's file, not one inside
+// the scratch copy Terraform runs in.
+func TestRelativeCLIConfig(t *testing.T) {
+	rc := tfmirror.Require(t)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, rc)
+	if err != nil || filepath.IsAbs(rel) {
+		t.Fatalf("no relative path to %s: %v", rc, err)
+	}
+	dir := template(t, "")
+	if err := (Runner{CLIConfig: rel}).Validate(ctx(t), dir); err != nil {
+		t.Fatalf("validate with %s: %v", rel, err)
+	}
 }
