@@ -94,8 +94,10 @@ func New(b Backend, d Deploys, m *Metrics, log *slog.Logger) *API {
 //
 // Behind an app proxy that rewrites Host, a browser that sends no
 // Sec-Fetch-Site (plain http) is judged by Origin alone; trusted lists the
-// panel's own public origins (ADMIN_URL) so that case works too.
-func (a *API) Browser(trusted ...string) (http.Handler, error) {
+// panel's own public origins (ADMIN_URL) so that case works too. Before
+// that, a request whose Host hosts does not allow is refused (421), so that
+// a DNS-rebinding page, same-origin to the browser, cannot drive it.
+func (a *API) Browser(hosts Hosts, trusted ...string) (http.Handler, error) {
 	cop := http.NewCrossOriginProtection()
 	for _, origin := range trusted {
 		if err := cop.AddTrustedOrigin(origin); err != nil {
@@ -105,7 +107,19 @@ func (a *API) Browser(trusted ...string) (http.Handler, error) {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused", "state-changing requests must come from the admin panel itself")
 	}))
-	return cop.Handler(requireJSON(a.mux)), nil
+	return hosts.check(a.log, cop.Handler(requireJSON(a.mux))), nil
+}
+
+// HeaderTimeout bounds the reading of a request's header on the admin
+// port and the control socket, counted from the connection's start (or
+// from its next request's first byte).
+const HeaderTimeout = 30 * time.Second
+
+// NewServer is the HTTP server of the admin port or the control socket
+// for handler h: a request's header must come within HeaderTimeout, and a
+// kept-alive connection is closed after idle without a request.
+func NewServer(h http.Handler, idle time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: HeaderTimeout, IdleTimeout: idle}
 }
 
 // requireJSON refuses state-changing requests whose body is not declared

@@ -202,7 +202,7 @@ func TestLegacyProcessEndpoints(t *testing.T) {
 // TestErrorsAreJSON: every refusal is {error, details} with its status.
 func TestErrorsAreJSON(t *testing.T) {
 	a, _ := newTestAPI(t)
-	browser, err := a.Browser()
+	browser, err := a.Browser(NewHosts("http://example.com/", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestMetrics(t *testing.T) {
 	m.ObserveRequest("a", 503, time.Millisecond)
 	m.ObserveRequest("b", 101, 2*time.Millisecond)
 	m.ObserveDeploy(done)
-	browser, err := a.Browser()
+	browser, err := a.Browser(NewHosts("http://example.com/", nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,9 @@ package admin_test
 // of a real slotagent behind a fake Coder app proxy that serves each app on
 // its own subdomain of coder.localhost (Chromium resolves *.localhost to
 // loopback and treats it as a secure context, as Coder's HTTPS apps are),
-// rewrites Host the way an app proxy does and allows credentialed CORS
-// between one owner's apps, as Coder's does.
+// rewrites Host the way an app proxy may (for the panel's agent-name URL it
+// keeps it, as Coder's own proxy does: see admin.Hosts) and allows
+// credentialed CORS between one owner's apps, as Coder's does.
 //
 // This test process never starts the reaper (chromedp and the helpers here
 // wait for their children with exec.Cmd.Wait).
@@ -143,7 +144,10 @@ func (p *appProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		pr.SetURL(target) // rewrites Host to 127.0.0.1:port, as an app proxy does
+		pr.SetURL(target) // rewrites Host to 127.0.0.1:port, as an app proxy may
+		if label == "admin--main--dev--alice" {
+			pr.Out.Host = pr.In.Host // as Coder's own proxy does
+		}
 		pr.SetXForwarded()
 	}}
 	proxy.ServeHTTP(w, r)
@@ -438,6 +442,13 @@ func TestPanelInARealBrowser(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if typ, _ := agent.slotType(t); typ != "app" {
 		t.Fatalf("a sibling page stopped slot a (%s)", out)
+	}
+
+	// A page under a name the panel does not know that points to loopback
+	// (as a DNS-rebinding page's name comes to) gets the refusal, not the panel.
+	rebound := fmt.Sprintf("http://rebind.localhost:%d/", agent.ports["admin"])
+	if text := pageText(t, ctx, rebound); !strings.Contains(text, "does not answer to host") {
+		t.Fatalf("a page on another name that points to the admin port: %q", text)
 	}
 
 	// Stop with its button: back to the placeholder.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
@@ -41,6 +42,12 @@ type Config struct {
 	AdminPort int
 	// AdminURL is where users reach the admin panel.
 	AdminURL string
+	// AdminAllowedHosts are Host names the admin port answers besides its
+	// own (see admin.Hosts): "name", "name:port" or "*.domain".
+	AdminAllowedHosts []string
+	// IdleTimeout bounds the wait of a kept-alive client connection for
+	// its next request, on the slot ports and the admin port.
+	IdleTimeout time.Duration
 	// Slots are a–e, in order.
 	Slots []Slot
 	// CoderAgentInitScript, when set, runs as the supervised coder-agent.
@@ -136,6 +143,8 @@ func Keys() []Key {
 		{"bind", "SLOTAGENT_BIND", "127.0.0.1", "address every port listens on"},
 		{"admin_port", "ADMIN_PORT", "9000", "admin panel port"},
 		{"admin_url", "ADMIN_URL", "", "admin panel URL, linked from placeholders"},
+		{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", "", "more Host names the admin port answers, comma-separated: name, name:port or *.domain (IP addresses, localhost and the host of admin_url always are)"},
+		{"idle_timeout", "SLOTAGENT_IDLE_TIMEOUT", "75s", "how long a kept-alive client connection to a slot or the admin port may wait for its next request"},
 		{"coder_agent_init_script", "CODER_AGENT_INIT_SCRIPT", "", "Coder agent init script, run with sh -c as process coder-agent"},
 		{"kill_timeout", "SLOTAGENT_KILL_TIMEOUT", "10s", "wait after SIGTERM before SIGKILL"},
 		{"min_uptime", "SLOTAGENT_MIN_UPTIME", "1s", "an exit sooner than this after start is unstable"},
@@ -197,6 +206,8 @@ func Load(flags *pflag.FlagSet, file string) (*Config, error) {
 		Bind:                 p.str("bind"),
 		AdminPort:            p.port("admin_port"),
 		AdminURL:             p.url("admin_url"),
+		AdminAllowedHosts:    p.hosts("admin_allowed_hosts"),
+		IdleTimeout:          p.duration("idle_timeout"),
 		CoderAgentInitScript: p.str("coder_agent_init_script"),
 		ShutdownTimeout:      p.duration("shutdown_timeout"),
 		Deploy: Deploy{
@@ -336,6 +347,24 @@ func (p *parser) url(name string) string {
 	return s
 }
 
+// hosts reads a comma-separated list of host names, each maybe with a
+// port or a "*." prefix (no scheme, no path).
+func (p *parser) hosts(name string) []string {
+	var out []string
+	for h := range strings.SplitSeq(p.str(name), ",") {
+		h = strings.ToLower(strings.TrimSpace(h))
+		if h == "" {
+			continue
+		}
+		if strings.ContainsAny(h, "/@") || !httpguts.ValidHostHeader(strings.TrimPrefix(h, "*.")) {
+			p.fail(name, "%q is not a host name (name, name:port or *.domain, without a scheme)", h)
+			return nil
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
 // bytes parses sizes such as 512M, 1G, 200K or a plain number of bytes.
 func (p *parser) bytes(name string) uint64 {
 	s := strings.ToUpper(p.str(name))
@@ -371,6 +400,9 @@ func (c *Config) validate() error {
 	}
 	if other, ok := used[c.Postgres.Port]; ok && c.Postgres.Enabled != PostgresOff {
 		return fmt.Errorf("config: %s: port %d is already used by %s", Describe("postgres.port"), c.Postgres.Port, Describe(other))
+	}
+	if c.IdleTimeout <= 0 {
+		return fmt.Errorf("config: %s: must be longer than 0", Describe("idle_timeout"))
 	}
 	if c.Deploy.HealthTimeout <= 0 || c.Deploy.HealthListenTimeout <= 0 {
 		return fmt.Errorf("config: %s and %s must be longer than 0", Describe("health_timeout"), Describe("health_listen_timeout"))

@@ -104,6 +104,9 @@ func TestDefaults(t *testing.T) {
 	if _, ok := c.Slot("f"); ok {
 		t.Error(`Slot("f") found`)
 	}
+	if c.IdleTimeout != 75*time.Second || c.AdminAllowedHosts != nil {
+		t.Errorf("IdleTimeout = %v, AdminAllowedHosts = %q, want 75s and none", c.IdleTimeout, c.AdminAllowedHosts)
+	}
 	if c.Policy.KillTimeout != 10*time.Second {
 		t.Errorf("KillTimeout = %v, want 10s", c.Policy.KillTimeout)
 	}
@@ -239,7 +242,12 @@ func TestEnvValuesComeThrough(t *testing.T) {
 	t.Setenv("SLOTAGENT_LOG_MAX_SIZE_MB", "20")
 	t.Setenv("SLOTAGENT_LOG_MAX_BACKUPS", "0")
 	t.Setenv("SLOTAGENT_BIND", "localhost")
+	t.Setenv("SLOTAGENT_ADMIN_ALLOWED_HOSTS", " Panel.Example ,*.proxy.example, ,10.0.0.5:9000")
+	t.Setenv("SLOTAGENT_IDLE_TIMEOUT", "5s")
 	c := mustLoad(t, dataFlags(t), "")
+	if strings.Join(c.AdminAllowedHosts, " ") != "panel.example *.proxy.example 10.0.0.5:9000" || c.IdleTimeout != 5*time.Second {
+		t.Errorf("AdminAllowedHosts = %q, IdleTimeout = %v", c.AdminAllowedHosts, c.IdleTimeout)
+	}
 
 	if s, _ := c.Slot("b"); s.URL != "https://b--main--ws--me.coder.example" {
 		t.Errorf("slot b URL = %q", s.URL)
@@ -353,6 +361,9 @@ func TestBadValues(t *testing.T) {
 		{name: "admin url ftp", env: map[string]string{"ADMIN_URL": "ftp://x"}, want: []string{"admin_url", "ADMIN_URL", "ftp://x"}},
 		{name: "slot url ftp", env: map[string]string{"SLOT_E_URL": "ftp://x"}, want: []string{"slots.e.url", "SLOT_E_URL", "ftp://x"}},
 		{name: "log size negative", env: map[string]string{"SLOTAGENT_LOG_MAX_SIZE_MB": "-1"}, want: []string{"log_max_size_mb", "SLOTAGENT_LOG_MAX_SIZE_MB"}},
+		{name: "allowed host with a scheme", env: map[string]string{"SLOTAGENT_ADMIN_ALLOWED_HOSTS": "ok.example, https://panel.example"}, want: []string{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", "https://panel.example"}},
+		{name: "allowed host with a space", env: map[string]string{"SLOTAGENT_ADMIN_ALLOWED_HOSTS": "a b"}, want: []string{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", `"a b"`}},
+		{name: "idle timeout 0", env: map[string]string{"SLOTAGENT_IDLE_TIMEOUT": "0s"}, want: []string{"idle_timeout", "SLOTAGENT_IDLE_TIMEOUT"}},
 		{name: "value with newline", env: map[string]string{"ADMIN_PORT": "90\n00"}, want: []string{"admin_port", "ADMIN_PORT"}},
 	}
 	for _, tt := range tests {

@@ -264,11 +264,11 @@ func (a *Agent) listen() error {
 	if a.cfg.AdminURL != "" {
 		trusted = append(trusted, originOf(a.cfg.AdminURL))
 	}
-	browser, err := api.Browser(trusted...)
+	browser, err := api.Browser(admin.NewHosts(a.cfg.AdminURL, a.cfg.AdminAllowedHosts), trusted...)
 	if err != nil {
 		return fmt.Errorf("%w (%s)", err, config.Describe("admin_url"))
 	}
-	a.admin = &http.Server{Handler: browser, ReadHeaderTimeout: 30 * time.Second}
+	a.admin = admin.NewServer(browser, a.cfg.IdleTimeout)
 	a.adminLn = ln
 
 	sock := a.cfg.SocketPath()
@@ -279,7 +279,7 @@ func (a *Agent) listen() error {
 	if err != nil {
 		return fmt.Errorf("control socket %s: %w", sock, err)
 	}
-	a.control = &http.Server{Handler: api.Control(), ReadHeaderTimeout: 30 * time.Second}
+	a.control = admin.NewServer(api.Control(), a.cfg.IdleTimeout)
 	a.controlLn = sln
 	return nil
 }
