@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/humanize"
 	"github.com/coder-slots/coder-slots/agent/slot"
 )
@@ -78,6 +79,8 @@ type slotData struct {
 	Deploys  []deploy.Record
 	Running  string // id of the deploy under way, if any
 	Slots    []string
+	Git      *gitpush.Remote // how to deploy with git push, when the agent has it
+	GitError string          // why the slot's git repository is not usable
 }
 
 func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
@@ -90,6 +93,13 @@ func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
 	for _, p := range a.processList().Processes {
 		if p.Slot == name {
 			d.Row = p
+		}
+	}
+	if gp, ok := a.b.(GitPush); ok {
+		if r, err := gp.GitRemote(name); err != nil {
+			d.GitError = err.Error()
+		} else {
+			d.Git = &r
 		}
 	}
 	ss := a.b.Slot(name)

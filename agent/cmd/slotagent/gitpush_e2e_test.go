@@ -8,16 +8,21 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
 
@@ -69,10 +74,10 @@ func pushAgent(t *testing.T) (a *agent, work, repo string) {
 	t.Helper()
 	a = newAgent(t)
 	_, work = sampleRepo(t, t.TempDir())
-	a.start(fastDeploys...)
+	a.start(append(fastDeploys, "CODER_WORKSPACE_NAME=dev")...)
 	out := a.mustCLI("git-remote", "a")
 	repo = filepath.Join(a.dataDir, "git", "a.git")
-	if !strings.Contains(out, "git remote add slot-a "+repo) || !strings.Contains(out, "git push slot-a main") {
+	if !strings.Contains(out, "git remote add slot-a coder.dev:"+repo) || !strings.Contains(out, "git push slot-a main") {
 		t.Fatalf("git-remote output:\n%s", out)
 	}
 	return a, work, repo
@@ -180,6 +185,11 @@ func TestGitPushDeploysAndRejectsFailedDeploys(t *testing.T) {
 	}
 	if out := a.mustCLI("git-remote", "a"); !strings.Contains(out, "git push slot-a feature") {
 		t.Fatalf("git-remote after the feature push:\n%s", out)
+	}
+	// The slot's page shows the same, with a copy button.
+	if code, page := body(t, a.url("admin", "/slots/a")); code != 200 || !strings.Contains(page, "git remote add slot-a coder.dev:"+repo) ||
+		!strings.Contains(page, "git push slot-a feature") || !strings.Contains(page, `data-copy="git-commands"`) {
+		t.Fatalf("slot page (%d) lacks the git remote:\n%s", code, page)
 	}
 }
 
@@ -291,5 +301,159 @@ func TestConcurrentGitPushes(t *testing.T) {
 	}
 	if refs := gitRun(t, repo, "for-each-ref", "--format=%(refname)"); strings.Count(refs, "\n") != 0 {
 		t.Fatalf("both pushes moved a ref:\n%s", refs)
+	}
+}
+
+// sshd runs Debian's sshd as a child on a free loopback port, with its own
+// host key and an authorized_keys for a fresh client key, all in a temp
+// folder, and returns an ssh config file whose host alias "coder.dev"
+// reaches it as the current user (as `coder config-ssh` sets up a
+// workspace's host on a laptop).
+func sshd(t *testing.T) string {
+	t.Helper()
+	const bin = "/usr/sbin/sshd"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("no sshd: install Debian's openssh-server")
+	}
+	// As root, sshd insists on its privilege separation folder, which
+	// Debian's service makes at start: make it the same way if missing.
+	if os.Geteuid() == 0 {
+		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	keygen := func(name string) {
+		out, err := reaper.Output(context.Background(), exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", filepath.Join(dir, name)))
+		if err != nil {
+			t.Fatalf("ssh-keygen: %v %s", err, out)
+		}
+	}
+	keygen("host_key")
+	keygen("client_key")
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := me.Username
+	pub, _ := os.ReadFile(filepath.Join(dir, "client_key.pub"))
+	writeFile(t, filepath.Join(dir, "authorized_keys"), string(pub))
+	port := testkit.FreePort(t)
+	writeFile(t, filepath.Join(dir, "sshd_config"), strings.Join([]string{
+		"Port " + strconv.Itoa(port),
+		"ListenAddress 127.0.0.1",
+		"HostKey " + filepath.Join(dir, "host_key"),
+		"PidFile " + filepath.Join(dir, "sshd.pid"),
+		"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
+		"AllowUsers " + login,
+		"PermitRootLogin prohibit-password",
+		"PubkeyAuthentication yes",
+		"PasswordAuthentication no",
+		"KbdInteractiveAuthentication no",
+		"StrictModes no",
+		"UsePAM no",
+		"LogLevel VERBOSE",
+		"",
+	}, "\n"))
+	hostPub, _ := os.ReadFile(filepath.Join(dir, "host_key.pub"))
+	writeFile(t, filepath.Join(dir, "known_hosts"), "[127.0.0.1]:"+strconv.Itoa(port)+" "+string(hostPub))
+	writeFile(t, filepath.Join(dir, "ssh_config"), strings.Join([]string{
+		"Host coder.dev",
+		"  HostName 127.0.0.1",
+		"  Port " + strconv.Itoa(port),
+		"  User " + login,
+		"  IdentityFile " + filepath.Join(dir, "client_key"),
+		"  IdentitiesOnly yes",
+		"  UserKnownHostsFile " + filepath.Join(dir, "known_hosts"),
+		"  StrictHostKeyChecking yes",
+		"  BatchMode yes",
+		"",
+	}, "\n"))
+	logf, err := os.Create(filepath.Join(dir, "sshd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	cmd.Stderr = logf
+	child, err := reaper.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(child.Pid, syscall.SIGTERM)
+		<-child.Done()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "sshd.log"))
+			t.Logf("sshd log:\n%s", b)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-child.Done():
+			b, _ := os.ReadFile(filepath.Join(dir, "sshd.log"))
+			t.Fatalf("sshd exited: %v\n%s", child.Exit(), b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd does not listen on %d", port)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return filepath.Join(dir, "ssh_config")
+}
+
+func TestGitPushOverSSH(t *testing.T) {
+	sshConfig := sshd(t)
+	if strings.ContainsAny(sshConfig, "'\" \\") {
+		t.Fatalf("temp path %q cannot go in GIT_SSH_COMMAND", sshConfig)
+	}
+	ssh := []string{"GIT_SSH_COMMAND=ssh -F '" + sshConfig + "'"}
+	a, work, repo := pushAgent(t)
+
+	// The remote exactly as `slotagent git-remote` prints it.
+	var remote string
+	for _, line := range strings.Split(a.mustCLI("git-remote", "a"), "\n") {
+		if r, ok := strings.CutPrefix(strings.TrimSpace(line), "git remote add slot-a "); ok {
+			remote = r
+		}
+	}
+	if remote != "coder.dev:"+repo {
+		t.Fatalf("remote %q", remote)
+	}
+	gitRun(t, work, "remote", "add", "slot-a", remote)
+	out, ok := gitPush(t, work, ssh, "slot-a", "main")
+	if !ok || !strings.Contains(out, "remote: ") || !strings.Contains(out, "==> health") || !strings.Contains(out, "deploy succeeded") {
+		t.Fatalf("push over ssh:\n%s\nagent:\n%s", out, a.stderr())
+	}
+	if _, b := body(t, a.url("a", "/")); b != "hello v1 1m" {
+		t.Fatalf("after the ssh push: %q", b)
+	}
+
+	// ssh:// URL, and a failed deploy rejected over ssh.
+	setVersion(t, work, "v2")
+	v2 := commit(t, work, "v2")
+	if out, ok := gitPush(t, work, ssh, "ssh://coder.dev"+repo, "main"); !ok || !strings.Contains(out, "reused node_modules") {
+		t.Fatalf("push over ssh://:\n%s", out)
+	}
+	writeFile(t, filepath.Join(work, "server.js"), "process.exit(5)\n")
+	commit(t, work, "broken")
+	if out, ok := gitPush(t, work, ssh, "ssh://coder.dev"+repo, "main"); ok || !strings.Contains(out, "remote: slotagent: push refused: deploy") || !strings.Contains(out, "pre-receive hook declined") {
+		t.Fatalf("broken push over ssh://:\n%s", out)
+	}
+	if _, b := body(t, a.url("a", "/")); b != "hello v2 1m" || refOf(t, repo, "refs/heads/main") != v2 {
+		t.Fatalf("after the rejected ssh push: %q, ref %s", b, refOf(t, repo, "refs/heads/main"))
+	}
+	if rec := a.deploys()[0]; rec.Trigger != deploy.TriggerGitPush || rec.Status != deploy.Failed {
+		t.Fatalf("record: %+v", rec)
+	}
+	if log, _ := os.ReadFile(filepath.Join(filepath.Dir(sshConfig), "sshd.log")); strings.Count(string(log), "Accepted publickey for ") != 3 {
+		t.Fatalf("the pushes did not all log in through sshd:\n%s", log)
 	}
 }

@@ -98,6 +98,26 @@
     });
   });
 
+  // Copy buttons: data-copy names the element whose text they copy.
+  document.addEventListener('click', async e => {
+    const btn = e.target.closest('button[data-copy]');
+    if (!btn) return;
+    const el = document.getElementById(btn.dataset.copy);
+    if (!el) return;
+    try {
+      await navigator.clipboard.writeText(el.textContent);
+    } catch (_) {
+      const range = document.createRange();
+      range.selectNodeContents(el);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      document.execCommand('copy');
+    }
+    btn.textContent = 'Copied';
+    setTimeout(() => { btn.textContent = 'Copy'; }, 2000);
+  });
+
   const deployForm = document.getElementById('deploy-form');
   if (deployForm) {
     deployForm.addEventListener('submit', e => {
