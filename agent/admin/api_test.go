@@ -31,6 +31,7 @@ var started = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 type fakeAgent struct {
 	appStart time.Time
 	hist     *history.History
+	db       *postgres.Status // nil: PostgreSQL is off
 }
 
 func (f *fakeAgent) About() About {
@@ -67,8 +68,11 @@ func (f *fakeAgent) Slot(string) state.Slot          { return state.Slot{} }
 // The fake agent keeps a history (it is a Histories).
 func (f *fakeAgent) History(name string) *history.Slot { return f.hist.Slot(name) }
 
-// The fake agent has PostgreSQL switched off (it is a Databases).
+// The fake agent is a Databases: PostgreSQL is switched off unless db is set.
 func (f *fakeAgent) Database(context.Context) postgres.Status {
+	if f.db != nil {
+		return *f.db
+	}
 	return postgres.Status{State: postgres.StateOff, Detail: "off in this test"}
 }
 func (f *fakeAgent) ResetDatabase(context.Context, string) (string, error) {
@@ -307,5 +311,36 @@ func TestMetrics(t *testing.T) {
 		if _, ok := series[`slotagent_process_cpu_percent{process="slot-b",slot="b"}`]; ok {
 			t.Errorf("%s: a placeholder has a CPU series of its own", name)
 		}
+	}
+}
+
+// TestDashboardShowsPostgres: the panel shows PostgreSQL's state while it
+// starts, then each database with its size.
+func TestDashboardShowsPostgres(t *testing.T) {
+	f := &fakeAgent{hist: history.New(config.SlotNames), db: &postgres.Status{State: postgres.StateStarting, Detail: "creating the cluster (initdb)", Host: postgres.Host, Port: 5432}}
+	a := New(f, fakeDeploys{}, NewMetrics(), slog.New(slog.DiscardHandler))
+	page := func(path string) string {
+		rec := call(t, a.Control(), httptest.NewRequest("GET", path, nil), nil)
+		if rec.Code != 200 {
+			t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
+	if b := page("/"); !strings.Contains(b, `<span class="badge st-starting">starting</span> <span class="muted">on 127.0.0.1:5432</span>`) ||
+		!strings.Contains(b, "creating the cluster (initdb)") {
+		t.Errorf("dashboard while PostgreSQL starts:\n%s", b)
+	}
+	f.db = &postgres.Status{State: postgres.StateOnline, Host: postgres.Host, Port: 5432, Version: 15, Databases: []postgres.Database{
+		{Name: "slot_a", Slot: "a", User: "slot_a", Up: true, Size: 7 << 20},
+		{Name: "workspace_db", User: "coder", Up: true, Size: 7<<20 + 1<<19},
+	}}
+	b := page("/?part=part-db")
+	for _, want := range []string{"online", "version 15", `<td data-label="size">7.0 MiB</td>`, `<td data-label="size">7.5 MiB</td>`, "workspace_db"} {
+		if !strings.Contains(b, want) {
+			t.Errorf("part-db lacks %q:\n%s", want, b)
+		}
+	}
+	if b := page("/?part=part-rows"); strings.Contains(b, "slot_a") {
+		t.Errorf("the process rows measure the databases too:\n%s", b)
 	}
 }

@@ -41,7 +41,7 @@ func (a *API) dbRoutes() {
 
 // SlotDatabase is the answer of GET /api/slots/:slot/db.
 type SlotDatabase struct {
-	// Status is PostgreSQL's: online, down, off or error.
+	// Status is PostgreSQL's: starting, online, down, off or error.
 	Status string `json:"status"`
 	Detail string `json:"detail,omitempty"`
 	// Database is the slot's; absent when PostgreSQL is off.

@@ -14,6 +14,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/humanize"
+	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/slot"
 )
 
@@ -22,6 +23,7 @@ var webFS embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"bytes": humanize.Bytes,
+	"size":  func(n int64) string { return humanize.Bytes(uint64(max(n, 0))) },
 	"ms":    humanize.Millis,
 	"short": shortID,
 	"when":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
@@ -51,10 +53,17 @@ type Row struct {
 type dashboardData struct {
 	Title, Root string
 	Rows        []Row
+	// DB is PostgreSQL and its databases; nil when the agent has none or
+	// the part refreshed does not show it.
+	DB *postgres.Status
 }
 
 func (a *API) dashboard(w http.ResponseWriter, r *http.Request) {
 	d := dashboardData{Title: "slotagent", Root: "./"}
+	if db, ok := a.b.(Databases); ok && r.URL.Query().Get("part") != "part-rows" {
+		st := db.Database(r.Context())
+		d.DB = &st
+	}
 	for _, p := range a.processList().Processes {
 		row := Row{ProcessRow: p}
 		if p.Slot != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
@@ -32,8 +33,17 @@ func (a *Agent) About() admin.About {
 		DataDir:   a.cfg.DataDir,
 		LogDir:    a.cfg.LogDir(),
 		StatePath: a.cfg.StatePath(),
-		Warnings:  a.warnings,
+		Warnings:  a.startWarnings(),
 	}
+}
+
+// startWarnings are the problems found at start: the agent's own and
+// PostgreSQL's, whose set-up goes on after the start.
+func (a *Agent) startWarnings() []string {
+	if p := a.pg.Problem(); p != "" {
+		return append(slices.Clip(a.warnings), p)
+	}
+	return a.warnings
 }
 
 // Slots describes the slots, a to e.

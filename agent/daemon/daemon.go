@@ -105,7 +105,6 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 			return nil, err
 		}
 	}
-	a.runPostgres()
 	a.rehydrate()
 	a.stateMu.Lock()
 	a.st.Groups = a.sup.Groups()
@@ -115,6 +114,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 		return nil, fmt.Errorf("save state: %w", err)
 	}
 	a.serve()
+	a.startPostgres()
 	ok = true
 	return a, nil
 }
@@ -285,7 +285,7 @@ func (a *Agent) listen() error {
 }
 
 // serve starts answering on the admin port and the control socket, once
-// the slots are rehydrated: an agent that answers is fully up.
+// the slots are rehydrated (the apps that wait for PostgreSQL excepted).
 func (a *Agent) serve() {
 	go func() { _ = a.admin.Serve(a.adminLn) }()
 	go func() { _ = a.control.Serve(a.controlLn) }()
@@ -332,8 +332,10 @@ func (a *Agent) startCoderAgent() error {
 	return nil
 }
 
-// rehydrate starts every slot's current release from disk. A release that is
-// missing leaves the placeholder with a visible error.
+// rehydrate starts every slot's current release from disk; the releases
+// that use the workspace database start once it is ready (see
+// waitsForDatabase). A release that is missing leaves the placeholder with
+// a visible error.
 func (a *Agent) rehydrate() {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
@@ -343,7 +345,15 @@ func (a *Agent) rehydrate() {
 			continue
 		}
 		rel, _ := ss.Find(ss.Current)
-		if err := a.deployer.Rehydrate(name, toSlotRelease(rel, ss.Env)); err != nil {
+		sr := toSlotRelease(rel, ss.Env)
+		if a.waitsForDatabase(name, sr) {
+			err := a.deployer.RehydrateAfter(name, sr, "release "+rel.ID+" starts once PostgreSQL is ready", a.databaseReady)
+			if err != nil {
+				a.log.Error("cannot bring back the app", "slot", name, "release", rel.ID, "err", err)
+			}
+			continue
+		}
+		if err := a.deployer.Rehydrate(name, sr); err != nil {
 			a.log.Error("cannot bring back the app", "slot", name, "release", rel.ID, "err", err)
 			s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
 			continue

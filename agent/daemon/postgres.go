@@ -7,16 +7,16 @@ import (
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/postgres"
+	"github.com/coder-slots/coder-slots/agent/slot"
 )
 
 // The agent answers the admin API's database endpoints.
 var _ admin.Databases = (*Agent)(nil)
 
-// preparePostgres finds PostgreSQL and checks its cluster, making it on
-// first boot, before the slots take their database env. A server that
-// cannot run leaves the agent running without it.
+// preparePostgres finds PostgreSQL and its credentials, which the slots
+// hand to their apps; it runs nothing (see startPostgres).
 func (a *Agent) preparePostgres() {
-	a.pg = postgres.New(context.Background(), postgres.Options{
+	a.pg = postgres.New(postgres.Options{
 		Settings: a.cfg.Postgres,
 		Dir:      postgres.Dir(a.cfg.DataDir),
 		Slots:    config.SlotNames,
@@ -24,20 +24,28 @@ func (a *Agent) preparePostgres() {
 	if off := a.pg.Off(); off != "" {
 		a.log.Info("PostgreSQL is off", "reason", off)
 	}
-}
-
-// runPostgres starts the server and waits for it, at most
-// postgres.ReadyTimeout, so that the apps find their databases. A server
-// that cannot run is a problem at start.
-func (a *Agent) runPostgres() {
 	if p := a.pg.Problem(); p != "" {
 		a.log.Error(p)
-		a.warnings = append(a.warnings, p)
-		return
 	}
-	if err := a.pg.Run(a.sup, postgres.ReadyTimeout); err != nil {
-		a.log.Error("PostgreSQL is not ready", "err", err)
-	}
+}
+
+// startPostgres sets PostgreSQL up in the background (initdb on first
+// boot, the server, the databases), once the ports answer.
+func (a *Agent) startPostgres() { a.pg.Start(a.sup) }
+
+// waitsForDatabase reports whether rel uses the slot's database: its
+// DATABASE_URL is the one the agent gives (not one of its own, pointing
+// elsewhere), so it should start once the server answers.
+func (a *Agent) waitsForDatabase(name string, rel slot.Release) bool {
+	own := a.pg.SlotEnv(name)["DATABASE_URL"]
+	url, set := rel.Env["DATABASE_URL"]
+	return own != "" && (!set || url == own)
+}
+
+// databaseReady waits until PostgreSQL is ready, at most
+// postgres.ReadyTimeout.
+func (a *Agent) databaseReady(ctx context.Context) error {
+	return a.pg.WaitReady(ctx, postgres.ReadyTimeout)
 }
 
 // Database describes PostgreSQL and every database, without secrets.

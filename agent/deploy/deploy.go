@@ -417,6 +417,39 @@ func (d *Deployer) Rehydrate(name string, rel slot.Release) error {
 	return nil
 }
 
+// RehydrateAfter is Rehydrate once ready returns, in the background (the
+// release needs something that is still starting, such as its database).
+// Meanwhile the slot is reserved, so a deploy, stop or restart is refused
+// as busy, and it shows waiting. When ready fails the release starts
+// anyway and the slot shows why.
+func (d *Deployer) RehydrateAfter(name string, rel slot.Release, waiting string, ready func(context.Context) error) error {
+	s := d.slots(name)
+	if s == nil {
+		return fmt.Errorf("unknown slot %q", name)
+	}
+	if err := d.reserve(name, "rehydrate of "+rel.ID); err != nil {
+		return err
+	}
+	s.SetError(waiting)
+	go func() {
+		defer d.release(name)
+		err := ready(d.ctx)
+		if d.ctx.Err() != nil {
+			return
+		}
+		if rerr := d.Rehydrate(name, rel); rerr != nil {
+			d.log.Error("cannot bring back the app", "slot", name, "release", rel.ID, "err", rerr)
+			s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, rerr))
+			return
+		}
+		if err != nil {
+			d.log.Warn("a rehydrated release started without what it waited for", "slot", name, "release", rel.ID, "err", err)
+			s.SetError(fmt.Sprintf("release %s started although what it needs is not ready: %v", rel.ID, err))
+		}
+	}()
+	return nil
+}
+
 // candidateGrace bounds the stop of a release that never got traffic.
 const candidateGrace = 2 * time.Second
 

@@ -37,6 +37,17 @@ const debianRoot = "/usr/lib/postgresql"
 // the directory of postgres on PATH, else in Debian's newest
 // /usr/lib/postgresql/<major>/bin.
 func FindBinaries(ctx context.Context, dir string) (Binaries, error) {
+	b, err := locateBinaries(dir)
+	if err != nil {
+		return b, err
+	}
+	b.Major, err = serverMajor(ctx, b.Postgres())
+	return b, err
+}
+
+// locateBinaries is FindBinaries without asking the server for its
+// version: it only looks at files, so it cannot hang.
+func locateBinaries(dir string) (Binaries, error) {
 	if dir == "" {
 		dir = searchBinDir()
 		if dir == "" {
@@ -55,9 +66,7 @@ func FindBinaries(ctx context.Context, dir string) (Binaries, error) {
 			return Binaries{}, fmt.Errorf("no psql in %s or on PATH: %w", dir, err)
 		}
 	}
-	var err error
-	b.Major, err = serverMajor(ctx, b.Postgres())
-	return b, err
+	return b, nil
 }
 
 // searchBinDir is the directory of postgres on PATH (symlinks resolved, so

@@ -17,7 +17,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,8 +34,8 @@ import (
 // ProcessName is the supervised server's name (and its log files').
 const ProcessName = "postgres"
 
-// ReadyTimeout bounds the wait for the server at the agent's start; the
-// slots start after it either way.
+// ReadyTimeout bounds how long the apps that use the workspace database
+// wait for it at the agent's start; past it they start anyway.
 const ReadyTimeout = 30 * time.Second
 
 // Options configure the server.
@@ -53,33 +55,41 @@ func Dir(dataDir string) string { return filepath.Join(dataDir, "postgres") }
 type Server struct {
 	opt   Options
 	log   *slog.Logger
-	bins  Binaries
-	cred  *syscall.Credential // the server's user when the agent is root
+	bins  Binaries // Dir and Psql; the version is major
 	creds *Credentials
+	// saved are the credentials as New found them on disk: inspect tells
+	// a cluster the agent made by them, before the set-up saves creds.
+	saved *Credentials
 
 	off     string // why the server does not run by choice or for lack of binaries
-	problem string // why it cannot run
+	problem string // why it cannot run, found before Start
 
-	mu      sync.Mutex
-	proc    *supervisor.Process
-	failure string // why it failed to start or to be set up
+	mu       sync.Mutex
+	major    int
+	proc     *supervisor.Process
+	phase    string // what the set-up is doing, until it ends
+	failure  string // why the set-up failed
+	setUpEnd bool   // the set-up ended, well or not
 
+	cred   *syscall.Credential // the server's user when the agent is root; set up by Start
+	done   chan struct{}       // closed when the set-up ends
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// New prepares the server: it finds the binaries, checks the data dir and
-// makes the cluster there on first boot. It never fails: a server that
-// cannot run is off (postgres.enabled is false, or auto and no binaries)
-// or has a problem (Problem), and the agent goes on without it.
-func New(ctx context.Context, opt Options, log *slog.Logger) *Server {
-	s := &Server{opt: opt, log: log}
+// New finds the binaries and loads (on first boot: makes) the credentials,
+// so that SlotEnv works at once. It only looks at files and runs nothing:
+// initdb and the server are Start's, in the background. It never fails: a
+// server that cannot run is off (postgres.enabled is false, or auto and no
+// binaries) or has a problem (Problem), and the agent goes on without it.
+func New(opt Options, log *slog.Logger) *Server {
+	s := &Server{opt: opt, log: log, done: make(chan struct{})}
 	if opt.Settings.Enabled == config.PostgresOff {
 		s.off = "PostgreSQL is switched off (" + config.Describe("postgres.enabled") + " is false)"
 		return s
 	}
 	var err error
-	if s.bins, err = FindBinaries(ctx, opt.Settings.BinDir); err != nil {
+	if s.bins, err = locateBinaries(opt.Settings.BinDir); err != nil {
 		if opt.Settings.Enabled == config.PostgresAuto {
 			s.off = err.Error() + ": apps get no DATABASE_URL (" + config.Describe("postgres.bin_dir") + ")"
 		} else {
@@ -87,40 +97,133 @@ func New(ctx context.Context, opt Options, log *slog.Logger) *Server {
 		}
 		return s
 	}
-	if err := s.prepare(ctx); err != nil {
+	if err := s.loadCredentials(); err != nil {
 		s.problem = "PostgreSQL: " + err.Error()
 	}
 	return s
 }
 
-// prepare checks the data dir, makes the cluster when there is none, and
-// saves the credentials and the workspace database's URL.
-func (s *Server) prepare(ctx context.Context) error {
+// loadCredentials reads the credentials and, in memory, gives every role a
+// password and records the port; the set-up saves them once it knows the
+// data dir is the agent's.
+func (s *Server) loadCredentials() error {
 	var err error
+	if s.saved, err = loadCredentials(s.opt.Dir); err != nil {
+		return err
+	}
+	s.creds = &Credentials{SystemID: s.saved.SystemID, Port: s.opt.Settings.Port, Passwords: maps.Clone(s.saved.Passwords)}
+	roles := []string{Superuser}
+	for _, db := range s.databases() {
+		roles = append(roles, db.role)
+	}
+	s.creds.ensure(roles...)
+	return nil
+}
+
+// Start sets the server up in the background and returns at once: it asks
+// the binaries for their version, checks the data dir, makes the cluster
+// on first boot, starts the server under sup, waits until it takes
+// connections and makes every role and database. WaitReady waits for the
+// end of that, Status shows how far it got. A server that cannot run is
+// left alone.
+func (s *Server) Start(sup *supervisor.Supervisor) {
+	if !s.usable() {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(s.done)
+		err := s.setUp(ctx, sup)
+		s.mu.Lock()
+		s.setUpEnd, s.phase = true, ""
+		if err != nil {
+			s.failure = err.Error()
+		}
+		s.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("PostgreSQL could not be started", "err", err)
+		}
+	}()
+}
+
+// WaitReady waits until the server takes connections and every database
+// exists, at most timeout; it says why not when the set-up failed, timed
+// out or was stopped.
+func (s *Server) WaitReady(ctx context.Context, timeout time.Duration) error {
+	if !s.usable() {
+		return errors.New(s.off + s.problem)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-s.done:
+	case <-timer.C:
+		return fmt.Errorf("PostgreSQL did not take connections within %s", timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failure != "" {
+		return errors.New("PostgreSQL could not be started: " + s.failure)
+	}
+	return nil
+}
+
+// setUp is Start's work.
+func (s *Server) setUp(ctx context.Context, sup *supervisor.Supervisor) error {
+	s.setPhase("checking the binaries and the data dir")
+	if err := s.prepare(ctx); err != nil {
+		return err
+	}
+	s.setPhase("starting the server")
+	if err := s.start(sup); err != nil {
+		return err
+	}
+	s.setPhase("waiting for the server to take connections")
+	if err := s.waitReady(ctx); err != nil {
+		return err
+	}
+	s.setPhase("creating the roles and databases")
+	return s.ensureDatabases(ctx)
+}
+
+func (s *Server) setPhase(phase string) {
+	s.mu.Lock()
+	s.phase = phase
+	s.mu.Unlock()
+}
+
+// prepare asks the server for its version, checks the data dir, makes the
+// cluster when there is none, and saves the workspace database's URL.
+func (s *Server) prepare(ctx context.Context) error {
+	major, err := serverMajor(ctx, s.bins.Postgres())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.major = major
+	s.mu.Unlock()
 	if s.cred, err = serverUser(); err != nil {
 		return err
 	}
 	if err := prepareDirs(s.opt.Dir, s.cred); err != nil {
 		return err
 	}
-	if s.creds, err = loadCredentials(s.opt.Dir); err != nil {
-		return err
-	}
-	fresh, err := inspect(s.dataDir(), s.creds, s.bins.Major, uid(s.cred))
+	fresh, err := inspect(s.dataDir(), s.saved, major, uid(s.cred))
 	if err != nil {
 		return err
 	}
-	s.creds.Port = s.opt.Settings.Port
-	roles := []string{Superuser}
-	for _, db := range s.databases() {
-		roles = append(roles, db.role)
-	}
-	s.creds.ensure(roles...)
+	s.creds.SystemID = s.saved.SystemID
 	if err := s.creds.save(s.opt.Dir); err != nil {
 		return err
 	}
 	if fresh {
-		if err := s.initdb(ctx); err != nil {
+		s.setPhase("creating the cluster (initdb)")
+		if err := s.initdb(ctx, major); err != nil {
 			return err
 		}
 	}
@@ -129,11 +232,21 @@ func (s *Server) prepare(ctx context.Context) error {
 }
 
 // initdb makes the cluster and records its identity with the credentials.
-func (s *Server) initdb(ctx context.Context) error {
+// It is made beside the data dir and renamed into place when complete, so
+// that an agent stopped half-way leaves no half-made cluster behind.
+func (s *Server) initdb(ctx context.Context, major int) error {
 	start := time.Now()
-	s.log.Info("first boot of PostgreSQL: creating the cluster", "data_dir", s.dataDir(), "version", s.bins.Major)
-	if err := initdb(ctx, s.bins, s.dataDir(), s.creds.Passwords[Superuser], s.cred); err != nil {
+	s.log.Info("first boot of PostgreSQL: creating the cluster", "data_dir", s.dataDir(), "version", major)
+	tmp := s.dataDir() + ".initdb"
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("remove the unfinished cluster %s: %w", tmp, err)
+	}
+	if err := initdb(ctx, s.bins, tmp, s.creds.Passwords[Superuser], s.cred); err != nil {
+		_ = os.RemoveAll(tmp)
 		return err
+	}
+	if err := os.Rename(tmp, s.dataDir()); err != nil {
+		return fmt.Errorf("move the new cluster into place: %w", err)
 	}
 	id, err := systemID(s.dataDir())
 	if err != nil {
@@ -160,11 +273,22 @@ func (s *Server) databases() []database {
 func (s *Server) Off() string { return s.off }
 
 // Problem says why the server cannot run although it is meant to: no
-// binaries with postgres.enabled true, or a data dir it must not touch
-// ("" when there is none).
-func (s *Server) Problem() string { return s.problem }
+// binaries with postgres.enabled true, credentials it cannot read, or what
+// Start's set-up failed on, such as a data dir it must not touch ("" when
+// there is none, or not yet).
+func (s *Server) Problem() string {
+	if s.problem != "" {
+		return s.problem
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failure != "" {
+		return "PostgreSQL: " + s.failure
+	}
+	return ""
+}
 
-// usable reports whether the server was prepared and can be run.
+// usable reports whether the server can be started.
 func (s *Server) usable() bool { return s.off == "" && s.problem == "" }
 
 // SlotEnv is the environment that connects a slot's apps to the slot's own
@@ -175,44 +299,6 @@ func (s *Server) SlotEnv(slot string) map[string]string {
 		return nil
 	}
 	return s.creds.Env(SlotRole(slot), SlotRole(slot))
-}
-
-// Run starts the server under sup and waits until it takes connections and
-// every database exists, at most timeout. Past it, it returns an error and
-// goes on waiting in the background, so that the slots can start. A server
-// that cannot run is left alone.
-func (s *Server) Run(sup *supervisor.Supervisor, timeout time.Duration) error {
-	if !s.usable() {
-		return nil
-	}
-	if err := s.start(sup); err != nil {
-		s.fail(err)
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	done := make(chan error, 1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		err := s.setUp(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.fail(err)
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(timeout):
-		return fmt.Errorf("PostgreSQL did not take connections within %s: the slots start without it", timeout)
-	}
-}
-
-func (s *Server) fail(err error) {
-	s.mu.Lock()
-	s.failure = err.Error()
-	s.mu.Unlock()
 }
 
 // start adds the server to sup and starts it.
@@ -260,7 +346,7 @@ func (s *Server) argv() []string {
 	}
 	argv := []string{s.bins.Postgres(), "-D", s.dataDir(), "-c", "listen_addresses=" + Host,
 		"-c", "port=" + port, "-c", "unix_socket_directories=" + socketDir}
-	if s.bins.Major >= 14 {
+	if s.major >= 14 {
 		// After a crash, sync the data dir with one syncfs, not an fsync
 		// per file (seconds on a busy disk before recovery even starts).
 		argv = append(argv, "-c", "recovery_init_sync_method=syncfs")
@@ -276,12 +362,9 @@ func (s *Server) passwords() []string {
 	return out
 }
 
-// setUp waits until the server takes connections, then makes sure every
-// role and database exists with its password.
-func (s *Server) setUp(ctx context.Context) error {
-	if err := s.waitReady(ctx); err != nil {
-		return err
-	}
+// ensureDatabases makes sure every role and database exists with its
+// password.
+func (s *Server) ensureDatabases(ctx context.Context) error {
 	script := lockdownSQL
 	for _, db := range s.databases() {
 		verifier, err := scramVerifier(s.creds.Passwords[db.role])
@@ -323,7 +406,7 @@ func (s *Server) psql(ctx context.Context, script string) (string, error) {
 	return psql(ctx, s.bins, s.opt.Settings.Port, s.creds.Passwords[Superuser], script)
 }
 
-// Close stops waiting for the server; the supervisor stops the server.
+// Close stops the set-up if it still runs; the supervisor stops the server.
 func (s *Server) Close() {
 	if s.cancel != nil {
 		s.cancel()
@@ -333,20 +416,22 @@ func (s *Server) Close() {
 
 // The states of Status.
 const (
-	StateOnline = "online" // takes connections
-	StateDown   = "down"   // meant to run, but does not answer (yet)
-	StateOff    = "off"    // not run: switched off, or no binaries
-	StateError  = "error"  // cannot run until someone fixes what Detail says
+	StateStarting = "starting" // being set up: initdb, the server's start, the databases
+	StateOnline   = "online"   // takes connections
+	StateDown     = "down"     // was set up, but does not answer now
+	StateOff      = "off"      // not run: switched off, or no binaries
+	StateError    = "error"    // cannot run until someone fixes what Detail says
 )
 
 // Status is the server and its databases, without secrets.
 type Status struct {
-	// State is StateOnline, StateDown, StateOff or StateError.
+	// State is StateStarting, StateOnline, StateDown, StateOff or StateError.
 	State  string `json:"status"`
 	Detail string `json:"detail,omitempty"`
-	Host   string `json:"host,omitempty"`
-	Port   int    `json:"port,omitempty"`
-	// Version is the server's major version.
+	// Host and Port are where the server listens (or is to listen).
+	Host string `json:"host,omitempty"`
+	Port int    `json:"port,omitempty"`
+	// Version is the server's major version, once known.
 	Version int    `json:"version,omitempty"`
 	DataDir string `json:"data_dir,omitempty"`
 	// Process is the supervised server.
@@ -364,36 +449,42 @@ type Database struct {
 	URL string `json:"url"`
 	// Up: the server answers and the database exists.
 	Up bool `json:"up"`
-	// Size in bytes.
+	// Size in bytes, measured while the server is online.
 	Size int64 `json:"size"`
 }
 
 // Status describes the server and measures its databases.
 func (s *Server) Status(ctx context.Context) Status {
-	switch {
-	case s.off != "":
+	if s.off != "" {
 		return Status{State: StateOff, Detail: s.off}
-	case s.problem != "":
-		return Status{State: StateError, Detail: s.problem}
 	}
-	st := Status{State: StateDown, Host: Host, Port: s.opt.Settings.Port, Version: s.bins.Major, DataDir: s.dataDir()}
+	st := Status{State: StateError, Detail: s.problem, Host: Host, Port: s.opt.Settings.Port}
+	if s.problem != "" {
+		return st
+	}
+	st.DataDir = s.dataDir()
 	for _, db := range s.databases() {
 		st.Databases = append(st.Databases, Database{Name: db.name, Slot: db.slot, User: db.role, URL: s.creds.URL(db.role, db.name, true)})
 	}
 	s.mu.Lock()
-	proc, failure := s.proc, s.failure
+	proc, failure, phase, ended := s.proc, s.failure, s.phase, s.setUpEnd
+	st.Version = s.major
 	s.mu.Unlock()
-	st.Detail = failure
-	if proc == nil {
-		if failure != "" {
-			st.State = StateError
-		}
+	if proc != nil {
+		info := proc.Info()
+		st.Process = &info
+	}
+	switch {
+	case failure != "":
+		st.Detail = "PostgreSQL: " + failure
+		return st
+	case !ended:
+		st.State, st.Detail = StateStarting, phase
 		return st
 	}
-	info := proc.Info()
-	st.Process = &info
-	if info.Status != supervisor.Online {
-		st.Detail = "the server is " + string(info.Status) + reasonOf(info) + lastLog(proc)
+	st.State = StateDown
+	if info := st.Process; info.Status != supervisor.Online {
+		st.Detail = "the server is " + string(info.Status) + reasonOf(*info) + lastLog(proc)
 		return st
 	}
 	out, err := s.psql(ctx, sizesSQL(s.databases()))

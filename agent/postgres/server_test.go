@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -48,11 +49,12 @@ func runServer(t *testing.T, dataDir string, port int, timeout time.Duration) (*
 	t.Cleanup(func() { log.Close() })
 	ts := &testServer{log: log, sup: supervisor.New(filepath.Join(dataDir, "logs"), logs.Options{}, 0)}
 	opt := Options{Settings: config.Postgres{Enabled: config.PostgresOn, Port: port}, Dir: Dir(dataDir), Slots: []string{"a", "b"}}
-	ts.Server = New(context.Background(), opt, slog.New(slog.NewTextHandler(ts.log, nil)))
+	ts.Server = New(opt, slog.New(slog.NewTextHandler(ts.log, nil)))
 	if p := ts.Problem(); p != "" {
 		t.Fatal(p)
 	}
-	return ts, ts.Run(ts.sup, timeout)
+	ts.Start(ts.sup)
+	return ts, ts.WaitReady(context.Background(), timeout)
 }
 
 // logged is what the server's owner logged.
@@ -136,7 +138,7 @@ func TestServerLifecycle(t *testing.T) {
 	ts, err = runServer(t, dataDir, port, time.Nanosecond)
 	defer ts.stop()
 	if err == nil || !strings.Contains(err.Error(), "did not take connections within 1ns") {
-		t.Errorf("Run with no time to wait: %v", err)
+		t.Errorf("WaitReady with no time to wait: %v", err)
 	}
 	for deadline := time.Now().Add(20 * time.Second); ts.Status(context.Background()).State != StateOnline; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -207,5 +209,53 @@ func checkNoSecretsLogged(t *testing.T, dataDir string, ts *testServer) {
 				t.Errorf("the password of %s is in a log", role)
 			}
 		}
+	}
+}
+
+// TestHangingServerStaysInTheBackground: a postgres that never answers
+// keeps the server "starting" without holding up New, Start or Close.
+func TestHangingServerStaysInTheBackground(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("no psql: ", err)
+	}
+	bin := t.TempDir()
+	for _, prog := range []string{"postgres", "initdb"} {
+		if err := os.WriteFile(filepath.Join(bin, prog), []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dataDir := filepath.Join(searchableDir(t), "data")
+	log, err := os.CreateTemp(t.TempDir(), "agent-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	sup := supervisor.New(filepath.Join(dataDir, "logs"), logs.Options{}, 0)
+	defer sup.Close(time.Second)
+	opt := Options{Settings: config.Postgres{Enabled: config.PostgresOn, Port: testkit.FreePort(t), BinDir: bin},
+		Dir: Dir(dataDir), Slots: []string{"a"}}
+	begin := time.Now()
+	s := New(opt, slog.New(slog.NewTextHandler(log, nil)))
+	s.Start(sup)
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("New and Start took %s", d)
+	}
+	if s.Problem() != "" || s.SlotEnv("a")["DATABASE_URL"] == "" {
+		t.Fatalf("problem %q, env %v", s.Problem(), s.SlotEnv("a"))
+	}
+	st := s.Status(context.Background())
+	if st.State != StateStarting || st.Port != opt.Settings.Port || st.Host != Host {
+		t.Errorf("status %+v", st)
+	}
+	if err := s.WaitReady(context.Background(), 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "within 100ms") {
+		t.Errorf("WaitReady: %v", err)
+	}
+	begin = time.Now()
+	s.Close()
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("Close took %s", d)
+	}
+	if err := s.WaitReady(context.Background(), time.Second); err == nil || !strings.Contains(err.Error(), "could not be started") {
+		t.Errorf("WaitReady after Close: %v", err)
 	}
 }

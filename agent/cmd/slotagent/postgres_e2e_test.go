@@ -7,6 +7,7 @@ import (
 	"context"
 	binenc "encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/state"
 )
 
 // dbApp writes and reads rows through psql: /write/X with DATABASE_URL
@@ -117,6 +119,21 @@ func getUntil(t *testing.T, url, want string, timeout time.Duration) {
 	}
 }
 
+// waitPostgres waits until GET /api/db says state, and returns it.
+func (a *agent) waitPostgres(state string, timeout time.Duration) postgres.Status {
+	a.t.Helper()
+	var st postgres.Status
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		a.apiJSON("/api/db", &st)
+		if st.State == state {
+			return st
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("PostgreSQL is %s, not %s, after %s: %+v\n%s", st.State, state, timeout, st, a.stderr())
+		}
+	}
+}
+
 func (a *agent) pgProcess() admin.ProcessRow {
 	a.t.Helper()
 	for _, p := range a.processes().Processes {
@@ -134,6 +151,7 @@ func TestPostgresDatabasesPerSlotThroughRestarts(t *testing.T) {
 	a := pgAgent(t)
 	took := a.startSlow(fastDeploys...)
 	t.Logf("first boot with initdb: the agent answered after %s", took)
+	a.waitPostgres(postgres.StateOnline, 60*time.Second)
 
 	out := a.mustCLI("status")
 	if !strings.Contains(out, "postgres: online on 127.0.0.1:"+strconv.Itoa(a.ports["postgres"])+", 6 of 6 databases up") {
@@ -280,6 +298,7 @@ func TestPostgresLeavesForeignOrDamagedDataDirsAlone(t *testing.T) {
 				writeFile(t, filepath.Join(pgdata, f), content)
 			}
 			a.startSlow()
+			a.waitPostgres(postgres.StateError, 20*time.Second)
 			out := a.mustCLI("status")
 			if !strings.Contains(out, "postgres: error (PostgreSQL: "+pgdata+" "+tt.want) || !strings.Contains(out, "slotagent leaves it as it is") ||
 				strings.Contains(out, "postgres  ") {
@@ -326,4 +345,119 @@ func TestAgentWithoutPostgres(t *testing.T) {
 	}
 	raw, _ := json.Marshal(one)
 	t.Logf("GET /api/slots/a/db without PostgreSQL: %s", raw)
+}
+
+// fakePostgres is a bin dir whose postgres, initdb and psql run script.
+func fakePostgres(t *testing.T, script string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, prog := range []string{"postgres", "initdb", "psql"} {
+		writeFile(t, filepath.Join(dir, prog), "#!/bin/sh\n"+script+"\n")
+		if err := os.Chmod(filepath.Join(dir, prog), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// twoApps gives slot a the hello app with a DATABASE_URL of its own and
+// slot b the hello app using the workspace database.
+func twoApps(t *testing.T, dataDir string) {
+	t.Helper()
+	testkit.NeedNode(t)
+	st := state.New()
+	for name, env := range map[string]map[string]string{"a": {"DATABASE_URL": "postgresql://u:p@db.invalid/x"}, "b": nil} {
+		st.Slots[name] = &state.Slot{
+			Desired: state.DesiredRunning, Current: "r1", Env: env,
+			Releases: []state.Release{{ID: "r1", Dir: testkit.WriteApp(t, testkit.HelloApp), Command: "node server.js", CreatedAt: time.Now().UTC()}},
+		}
+	}
+	if err := state.Save(filepath.Join(dataDir, "state.json"), st); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// slotError is the error a slot's row shows.
+func (a *agent) slotError(name string) string {
+	a.t.Helper()
+	for _, p := range a.processes().Processes {
+		if p.Slot == name {
+			return p.Error
+		}
+	}
+	a.t.Fatalf("no row of slot %s", name)
+	return ""
+}
+
+// TestHangingPostgresHoldsNothingUp: a PostgreSQL that never answers
+// holds up no port, not the panel, not the Coder agent, not an app that
+// does not use it, and not the agent's stop.
+func TestHangingPostgresHoldsNothingUp(t *testing.T) {
+	a := newAgent(t)
+	twoApps(t, a.dataDir)
+	marker := filepath.Join(t.TempDir(), "coder-agent")
+	began := time.Now()
+	a.launch(exec.Command(binary, "run"), "SLOTAGENT_POSTGRES_ENABLED=true", "SLOTAGENT_POSTGRES_BIN_DIR="+fakePostgres(t, "exec sleep 600"),
+		"SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(testkit.FreePort(t)), "CODER_AGENT_INIT_SCRIPT=touch "+marker+"; exec sleep 600")
+	testkit.WaitHTTP(t, a.url("admin", "/healthz"), 200, 3*time.Second)
+	for _, s := range []string{"c", "d", "e"} {
+		testkit.WaitHTTP(t, a.url(s, "/health"), 200, time.Second)
+	}
+	getUntil(t, a.url("a", "/"), "hello from a v1", 3*time.Second)
+	t.Logf("the panel, the placeholders and the app without the workspace database answered after %s", time.Since(began))
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Coder agent did not start")
+		}
+	}
+
+	// Slot b's app waits for its database; the slot says so and is reserved.
+	if msg := a.slotError("b"); msg != "release r1 starts once PostgreSQL is ready" {
+		t.Errorf("slot b shows %q", msg)
+	}
+	if code, b := body(t, a.url("b", "/")); code != 200 || !strings.Contains(b, "starts once PostgreSQL is ready") {
+		t.Errorf("slot b: %d %s", code, b)
+	}
+	if _, errOut, code := a.cli("stop", "b"); code == 0 || !strings.Contains(errOut, "rehydrate of r1") {
+		t.Errorf("stop b while it waits: %d %s", code, errOut)
+	}
+	if out := a.mustCLI("status"); !strings.Contains(out, "postgres: starting (checking the binaries and the data dir)") {
+		t.Errorf("status:\n%s", out)
+	}
+	a.waitPostgres(postgres.StateStarting, time.Second)
+
+	a.signal(syscall.SIGTERM)
+	if d := a.wait(10 * time.Second); d > 5*time.Second {
+		t.Errorf("stop took %s", d)
+	}
+	if code := a.exitCode(); code != 0 {
+		t.Fatalf("exit %d\n%s", code, a.stderr())
+	}
+}
+
+// TestFailedPostgresStartsWaitingAppsAnyway: when PostgreSQL cannot be
+// started, the apps that wait for it start and their slots say why.
+func TestFailedPostgresStartsWaitingAppsAnyway(t *testing.T) {
+	a := newAgent(t)
+	twoApps(t, a.dataDir)
+	a.start("SLOTAGENT_POSTGRES_ENABLED=true", "SLOTAGENT_POSTGRES_BIN_DIR="+fakePostgres(t, "echo not a postgres"),
+		"SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(testkit.FreePort(t)))
+	getUntil(t, a.url("b", "/"), "hello from b v1", 10*time.Second)
+	if msg := a.slotError("b"); !strings.Contains(msg, "release r1 started although what it needs is not ready: PostgreSQL could not be started: ") ||
+		!strings.Contains(msg, "unexpected answer") {
+		t.Errorf("slot b shows %q", msg)
+	}
+	if msg := a.slotError("a"); msg != "" {
+		t.Errorf("slot a shows %q", msg)
+	}
+	st := a.waitPostgres(postgres.StateError, time.Second)
+	if st.Port == 0 || st.Host != postgres.Host {
+		t.Errorf("status without its address: %+v", st)
+	}
+	if out, _, code := a.cli("validate"); code == 0 || !strings.Contains(out, fmt.Sprintf("FAIL  PostgreSQL on 127.0.0.1:%d", st.Port)) {
+		t.Errorf("validate: %d\n%s", code, out)
+	}
 }

@@ -97,6 +97,7 @@ func (b *bench) newAgent() (*agentProc, error) {
 		"SLOTAGENT_DATA_DIR="+a.dataDir,
 		"SLOTAGENT_BIND=127.0.0.1",
 		"SLOTAGENT_KILL_TIMEOUT=3s",
+		"SLOTAGENT_POSTGRES_ENABLED=false", // the rows with PostgreSQL switch it on (postgres.go)
 		"ADMIN_PORT="+strconv.Itoa(a.ports["admin"]),
 		"ADMIN_URL=https://admin--bench--me.example.com",
 	)

@@ -33,6 +33,12 @@ func (b *bench) coldStartOnce(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	defer b.stop(a)
+	return a.timeSixPorts(ctx)
+}
+
+// timeSixPorts starts a and times it until the admin API and the five slots
+// answer 200.
+func (a *agentProc) timeSixPorts(ctx context.Context) (time.Duration, error) {
 	client := newClient()
 	defer client.CloseIdleConnections()
 	urls := []string{a.url("admin", "/healthz")}

@@ -173,12 +173,15 @@ func (b *bench) pm2List(ctx context.Context, s *pm2Stack) ([]float64, error) {
 }
 
 // writeHello writes the hello app into a new directory under b.root.
-func (b *bench) writeHello() (string, error) {
+func (b *bench) writeHello() (string, error) { return b.writeApp(testkit.HelloApp) }
+
+// writeApp writes the app src into a new directory and returns it.
+func (b *bench) writeApp(src string) (string, error) {
 	dir, err := os.MkdirTemp(b.root, "app-")
 	if err != nil {
 		return "", fmt.Errorf("create app directory: %w", err)
 	}
-	return dir, testkit.WriteAppIn(dir, testkit.HelloApp)
+	return dir, testkit.WriteAppIn(dir, src)
 }
 
 // pm2Crash kills the hello app in slot a with SIGKILL and times until the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
 
@@ -21,21 +22,27 @@ func (b *bench) agentWithApps(slots ...string) (*agentProc, error) {
 	if err != nil {
 		return nil, err
 	}
+	return a, b.deployed(a, testkit.HelloApp, nil, slots...)
+}
+
+// deployed writes a's state file: each of slots has the app src, with the
+// slot env env, as its current release.
+func (b *bench) deployed(a *agentProc, src string, env map[string]string, slots ...string) error {
 	st := state.New()
 	for _, slot := range slots {
-		dir, err := b.writeHello()
+		dir, err := b.writeApp(src)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		st.Slots[slot] = &state.Slot{
-			Desired: state.DesiredRunning, Current: "r1",
+			Desired: state.DesiredRunning, Current: "r1", Env: env,
 			Releases: []state.Release{{ID: "r1", Dir: dir, Command: "node server.js", CreatedAt: time.Now().UTC()}},
 		}
 	}
 	if err := state.Save(filepath.Join(a.dataDir, "state.json"), st); err != nil {
-		return nil, fmt.Errorf("write state file: %w", err)
+		return fmt.Errorf("write state file: %w", err)
 	}
-	return a, nil
+	return nil
 }
 
 // rehydrate times `slotagent run` with five deployed apps in its state

@@ -145,3 +145,17 @@ func PortFree(port int) bool {
 	ln.Close()
 	return true
 }
+
+// DBHealthApp answers /health with "ok" once `$PSQL` runs `SELECT 1` through
+// DATABASE_URL (503 with psql's error before), and anything else with "db app".
+const DBHealthApp = `
+const http = require('http');
+const { execFile } = require('child_process');
+http.createServer((req, res) => {
+  if (req.url !== '/health') { res.end('db app'); return; }
+  execFile(process.env.PSQL, ['-X', '-A', '-t', '-c', 'SELECT 1', '-d', process.env.DATABASE_URL], { env: { PATH: process.env.PATH } }, (err, out) => {
+    if (err || out.trim() !== '1') { res.statusCode = 503; res.end(String(err || out)); return; }
+    res.end('ok');
+  });
+}).listen(Number(process.env.PORT), '127.0.0.1');
+`
