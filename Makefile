@@ -30,9 +30,10 @@ test: lint
 bench:
 	$(GO) run ./agent/cmd/slotbench
 
-# The Terraform providers the template needs (coder/coder, kreuzwerker/docker),
-# built from the Go module proxy into the mirror under .cache/tf-mirror, with
-# the CLI config .cache/tf-mirror/terraformrc. Skips providers already built.
+# The Terraform providers the templates need (coder/coder, kreuzwerker/docker,
+# hashicorp/kubernetes), built from the Go module proxy into the mirror under
+# .cache/tf-mirror, with the CLI config .cache/tf-mirror/terraformrc. Skips
+# providers already built.
 tf-mirror:
 	scripts/tf-mirror.sh
 

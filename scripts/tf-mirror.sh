@@ -18,6 +18,14 @@
 #                              Its go.mod still says module
 #                              github.com/terraform-providers/terraform-provider-docker,
 #                              so it is built from a helper module with a replace.
+#   hashicorp/kubernetes 1.13.4 github.com/hashicorp/terraform-provider-kubernetes v1.13.4,
+#                              the only release the proxy serves (2.x has no /v2
+#                              module path). The template admits 1.13.4 and 2.x,
+#                              which Coder deployments download. The helper module
+#                              repeats the provider's own replaces (they do not
+#                              apply to a dependency: without them client-go would
+#                              be v11.0.0+incompatible) and maps vbom.ml/util, whose
+#                              vanity host is gone, to its GitHub home.
 # A provider already in the mirror is not built again. The hashes of these
 # binaries are not the registry's: never commit a .terraform.lock.hcl made
 # against this mirror.
@@ -29,16 +37,18 @@ dir=$(cd "$dir" && pwd)
 goos=$(go env GOOS)
 goarch=$(go env GOARCH)
 
-# build NAMESPACE TYPE VERSION MODULE MODULE_VERSION [SOURCE_MODULE]
+# build NAMESPACE TYPE VERSION MODULE MODULE_VERSION [GO_MOD_LINE...]
+# The GO_MOD_LINEs (replace directives) go into the helper module's go.mod.
 build() {
-  local ns=$1 type=$2 version=$3 module=$4 modver=$5 source=${6:-}
+  local ns=$1 type=$2 version=$3 module=$4 modver=$5
+  shift 5
   local out="$dir/providers/registry.terraform.io/$ns/$type/$version/${goos}_${goarch}"
   local bin="$out/terraform-provider-${type}_v${version}"
   if [ -x "$bin" ]; then
     echo "tf-mirror: $ns/$type $version already built"
     return
   fi
-  echo "tf-mirror: building $ns/$type $version from $module${source:+ ($source)} $modver"
+  echo "tf-mirror: building $ns/$type $version from $module $modver"
   local work
   work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
@@ -46,9 +56,7 @@ build() {
     echo "module coderslots.local/tfmirror"
     echo "go 1.25"
     echo "require $module $modver"
-    if [ -n "$source" ]; then
-      echo "replace $module => $source $modver"
-    fi
+    printf '%s\n' "$@"
   } >"$work/go.mod"
   mkdir -p "$out"
   (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$bin.tmp" "$module")
@@ -56,8 +64,15 @@ build() {
 }
 
 build coder coder 2.20.0 github.com/coder/terraform-provider-coder/v2 v2.20.0
-build kreuzwerker docker 4.6.0 github.com/terraform-providers/terraform-provider-docker \
-  v0.0.0-20260916201441-96d331c98ff4 github.com/kreuzwerker/terraform-provider-docker
+docker=v0.0.0-20260916201441-96d331c98ff4
+build kreuzwerker docker 4.6.0 github.com/terraform-providers/terraform-provider-docker $docker \
+  "replace github.com/terraform-providers/terraform-provider-docker => github.com/kreuzwerker/terraform-provider-docker $docker"
+build hashicorp kubernetes 1.13.4 github.com/hashicorp/terraform-provider-kubernetes v1.13.4 \
+  "replace k8s.io/client-go => k8s.io/client-go v0.19.1" \
+  "replace k8s.io/cli-runtime => k8s.io/cli-runtime v0.19.1" \
+  "replace github.com/go-openapi/spec => github.com/go-openapi/spec v0.19.5" \
+  "replace github.com/moby/term => github.com/moby/term v0.0.0-20200507123241-dbdd9cc6608d" \
+  "replace vbom.ml/util => github.com/fvbommel/util v0.0.0-20160121211510-db5cfe13f5cc"
 
 cat >"$dir/terraformrc" <<RC
 # Written by scripts/tf-mirror.sh: providers come from the local mirror only.
@@ -65,7 +80,7 @@ disable_checkpoint = true
 provider_installation {
   filesystem_mirror {
     path    = "$dir/providers"
-    include = ["registry.terraform.io/coder/coder", "registry.terraform.io/kreuzwerker/docker"]
+    include = ["registry.terraform.io/coder/coder", "registry.terraform.io/kreuzwerker/docker", "registry.terraform.io/hashicorp/kubernetes"]
   }
 }
 RC
