@@ -37,10 +37,13 @@ import (
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 )
 
-// sampleApp answers its VERSION on every path but /health.
+// sampleApp answers its VERSION on every path but /health, /fail (a 500)
+// and /crash (answers, then exits 1).
 const sampleApp = `const VERSION = 'v1';
 require('http').createServer((req, res) => {
   if (req.url === '/health') { res.end('ok'); return; }
+  if (req.url === '/fail') { res.statusCode = 500; res.end('failed'); return; }
+  if (req.url === '/crash') { res.end('bye', () => process.exit(1)); return; }
   res.setHeader('Content-Type', 'text/html');
   res.end('<h1>hello ' + VERSION + '</h1>');
 }).listen(Number(process.env.PORT), '127.0.0.1', () => console.log('sample ' + VERSION + ' listening <script>alert(1)</script> \x1b[31mred\x1b[0m'));
@@ -329,23 +332,30 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
-func TestPanelInARealBrowser(t *testing.T) {
+// startPanel starts Chromium and a slotagent built from this tree behind
+// the fake app proxy, and makes the sample repository.
+func startPanel(t *testing.T) (ctx context.Context, agent *agentProcess, proxy *appProxy, bare string) {
+	t.Helper()
 	testkit.NeedNode(t)
-	ctx := browser(t)
+	ctx = browser(t)
 	binary := filepath.Join(t.TempDir(), "slotagent")
 	run(t, ".", "go", "build", "-o", binary, "../cmd/slotagent")
-	bare := repo(t)
+	bare = repo(t)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := &appProxy{port: ln.Addr().(*net.TCPAddr).Port, targets: map[string]int{}}
+	proxy = &appProxy{port: ln.Addr().(*net.TCPAddr).Port, targets: map[string]int{}}
 	proxy.attack = fmt.Sprintf(attackPage, proxy.url("admin--dev--alice"))
 	srv := &http.Server{Handler: proxy}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	agent := startAgent(t, binary, proxy)
+	return ctx, startAgent(t, binary, proxy), proxy, bare
+}
+
+func TestPanelInARealBrowser(t *testing.T) {
+	ctx, agent, proxy, bare := startPanel(t)
 	admin := proxy.url("admin--dev--alice")
 
 	// The dashboard lists the six rows.

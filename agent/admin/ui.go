@@ -13,6 +13,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
+	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/humanize"
 	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/slot"
@@ -47,6 +48,8 @@ func (a *API) uiRoutes() {
 type Row struct {
 	ProcessRow
 	Repo, Ref, Commit string
+	// Spark is a slot's last hour, when the agent keeps a history.
+	Spark *Spark
 }
 
 // dashboardData is what the dashboard shows.
@@ -71,6 +74,9 @@ func (a *API) dashboard(w http.ResponseWriter, r *http.Request) {
 				rel, _ := ss.Find(ss.Current)
 				row.Repo, row.Ref, row.Commit = rel.Repo, rel.Ref, rel.Commit
 			}
+			if a.hist != nil {
+				row.Spark = spark(a.hist.History(p.Slot).ReadMerged(history.Hour, int(time.Minute/history.FineStep)))
+			}
 		}
 		d.Rows = append(d.Rows, row)
 	}
@@ -90,10 +96,21 @@ type slotData struct {
 	Slots    []string
 	Git      *gitpush.Remote // how to deploy with git push, when the agent has it
 	GitError string          // why the slot's git repository is not usable
+	// Charts are the slot's history, when the agent keeps one.
+	Charts *Charts
 }
 
 func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
 	d := slotData{Title: "slot " + name + " · slotagent", Root: "../", Slots: config.SlotNames}
+	if a.hist != nil {
+		rng, err := history.ParseRange(r.URL.Query().Get("range"))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid range", err.Error())
+			return
+		}
+		c := slotCharts(a.hist.History(name), rng, d.Root)
+		d.Charts = &c
+	}
 	for _, s := range a.b.Slots() {
 		if s.Name == name {
 			d.Slot = s

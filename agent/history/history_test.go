@@ -316,3 +316,33 @@ func BenchmarkRequestParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestReadMergedSumsAlignedBuckets: six 10-second buckets make a minute
+// that starts on a whole minute of the history, counts add up, the largest
+// RSS and the mean CPU hold, and quantiles come from the merged histogram.
+func TestReadMergedSumsAlignedBuckets(t *testing.T) {
+	s, c := newSlot(t)
+	for i := range 13 { // buckets 0 … 12
+		request(s, c, 200, time.Millisecond, false)
+		if i == 4 {
+			for range 9 {
+				request(s, c, 500, 100*time.Millisecond, false)
+			}
+		}
+		s.Sample(float64(i), uint64(i)<<20)
+		c.advance(FineStep)
+	}
+	got := s.ReadMerged(Hour, 6)
+	if got.StepSeconds != 60 || len(got.Times) != 3 || got.Times[1].Sub(got.Times[0]) != time.Minute {
+		t.Fatalf("step %d s, times %v", got.StepSeconds, got.Times)
+	}
+	if got.Requests[0] != 15 || got.Status5xx[0] != 9 || got.Requests[1] != 6 || got.Requests[2] != 1 {
+		t.Fatalf("requests %v, 5xx %v", got.Requests, got.Status5xx)
+	}
+	if got.MemoryBytes[0] != 5<<20 || got.CPUPercent[0] != 2.5 || got.MemoryBytes[2] != 12<<20 {
+		t.Fatalf("memory %v, CPU %v", got.MemoryBytes, got.CPUPercent)
+	}
+	if p50 := got.P50Ms[0]; p50 < 64 || p50 > 128 {
+		t.Fatalf("p50 of the first minute %.3f ms: 9 of its 15 requests took 100 ms", p50)
+	}
+}

@@ -109,7 +109,14 @@ func (v Values) MarshalJSON() ([]byte, error) {
 var _ json.Marshaler = Values(nil)
 
 // Read returns the slot's history over r.
-func (s *Slot) Read(r Range) Series {
+func (s *Slot) Read(r Range) Series { return s.ReadMerged(r, 1) }
+
+// ReadMerged is Read with every per consecutive buckets merged into one
+// (aligned on multiples of per, so the entries do not shift as time
+// passes): fewer points for a chart, quantiles still from the merged
+// histograms.
+func (s *Slot) ReadMerged(r Range, per int) Series {
+	per = max(per, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	step, ring := r.Step(), s.fine[:]
@@ -121,8 +128,8 @@ func (s *Slot) Read(r Range) Series {
 	label := func(at time.Duration) time.Time { return wall.Add(at - now).Round(time.Millisecond) }
 	cur := int64(now / step)
 	first := max(0, cur-int64(len(ring))+1)
-	n := int(cur - first + 1)
-	out := Series{Range: r, StepSeconds: int(step / time.Second),
+	n := int(cur/int64(per) - first/int64(per) + 1)
+	out := Series{Range: r, StepSeconds: int(step / time.Second * time.Duration(per)),
 		Since: label(0), From: label(now - time.Duration(len(ring))*step), To: label(now),
 		Times: make([]time.Time, 0, n), Events: []Event{}}
 	for _, sl := range []*[]uint32{&out.Requests, &out.Status2xx, &out.Status3xx, &out.Status4xx, &out.Status5xx, &out.Unavailable} {
@@ -131,12 +138,14 @@ func (s *Slot) Read(r Range) Series {
 	for _, sl := range []*Values{&out.P50Ms, &out.P95Ms, &out.P99Ms, &out.CPUPercent, &out.MemoryBytes} {
 		*sl = make(Values, 0, n)
 	}
-	for k := first; k <= cur; k++ {
-		b := ring[k%int64(len(ring))]
-		if b.n != uint32(k)+1 {
-			b = bucket{} // nothing happened in it
+	for g := first / int64(per); g <= cur/int64(per); g++ {
+		var b bucket
+		for k := max(first, g*int64(per)); k <= min(cur, (g+1)*int64(per)-1); k++ {
+			if kb := &ring[k%int64(len(ring))]; kb.n == uint32(k)+1 {
+				b.add(kb)
+			} // else nothing happened in it
 		}
-		out.Times = append(out.Times, label(time.Duration(k)*step))
+		out.Times = append(out.Times, label(time.Duration(g*int64(per))*step))
 		var total uint32
 		for _, c := range b.latency {
 			total += c
@@ -167,6 +176,19 @@ func (s *Slot) Read(r Range) Series {
 	}
 	slices.SortStableFunc(out.Events, func(a, b Event) int { return a.At.Compare(b.At) })
 	return out
+}
+
+// add merges o into b.
+func (b *bucket) add(o *bucket) {
+	for i := range b.classes {
+		b.classes[i] += o.classes[i]
+	}
+	for i := range b.latency {
+		b.latency[i] += o.latency[i]
+	}
+	b.cpuSum += o.cpuSum
+	b.samples += o.samples
+	b.rssKiB = max(b.rssKiB, o.rssKiB)
 }
 
 // quantile is the q-quantile of the bucket's latency in milliseconds,

@@ -35,7 +35,10 @@
   // Live parts: elements with data-live="part-x" are re-rendered by the
   // server every data-every milliseconds.
   function refresh(el) {
-    return fetch(location.pathname + '?part=' + encodeURIComponent(el.dataset.live), { cache: 'no-store' })
+    const u = new URL(location.href);
+    u.hash = '';
+    u.searchParams.set('part', el.dataset.live); // keeps the page's own query (?range=)
+    return fetch(u, { cache: 'no-store' })
       .then(r => r.ok ? r.text() : Promise.reject(new Error('refresh: ' + r.status)))
       .then(html => { el.innerHTML = html; });
   }
