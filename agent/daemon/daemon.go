@@ -410,9 +410,12 @@ func (a *Agent) Shutdown() error {
 	total := a.cfg.ShutdownTimeout
 	deadline := time.Now().Add(total)
 	reserve := total / 4 // kept for the Coder agent and the final save
-	drainCtx, cancel := context.WithTimeout(context.Background(), total/4)
+	// Running deploys are canceled: candidates stop, a cutover under way
+	// ends its drain. Every later wait takes what is left of the budget,
+	// and the slots' Stop cuts short the stop of an app draining meanwhile.
+	a.deployer.Close(total / 4)
+	drainCtx, cancel := context.WithTimeout(context.Background(), min(total/4, until(deadline, 2*reserve)))
 	defer cancel()
-	a.deployer.Close(total / 4) // running deploys are canceled; their candidates stop
 	var wg sync.WaitGroup
 	for _, s := range a.slots {
 		wg.Add(1)

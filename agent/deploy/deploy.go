@@ -322,22 +322,31 @@ func (j *job) logf(format string, args ...any) {
 	fmt.Fprintf(j.out, format+"\n", args...)
 }
 
+// updateRecord changes the job's record and writes it; a write that fails
+// is logged (the record in memory holds the change, and the final write
+// tries again).
+func (j *job) updateRecord(change func(*Record)) {
+	if err := j.d.records.update(j.rec, change); err != nil {
+		j.d.log.Error("save deploy record", "deploy", j.rec.ID, "err", err)
+	}
+}
+
 // stage runs one timed step and records its duration.
 func (j *job) stage(name string, f func() error) error {
 	j.logf("==> %s", name)
 	start := time.Now()
 	err := f()
-	_ = j.d.records.update(j.rec, func(r *Record) {
+	j.updateRecord(func(r *Record) {
 		r.Stages = append(r.Stages, Stage{Name: name, StartedAt: start.UTC(), DurationMS: time.Since(start).Milliseconds()})
 	})
 	return err
 }
 
-// cutover starts rel beside the serving release, gates it on health, swaps
-// and drains, then records it as the slot's current release. On failure
-// before the swap the candidate is discarded and nothing else changes;
-// promoted tells whether rel serves (its folder must then be kept even if
-// saving the state failed).
+// cutover starts rel beside the serving release, gates it on health,
+// swaps, saves it as the slot's current release, then drains and stops the
+// previous app. On any failure, a failed save included, the candidate is
+// discarded and the previous app serves on; promoted tells whether rel
+// serves and is saved (its folder must be kept).
 func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promoted bool, err error) {
 	var cand *slot.Candidate
 	started := time.Now()
@@ -363,16 +372,30 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promo
 	}
 	var drop []string
 	err = j.stage("cutover", func() error {
-		j.slot.Promote(ctx, cand, j.d.cfg.Drain)
-		promoted = true
-		_ = j.d.records.update(j.rec, func(r *Record) { r.Release = rel.ID })
-		return j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
+		if err := ctx.Err(); err != nil {
+			j.slot.Discard(cand, candidateGrace)
+			return err
+		}
+		prev := j.slot.Swap(cand)
+		err := j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
 			ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
 			if isNew {
 				ss.Releases = append(ss.Releases, rel)
 			}
 			ss.Releases, drop = j.d.prune(ss.Releases, rel.ID)
 		})
+		if err != nil {
+			// What serves must match the saved state, or the next boot
+			// brings back the other release: give the traffic back.
+			if prev.Revert(cand, candidateGrace) {
+				j.logf("the state could not be saved: the previous app serves again")
+			}
+			return err
+		}
+		promoted = true
+		j.updateRecord(func(r *Record) { r.Release = rel.ID })
+		prev.Finish(ctx, j.d.cfg.Drain)
+		return nil
 	})
 	if err == nil {
 		removeAll(drop)

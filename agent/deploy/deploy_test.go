@@ -11,8 +11,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,6 +87,7 @@ func (f *fileStore) UpdateSlot(name string, change func(*state.Slot)) error {
 // engine is a deployer of one slot, "a".
 type engine struct {
 	d     *Deployer
+	sup   *supervisor.Supervisor
 	store *fileStore
 	slot  *slot.Slot
 	url   string // the slot's public address
@@ -126,7 +130,7 @@ func newEngine(t *testing.T, tune func(*Config)) *engine {
 		_ = s.Shutdown(t.Context())
 		sup.Close(time.Second)
 	})
-	return &engine{d: d, store: store, slot: s, url: "http://" + s.Addr().String(), data: data}
+	return &engine{d: d, sup: sup, store: store, slot: s, url: "http://" + s.Addr().String(), data: data}
 }
 
 // appServer answers every request with its VERSION env value.
@@ -347,5 +351,82 @@ func TestEnvChangeReadsTheStateItChanges(t *testing.T) {
 		if got := e.serves(t); got != "new v2" {
 			t.Fatalf("after the env change the slot serves %q, not the new code", got)
 		}
+	}
+}
+
+// smallFS mounts a tmpfs of size bytes on a new folder (root only) and
+// returns it; readOnly remounts it read-only.
+func smallFS(t *testing.T, size int) (dir string, readOnly func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir = t.TempDir()
+	mount := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %v: %v\n%s", args, err, out)
+		}
+	}
+	mount("-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir)
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", dir, err, out)
+		}
+	})
+	return dir, func() { mount("-o", "remount,ro", dir) }
+}
+
+// releaseDirs lists the release folders of slot a.
+func (e *engine) releaseDirs(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(e.d.releasesDir("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, en := range entries {
+		names = append(names, en.Name())
+	}
+	return names
+}
+
+// TestFailedStateSaveGivesTheTrafficBack: when the state cannot be saved
+// after the swap, the previous release serves again, the state file and
+// the release folders are as before, and no candidate runs on.
+func TestFailedStateSaveGivesTheTrafficBack(t *testing.T) {
+	e := newEngine(t, nil)
+	stateDir, readOnly := smallFS(t, 1<<20)
+	e.store.path = filepath.Join(stateDir, "state.json")
+	dir := appDir(t, appServer)
+	first := e.deploy(t, dir, map[string]string{"VERSION": "one"})
+	if first.Status != Succeeded {
+		t.Fatalf("deploy: %s %s", first.Status, first.Error)
+	}
+	saved, err := os.ReadFile(e.store.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releases := e.releaseDirs(t)
+
+	readOnly() // nothing but the save after the swap writes there
+	rec := e.deploy(t, dir, map[string]string{"VERSION": "two"})
+	if rec.Status != Failed || !strings.Contains(rec.Error, "read-only file system") {
+		t.Fatalf("deploy with a read-only state dir: %s %q", rec.Status, rec.Error)
+	}
+	if got := e.serves(t); got != "one" {
+		t.Fatalf("after the failed save the slot serves %q", got)
+	}
+	if now, err := os.ReadFile(e.store.path); err != nil || string(now) != string(saved) {
+		t.Fatalf("state file changed: %v\n%s", err, now)
+	}
+	if ss := e.store.Slot("a"); ss.Current != first.Release {
+		t.Fatalf("state names %s, not %s", ss.Current, first.Release)
+	}
+	if now := e.releaseDirs(t); !slices.Equal(now, releases) {
+		t.Fatalf("release folders %v, before %v", now, releases)
+	}
+	if procs := e.sup.List(); len(procs) != 1 || procs[0].Info().Status != supervisor.Online {
+		t.Fatalf("processes after the failed save: %d", len(procs))
 	}
 }

@@ -94,7 +94,7 @@ func (j *job) build(ctx context.Context, req Request) error {
 	if err != nil {
 		return err
 	}
-	_ = d.records.update(j.rec, func(r *Record) { r.Commit = commit })
+	j.updateRecord(func(r *Record) { r.Commit = commit })
 	id := stamp(now) + "-" + shortCommit(commit)
 	dir = filepath.Join(d.releasesDir(name), id)
 	if err := os.Rename(work, dir); err != nil {

@@ -69,9 +69,16 @@ type Slot struct {
 	ln  net.Listener
 	srv *relay.Server
 
-	mu     sync.Mutex // serialises Promote, Stop and Restart
-	target atomic.Pointer[target]
-	errMsg atomic.Pointer[string]
+	mu       sync.Mutex // serialises changes of target and retiring
+	target   atomic.Pointer[target]
+	retiring map[*target]*retiree // apps that lost the traffic and are still being drained or stopped
+	errMsg   atomic.Pointer[string]
+}
+
+// retiree is an app being drained and stopped outside the slot's lock.
+type retiree struct {
+	cut  chan struct{} // closed by Stop: end the drain now
+	gone chan struct{} // closed once the app is stopped
 }
 
 // target is the app a slot proxies to.
@@ -89,7 +96,7 @@ func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slot %s: listen on %s: %w", cfg.Name, addr, err)
 	}
-	s := &Slot{cfg: cfg, sup: sup, ln: ln}
+	s := &Slot{cfg: cfg, sup: sup, ln: ln, retiring: map[*target]*retiree{}}
 	s.srv = &relay.Server{
 		Route:       s.route,
 		Local:       http.HandlerFunc(s.placeholder),
@@ -154,17 +161,87 @@ func (s *Slot) Launch(rel Release) (*Candidate, error) {
 // previous app finish (up to drain, or until ctx ends), then stops the
 // previous app.
 func (s *Slot) Promote(ctx context.Context, c *Candidate, drain time.Duration) {
+	s.Swap(c).Finish(ctx, drain)
+}
+
+// Previous is the app that served the slot before a Swap: it runs on,
+// without new requests, until Finish stops it or Revert gives it the
+// traffic back. A Stop of the slot meanwhile stops it too.
+type Previous struct {
+	s *Slot
+	t *target // nil when the slot served its placeholder
+}
+
+// Swap sends the slot's traffic to c at once; the previous app keeps its
+// requests in flight.
+func (s *Slot) Swap(c *Candidate) *Previous {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.target.Swap(c.t)
 	s.errMsg.Store(nil)
-	if old == nil {
+	if old != nil {
+		s.retiring[old] = &retiree{cut: make(chan struct{}), gone: make(chan struct{})}
+	}
+	return &Previous{s: s, t: old}
+}
+
+// Finish lets the previous app's requests in flight finish (up to drain,
+// until ctx ends, or until the slot is stopped), then stops it. The slot's
+// lock is not held meanwhile.
+func (p *Previous) Finish(ctx context.Context, drain time.Duration) {
+	if p.t == nil {
 		return
 	}
-	for deadline := time.Now().Add(drain); old.up.Active() > 0 && time.Now().Before(deadline) && ctx.Err() == nil; {
-		time.Sleep(10 * time.Millisecond)
+	s := p.s
+	s.mu.Lock()
+	r := s.retiring[p.t]
+	s.mu.Unlock()
+	if r == nil {
+		return // given the traffic back, or stopped with the slot
 	}
-	s.sup.Remove(old.proc.Spec().Name, 0)
+	timer := time.NewTimer(drain)
+	defer timer.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for p.t.up.Active() > 0 {
+		select {
+		case <-tick.C:
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+		case <-r.cut:
+		}
+		break
+	}
+	s.retire(p.t, r, 0)
+}
+
+// Revert gives the traffic back to the previous app when c still serves
+// the slot, and stops c within grace (it was never meant to keep the
+// traffic); it reports whether the previous app serves again.
+func (p *Previous) Revert(c *Candidate, grace time.Duration) bool {
+	s := p.s
+	s.mu.Lock()
+	r := s.retiring[p.t]
+	back := (p.t == nil || r != nil) && s.target.CompareAndSwap(c.t, p.t)
+	if back && r != nil {
+		delete(s.retiring, p.t)
+		close(r.gone)
+	}
+	s.mu.Unlock()
+	s.sup.Remove(c.t.proc.Spec().Name, grace)
+	return back
+}
+
+// retire stops t, marked as retiring with r, and unmarks it.
+func (s *Slot) retire(t *target, r *retiree, grace time.Duration) {
+	s.sup.Remove(t.proc.Spec().Name, grace)
+	s.mu.Lock()
+	if s.retiring[t] == r {
+		delete(s.retiring, t)
+		close(r.gone)
+	}
+	s.mu.Unlock()
 }
 
 // Discard stops a candidate that was not promoted, waiting at most grace
@@ -189,31 +266,52 @@ func (s *Slot) Run(rel Release) error {
 // replaced c meanwhile).
 func (s *Slot) Retire(c *Candidate, msg string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.target.CompareAndSwap(c.t, nil) {
+		s.mu.Unlock()
 		return false
 	}
-	s.sup.Remove(c.t.proc.Spec().Name, 0)
+	r := &retiree{cut: make(chan struct{}), gone: make(chan struct{})}
+	s.retiring[c.t] = r
 	s.SetError(msg)
+	s.mu.Unlock()
+	s.retire(c.t, r, 0)
 	return true
 }
 
-// Stop stops the app, if any, and brings back the placeholder; grace
-// shortens the wait before SIGKILL (see supervisor.Process.StopWithin).
+// Stop stops the app, if any, and every previous app still draining, and
+// brings back the placeholder; grace shortens the wait before SIGKILL (see
+// supervisor.Process.StopWithin), also of stops already under way. It
+// returns once they are all gone.
 func (s *Slot) Stop(grace time.Duration) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if t := s.target.Swap(nil); t != nil {
-		s.sup.Remove(t.proc.Spec().Name, grace)
+		s.retiring[t] = &retiree{cut: make(chan struct{}), gone: make(chan struct{})}
 	}
+	all := maps.Clone(s.retiring)
+	for _, r := range all {
+		select { // closed under s.mu only
+		case <-r.cut:
+		default:
+			close(r.cut)
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for t, r := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.retire(t, r, grace)
+			<-r.gone
+		}()
+	}
+	wg.Wait()
 }
 
 // Restart restarts the app's process; it reports false when the slot has no
-// app. It holds the slot's lock, so a Promote or Stop cannot remove the
-// process half-way through its restart.
+// app. The stop and start happen outside the slot's lock: a Stop meanwhile
+// removes the process, which then never starts again.
 func (s *Slot) Restart() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	t := s.target.Load()
 	if t == nil {
 		return false

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,52 +227,45 @@ func TestRunRejectsBadReleases(t *testing.T) {
 // a slow request in flight to the old release completes.
 func TestPromoteWithoutDowntime(t *testing.T) {
 	s, base := newSlot(t)
-	testkit.NeedNode(t)
-	slowApp := strings.Replace(testkit.HelloApp, "if (req.url === '/pid')",
-		"if (req.url === '/slow') { setTimeout(() => res.end('slow done'), 700); return; }\n  if (req.url === '/pid')", 1)
-	dir := testkit.WriteApp(t, slowApp)
+	dir := slowAppDir(t)
 	if err := s.Run(Release{ID: "r1", Dir: dir, Command: "node server.js", Env: map[string]string{"VERSION": "v1"}}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitHTTP(t, base+"/health", 200, 10*time.Second)
 
 	stop := make(chan struct{})
-	type result struct{ sent, failed, v1, v2 int }
-	done := make(chan result)
+	var sent, failed, v1, v2 atomic.Int64
+	done := make(chan struct{})
 	go func() {
-		var r result
+		defer close(done)
 		client := &http.Client{Timeout: 5 * time.Second}
 		for {
 			select {
 			case <-stop:
-				done <- r
 				return
 			default:
 			}
-			r.sent++
+			sent.Add(1)
 			resp, err := client.Get(base + "/")
 			if err != nil {
-				r.failed++
+				failed.Add(1)
 				continue
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			switch {
 			case resp.StatusCode != 200:
-				r.failed++
+				failed.Add(1)
 			case string(b) == "hello from a v1":
-				r.v1++
+				v1.Add(1)
 			case string(b) == "hello from a v2":
-				r.v2++
+				v2.Add(1)
 			}
 		}
 	}()
-	slow := make(chan string, 1)
-	go func() {
-		_, b := get(t, base+"/slow")
-		slow <- b
-	}()
-	time.Sleep(100 * time.Millisecond)
+	slow := slowRequest(base, 700)
+	waitInFlight(t, s)
+	waitUntil(t, "a request to v1", func() bool { return v1.Load() > 0 })
 
 	c, err := s.Launch(Release{ID: "r2", Dir: dir, Command: "node server.js", Env: map[string]string{"VERSION": "v2"}})
 	if err != nil {
@@ -279,14 +273,14 @@ func TestPromoteWithoutDowntime(t *testing.T) {
 	}
 	testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", c.Port()), 200, 10*time.Second)
 	s.Promote(context.Background(), c, 5*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	waitUntil(t, "a request to v2", func() bool { return v2.Load() > 0 })
 	close(stop)
-	r := <-done
-	if b := <-slow; b != "slow done" {
-		t.Fatalf("request in flight during the swap got %q", b)
+	<-done
+	if r := <-slow; r.err != nil || r.body != "slow done" {
+		t.Fatalf("request in flight during the swap got %q, %v", r.body, r.err)
 	}
-	if r.failed != 0 || r.v1 == 0 || r.v2 == 0 {
-		t.Fatalf("during promote: %+v", r)
+	if failed.Load() != 0 {
+		t.Fatalf("during promote: %d of %d requests failed", failed.Load(), sent.Load())
 	}
 	if st := s.Status(); st.Release != "r2" {
 		t.Fatalf("serving %s after promote", st.Release)
@@ -294,7 +288,102 @@ func TestPromoteWithoutDowntime(t *testing.T) {
 	if len(s.sup.List()) != 1 {
 		t.Fatalf("old release still supervised: %d processes", len(s.sup.List()))
 	}
-	t.Logf("requests during promote: %+v", r)
+	t.Logf("requests during promote: %d sent, %d to v1, %d to v2", sent.Load(), v1.Load(), v2.Load())
+}
+
+// slowAppDir is the hello app with GET /slow?ms=N answering after N ms.
+func slowAppDir(t *testing.T) string {
+	t.Helper()
+	testkit.NeedNode(t)
+	src := strings.Replace(testkit.HelloApp, "if (req.url === '/pid')",
+		"if (req.url.startsWith('/slow?ms=')) { setTimeout(() => res.end('slow done'), Number(req.url.slice(9))); return; }\n  if (req.url === '/pid')", 1)
+	if src == testkit.HelloApp {
+		t.Fatal("slowAppDir: the hello app changed")
+	}
+	return testkit.WriteApp(t, src)
+}
+
+type slowResult struct {
+	body string
+	err  error
+}
+
+// slowRequest sends GET /slow?ms= in the background.
+func slowRequest(base string, ms int) <-chan slowResult {
+	out := make(chan slowResult, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("%s/slow?ms=%d", base, ms))
+		if err != nil {
+			out <- slowResult{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		out <- slowResult{string(b), err}
+	}()
+	return out
+}
+
+// waitInFlight waits until the slot's app has a request in flight.
+func waitInFlight(t *testing.T, s *Slot) {
+	t.Helper()
+	waitUntil(t, "a request in flight", func() bool { t := s.target.Load(); return t != nil && t.up.Active() > 0 })
+}
+
+// waitUntil polls cond until it holds, failing the test after 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 10s", what)
+		}
+	}
+}
+
+// TestDrainHoldsNoLock: while the previous app drains a slow request, the
+// slot's lock is free (a restart of the new app does not wait for the
+// drain), and a stop ends the drain and stops both apps.
+func TestDrainHoldsNoLock(t *testing.T) {
+	s, base := newSlot(t)
+	dir := slowAppDir(t)
+	if err := s.Run(Release{ID: "r1", Dir: dir, Command: "node server.js"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitHTTP(t, base+"/health", 200, 10*time.Second)
+	slow := slowRequest(base, 30000)
+	waitInFlight(t, s)
+	c, err := s.Launch(Release{ID: "r2", Dir: dir, Command: "node server.js"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", c.Port()), 200, 10*time.Second)
+	promoted := make(chan struct{})
+	go func() { s.Promote(context.Background(), c, time.Minute); close(promoted) }()
+	waitUntil(t, "the swap", func() bool { return s.Status().Release == "r2" })
+
+	start := time.Now()
+	if !s.Restart() {
+		t.Fatal("Restart found no app")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("a restart during the drain took %s", d)
+	}
+	select {
+	case <-promoted:
+		t.Fatal("the drain ended before the slow request")
+	default:
+	}
+	s.Stop(time.Second)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("a stop during the drain returned after %s", d)
+	}
+	<-promoted
+	if n := len(s.sup.List()); n != 0 {
+		t.Fatalf("%d processes after the stop", n)
+	}
+	if r := <-slow; r.err == nil && r.body == "slow done" {
+		t.Fatal("the slow request finished: the stop did not end the drain")
+	}
 }
 
 func TestShellArgv(t *testing.T) {

@@ -109,6 +109,7 @@ type Process struct {
 	stopCh   chan struct{} // closed to ask the loop to stop; nil when no loop runs
 	loopDone chan struct{}
 	grace    time.Duration // SIGTERM→SIGKILL wait of the stop under way
+	hurry    chan struct{} // closed to send SIGKILL now, ending a stop's wait early
 	removed  bool          // the supervisor forgot it: it never starts again
 	lastCPU  time.Duration
 	lastAt   time.Time
@@ -144,6 +145,7 @@ func (p *Process) Start() {
 	}
 	p.stopCh = make(chan struct{})
 	p.loopDone = make(chan struct{})
+	p.hurry = make(chan struct{})
 	p.info.Unstable = 0
 	p.info.Reason = ""
 	// Launching at once, so no caller sees the old "stopped" or "errored"
@@ -158,19 +160,24 @@ func (p *Process) Start() {
 func (p *Process) Stop() { p.StopWithin(0) }
 
 // StopWithin is Stop with the wait before SIGKILL shortened to grace when
-// grace is positive and shorter than the kill timeout (agent shutdown).
+// grace is positive and shorter than the kill timeout (agent shutdown). A
+// stop already under way with a longer wait sends SIGKILL once grace has
+// passed.
 func (p *Process) StopWithin(grace time.Duration) {
 	p.mu.Lock()
-	stop, done := p.stopCh, p.loopDone
+	stop, done, hurry := p.stopCh, p.loopDone, p.hurry
 	if stop == nil {
 		p.mu.Unlock()
 		return
 	}
 	// Check and close under the lock: two concurrent stops must not both
-	// find the channel open and both close it (a panic). The first stop's
-	// grace holds.
+	// find the channel open and both close it (a panic).
 	select {
 	case <-stop:
+		if grace > 0 && grace < p.grace {
+			p.grace = grace
+			go p.hurryAfter(grace, hurry, done)
+		}
 	default:
 		p.grace = p.spec.Policy.KillTimeout
 		if grace > 0 && grace < p.grace {
@@ -180,6 +187,26 @@ func (p *Process) StopWithin(grace time.Duration) {
 	}
 	p.mu.Unlock()
 	<-done
+}
+
+// hurryAfter closes hurry after grace unless the loop ends first.
+func (p *Process) hurryAfter(grace time.Duration, hurry, done <-chan struct{}) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hurry == hurry {
+		select {
+		case <-p.hurry:
+		default:
+			close(p.hurry)
+		}
+	}
 }
 
 // Restart stops the process if it runs and starts it again, counting a restart.
@@ -427,7 +454,10 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	sig := p.spec.stopSignal()
 	signalAll(pgid, strays, sig)
 	if grace > 0 {
-		if waitGone(child, pgid, strays, grace, 10*time.Millisecond) {
+		p.mu.Lock()
+		hurry := p.hurry
+		p.mu.Unlock()
+		if waitGone(child, pgid, strays, grace, 10*time.Millisecond, hurry) {
 			return
 		}
 		p.note("still running %s after %s, sending SIGKILL", grace, unix.SignalName(sig))
@@ -437,7 +467,7 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	<-child.Done()
 	// SIGKILL takes effect asynchronously: wait until the strays are gone
 	// too, or one may still hold its port when the stop returns.
-	waitGone(child, pgid, strays, 2*time.Second, 5*time.Millisecond)
+	waitGone(child, pgid, strays, 2*time.Second, 5*time.Millisecond, nil)
 }
 
 // waitGone waits at most timeout until child is reaped and its process
@@ -445,8 +475,9 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 // again whenever the wait loop reaps something (the leader, or what is left
 // of its group, re-parented to the agent as a subreaper), and every poll
 // for the exits the agent does not reap (a process whose parent lives on,
-// or every orphan when the agent is no subreaper).
-func waitGone(child *reaper.Child, pgid int, strays []procgroup.Identity, timeout, poll time.Duration) bool {
+// or every orphan when the agent is no subreaper). It gives up early, with
+// false, when hurry closes.
+func waitGone(child *reaper.Child, pgid int, strays []procgroup.Identity, timeout, poll time.Duration, hurry <-chan struct{}) bool {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(poll)
@@ -464,6 +495,8 @@ func waitGone(child *reaper.Child, pgid int, strays []procgroup.Identity, timeou
 		case <-reaped:
 		case <-tick.C:
 		case <-deadline.C:
+			return false
+		case <-hurry:
 			return false
 		}
 	}

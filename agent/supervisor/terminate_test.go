@@ -37,11 +37,11 @@ func TestWaitGoneWakesOnReaps(t *testing.T) {
 	})
 
 	const never = time.Hour
-	if waitGone(child, child.Pid, nil, 100*time.Millisecond, never) {
+	if waitGone(child, child.Pid, nil, 100*time.Millisecond, never, nil) {
 		t.Fatal("waitGone reported a running group gone")
 	}
 	gone := make(chan bool, 1)
-	go func() { gone <- waitGone(child, child.Pid, nil, 20*time.Second, never) }()
+	go func() { gone <- waitGone(child, child.Pid, nil, 20*time.Second, never, nil) }()
 
 	// The leader's exit alone does not end the wait: its group lives on.
 	if err := syscall.Kill(child.Pid, syscall.SIGKILL); err != nil {
@@ -71,5 +71,30 @@ func TestWaitGoneWakesOnReaps(t *testing.T) {
 	}
 	if !pidGone(member) {
 		t.Errorf("group member %d still exists", member)
+	}
+}
+
+// TestShorterStopCutsAStopUnderWay: a stop waiting the kill timeout for a
+// process that ignores SIGTERM ends early when a later stop gives a shorter
+// grace (the agent's shutdown budget).
+func TestShorterStopCutsAStopUnderWay(t *testing.T) {
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.KillTimeout = time.Minute
+	file := filepath.Join(t.TempDir(), "ready")
+	p := add(t, s, shSpec("stubborn", `trap "" TERM; touch "$F"; while :; do sleep 0.05; done`, pol, "F="+file))
+	p.Start()
+	waitFor(t, 3*time.Second, "the trap", func() bool { _, err := os.Stat(file); return err == nil })
+	first := make(chan struct{})
+	go func() { p.Stop(); close(first) }()
+	waitFor(t, 3*time.Second, "the first stop", func() bool { return p.Info().Status == Stopping })
+	start := time.Now()
+	p.StopWithin(300 * time.Millisecond)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the shorter stop took %s", d)
+	}
+	<-first
+	if info := p.Info(); info.Status != Stopped {
+		t.Fatalf("after the stops: %+v", info)
 	}
 }

@@ -661,3 +661,41 @@ func TestStopHoldsTheSlot(t *testing.T) {
 	}
 	a.mustCLI("deploy", "a", "--dir", dir, "--start", "node server.js", "--wait")
 }
+
+// TestShutdownDuringACutover: SIGTERM while a cutover stops an old app that
+// ignores SIGTERM (kill_timeout 30 s): the agent still exits 0 within
+// shutdown_timeout (8 s) + 1 s, with the new release saved as current.
+func TestShutdownDuringACutover(t *testing.T) {
+	a := newAgent(t)
+	testkit.NeedNode(t)
+	dir := testkit.WriteApp(t, stubbornApp)
+	a.start("SLOTAGENT_KILL_TIMEOUT=30s")
+	a.mustCLI("deploy", "a", "--dir", dir, "--start", "node server.js", "--env", "VERSION=v1", "--wait")
+	a.mustCLI("deploy", "a", "--dir", dir, "--start", "node server.js", "--env", "VERSION=v2")
+	// Swapped: the deploy now stops v1, which takes kill_timeout.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, b := body(t, a.url("a", "/")); b == "hello from a v2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("v2 never served\n%s", a.stderr())
+		}
+	}
+	var list struct{ Deploys []deploy.Record }
+	a.apiJSON("/api/slots/a/deploys", &list)
+	if len(list.Deploys) == 0 || list.Deploys[0].Status != deploy.Running {
+		t.Fatalf("the deploy is not mid-cutover: %+v", list.Deploys)
+	}
+	a.signal(syscall.SIGTERM)
+	if d := a.wait(20 * time.Second); a.exitCode() != 0 || d > 9*time.Second {
+		t.Fatalf("shutdown: exit %d after %s\n%s", a.exitCode(), d, a.stderr())
+	}
+	st, err := state.Load(filepath.Join(a.dataDir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, ok := st.Release("a", st.Slots["a"].Current)
+	if !ok || cur.Env["VERSION"] != "v2" || st.Slots["a"].Desired != state.DesiredRunning || len(st.Groups) != 0 {
+		t.Fatalf("state after shutdown: %+v", st)
+	}
+}
