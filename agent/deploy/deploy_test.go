@@ -98,12 +98,19 @@ type engine struct {
 // change its config.
 func newEngine(t *testing.T, tune func(*Config)) *engine {
 	t.Helper()
+	return newEngineWithDB(t, tune, nil)
+}
+
+// newEngineWithDB is newEngine whose slot gives its apps dbEnv as their
+// database's env.
+func newEngineWithDB(t *testing.T, tune func(*Config), dbEnv map[string]string) *engine {
+	t.Helper()
 	testkit.NeedNode(t)
 	data := t.TempDir()
 	sup := supervisor.New(filepath.Join(data, "logs"), logs.Options{}, 0)
 	pol := supervisor.DefaultPolicy()
 	pol.KillTimeout = 2 * time.Second
-	s, err := slot.Listen(slot.Config{Name: "a", Bind: "127.0.0.1", Port: testkit.FreePort(t), Policy: pol, BaseEnv: os.Environ()}, sup)
+	s, err := slot.Listen(slot.Config{Name: "a", Bind: "127.0.0.1", Port: testkit.FreePort(t), Policy: pol, BaseEnv: os.Environ(), DBEnv: dbEnv}, sup)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func (d *Deployer) Deploy(name string, req Request) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	secrets := append(source.Secrets(req.Repo), slices.Collect(maps.Values(req.Env))...)
+	secrets := append(source.Secrets(req.Repo), j.slot.Secrets(req.Env)...)
 	j.sink.SetSecrets(append(secrets, slices.Collect(maps.Values(slotEnv))...))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error { return j.build(ctx, req) })
@@ -112,7 +112,14 @@ func (j *job) build(ctx context.Context, req Request) error {
 	}); err != nil {
 		return err
 	}
-	runner := &buildpack.Runner{Env: d.cfg.Env, CacheDir: filepath.Join(d.cfg.DataDir, "cache"), Log: j.out}
+	env := maps.Clone(prev.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	maps.Copy(env, req.Env)
+	// Install and build see the env the app will see (NEXT_PUBLIC_*, a
+	// migration through DATABASE_URL), its values masked in the log.
+	runner := &buildpack.Runner{Env: j.slot.BuildEnv(env), CacheDir: filepath.Join(d.cfg.DataDir, "cache"), Log: j.out}
 	prevDir := ""
 	if cur, ok := prev.Find(prev.Current); ok {
 		prevDir = cur.Dir
@@ -129,11 +136,6 @@ func (j *job) build(ctx context.Context, req Request) error {
 	if err := j.stage("build", func() error { return runner.Build(ctx, dir, plan) }); err != nil {
 		return err
 	}
-	env := maps.Clone(prev.Env)
-	if env == nil {
-		env = map[string]string{}
-	}
-	maps.Copy(env, req.Env)
 	rel := state.Release{
 		ID: id, Dir: dir, Command: plan.Start, Env: env, CreatedAt: now,
 		Repo: source.Redact(req.Repo), Ref: req.Ref, Commit: commit,

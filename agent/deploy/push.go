@@ -3,10 +3,8 @@ package deploy
 import (
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/coder-slots/coder-slots/agent/source"
@@ -89,7 +87,7 @@ func (d *Deployer) Push(name string, p Push) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	j.sink.SetSecrets(slices.Collect(maps.Values(slotEnv)))
+	j.sink.SetSecrets(j.slot.Secrets(slotEnv))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error {
 		return j.build(ctx, Request{Repo: repo, Ref: p.Branch, push: ps})

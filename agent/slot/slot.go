@@ -146,7 +146,7 @@ func (s *Slot) Launch(rel Release) (*Candidate, error) {
 		Dir:      rel.Dir,
 		Env:      s.appEnv(rel, port),
 		ShownEnv: s.shownEnv(rel, port),
-		Secrets:  append(secretValues(rel.Env), secretValues(s.cfg.DBEnv)...),
+		Secrets:  s.Secrets(rel.Env),
 		Policy:   s.cfg.Policy,
 	})
 	if err != nil {
@@ -408,22 +408,32 @@ func (s *Slot) route() *relay.Upstream {
 }
 
 func (s *Slot) appEnv(rel Release, port int) []string {
-	env := append([]string{}, s.cfg.BaseEnv...)
-	for _, vars := range []map[string]string{s.cfg.DBEnv, rel.Env} {
+	return append(s.BuildEnv(rel.Env), "PORT="+strconv.Itoa(port))
+}
+
+// BuildEnv is the environment of the install and build commands of a
+// release whose env is env: the one its app gets (the base env, the
+// database's, env, SLOT_NAME and SLOT_URL), without PORT, which only the
+// running app has.
+func (s *Slot) BuildEnv(env map[string]string) []string {
+	out := append([]string{}, s.cfg.BaseEnv...)
+	for _, vars := range []map[string]string{s.cfg.DBEnv, env} {
 		keys := make([]string, 0, len(vars))
 		for k := range vars {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			env = append(env, k+"="+vars[k])
+			out = append(out, k+"="+vars[k])
 		}
 	}
-	return append(env,
-		"PORT="+strconv.Itoa(port),
-		"SLOT_NAME="+s.cfg.Name,
-		"SLOT_URL="+s.cfg.URL,
-	)
+	return append(out, "SLOT_NAME="+s.cfg.Name, "SLOT_URL="+s.cfg.URL)
+}
+
+// Secrets are the values a release with env env must never show: its env's
+// and the database's.
+func (s *Slot) Secrets(env map[string]string) []string {
+	return append(secretValues(env), secretValues(s.cfg.DBEnv)...)
 }
 
 // shellArgv runs a start command line with sh -c. A simple command (no
