@@ -31,7 +31,6 @@ import (
 	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
-	"github.com/coder-slots/coder-slots/agent/relay"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/state"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
@@ -219,7 +218,6 @@ func (a *Agent) listen() error {
 	metrics := admin.NewMetrics()
 	a.hist = history.New(config.SlotNames)
 	for _, sc := range a.cfg.Slots {
-		hist := a.hist.Slot(sc.Name)
 		s, err := slot.Listen(slot.Config{
 			Name:     sc.Name,
 			Bind:     a.cfg.Bind,
@@ -228,11 +226,8 @@ func (a *Agent) listen() error {
 			AdminURL: a.cfg.AdminURL,
 			Policy:   a.cfg.Policy,
 			BaseEnv:  appBaseEnv(),
-			Observe: func(slot string, r relay.Response) {
-				metrics.ObserveRequest(slot, r.Code, r.Took)
-				hist.Request(r.Code, r.Start, r.Took, r.Local)
-			},
-			DBEnv: a.pg.SlotEnv(sc.Name),
+			Observe:  observeRequest(metrics, a.hist.Slot(sc.Name)),
+			DBEnv:    a.pg.SlotEnv(sc.Name),
 		}, a.sup)
 		if err != nil {
 			return fmt.Errorf("%w (%s)", err, config.Describe("slots."+sc.Name+".port"))

@@ -3,14 +3,25 @@ package daemon
 import (
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/history"
+	"github.com/coder-slots/coder-slots/agent/relay"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
 
 // historySampleEvery is how often the apps' CPU and memory go into the
 // history (the supervisor measures them every 2 s).
 const historySampleEvery = 2 * time.Second
+
+// observeRequest is a slot's slot.Config.Observe: each response it proxied
+// goes to the metrics and to its history.
+func observeRequest(m *admin.Metrics, h *history.Slot) func(string, relay.Response) {
+	return func(slot string, r relay.Response) {
+		m.ObserveRequest(slot, r.Code, r.Took)
+		h.Request(r.Code, r.Start, r.Took, r.Local)
+	}
+}
 
 // History is the slot's history (the admin API's Histories).
 func (a *Agent) History(name string) *history.Slot { return a.hist.Slot(name) }
