@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/state"
@@ -372,12 +374,16 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promo
 	}
 	var drop []string
 	err = j.stage("cutover", func() error {
-		if err := ctx.Err(); err != nil {
+		err := ctx.Err()
+		if err == nil && isNew {
+			err = syncTree(rel.Dir)
+		}
+		if err != nil {
 			j.slot.Discard(cand, candidateGrace)
 			return err
 		}
 		prev := j.slot.Swap(cand)
-		err := j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
+		err = j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
 			ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
 			if isNew {
 				ss.Releases = append(ss.Releases, rel)
@@ -401,6 +407,21 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promo
 		removeAll(drop)
 	}
 	return promoted, err
+}
+
+// syncTree makes the files of a release durable before a saved state
+// names it: after a power loss the state must not point at a folder whose
+// files never reached the disk. It syncs the folder's whole file system.
+func syncTree(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync release: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync release %s: %w", dir, err)
+	}
+	return nil
 }
 
 // Rehydrate serves rel in the slot at once (its port answers 503 "starting"

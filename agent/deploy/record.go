@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/coder-slots/coder-slots/agent/internal/atomicfile"
 )
 
 // Status is a deploy's outcome so far.
@@ -73,9 +75,19 @@ type records struct {
 }
 
 // loadRecords reads every record; those left running by a dead agent
-// become abandoned.
+// become abandoned. Temporary files of writes a crash cut short are removed.
 func loadRecords(dir string, keep int) (*records, error) {
 	r := &records{dir: dir, keep: keep, bySlot: map[string][]*Record{}}
+	temps, err := filepath.Glob(filepath.Join(dir, "*", ".*.json.tmp-*"))
+	if err != nil {
+		return nil, fmt.Errorf("list deploy records: %w", err)
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "*", "*.json.tmp")) // the naming of earlier versions
+	for _, f := range append(temps, old...) {
+		if err := os.Remove(f); err != nil {
+			return nil, fmt.Errorf("remove a torn deploy record: %w", err)
+		}
+	}
 	files, err := filepath.Glob(filepath.Join(dir, "*", "*.json"))
 	if err != nil {
 		return nil, fmt.Errorf("list deploy records: %w", err)
@@ -142,13 +154,8 @@ func (r *records) write(rec *Record) error {
 	if err != nil {
 		return fmt.Errorf("encode deploy record: %w", err)
 	}
-	path := filepath.Join(r.slotDir(rec.Slot), rec.ID+".json")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write deploy record: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write deploy record: %w", err)
+	if err := atomicfile.Write(filepath.Join(r.slotDir(rec.Slot), rec.ID+".json"), b, 0o600); err != nil {
+		return fmt.Errorf("save deploy record: %w", err)
 	}
 	return nil
 }

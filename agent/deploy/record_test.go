@@ -39,6 +39,13 @@ func TestRecordsKeepTheNewestAndAbandonRunningOnes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "a", "a-torn.json"), []byte(`{"id": "a-to`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Temporary files of writes a crash cut short, in both namings.
+	temps := []string{filepath.Join(dir, "a", ".a-20261125000004.json.tmp-123"), filepath.Join(dir, "a", "a-20261125000003.json.tmp")}
+	for _, tmp := range temps {
+		if err := os.WriteFile(tmp, []byte(`{"id": "a-2026`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// A new agent: the running record is abandoned, the torn one skipped.
 	r2, err := loadRecords(dir, 3)
@@ -54,6 +61,11 @@ func TestRecordsKeepTheNewestAndAbandonRunningOnes(t *testing.T) {
 	}
 	if _, ok := r2.get("b-1"); ok {
 		t.Fatal("found a record that does not exist")
+	}
+	for _, tmp := range temps {
+		if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+			t.Errorf("a temporary record is left after a load: %s (%v)", tmp, err)
+		}
 	}
 }
 

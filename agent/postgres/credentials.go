@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/coder-slots/coder-slots/agent/internal/atomicfile"
 )
 
 // Credentials are the generated passwords of the cluster's roles and where
@@ -65,7 +67,7 @@ func (c *Credentials) save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("encode credentials: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, credentialsFile), append(b, '\n'))
+	return atomicfile.Write(filepath.Join(dir, credentialsFile), append(b, '\n'), 0o600)
 }
 
 // ensure gives every role a generated password unless it has one, and
@@ -137,28 +139,4 @@ func hmacSHA256(key []byte, msg string) []byte {
 	h := hmac.New(sha256.New, key)
 	h.Write([]byte(msg))
 	return h.Sum(nil)
-}
-
-// writeFileAtomic replaces path with data, mode 0600: a temporary file in
-// the same directory, synced, renamed over path.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name()) // fails harmlessly once renamed
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/config"
+	"github.com/coder-slots/coder-slots/agent/internal/atomicfile"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
 
@@ -228,7 +229,7 @@ func (s *Server) prepare(ctx context.Context) error {
 		}
 	}
 	url := s.creds.URL(WorkspaceRole, WorkspaceDatabase, false) + "\n"
-	return writeFileAtomic(filepath.Join(s.opt.Dir, "workspace_db.url"), []byte(url))
+	return atomicfile.Write(filepath.Join(s.opt.Dir, "workspace_db.url"), []byte(url), 0o600)
 }
 
 // initdb makes the cluster and records its identity with the credentials.

@@ -9,11 +9,9 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/internal/atomicfile"
 	"github.com/coder-slots/coder-slots/agent/procgroup"
 )
 
@@ -191,16 +189,12 @@ func Load(path string) (*State, error) {
 	return &st, nil
 }
 
-// saveMu serializes Save within the process, so that one Save never removes
-// another's temporary file. Only one process (the agent) may save a given
-// path.
-var saveMu sync.Mutex
-
-// Save writes st to path atomically, with mode 0600: it writes a temporary
-// file ".<name>.tmp-*" in the same directory, syncs and closes it, renames it
-// over path and syncs the directory. Temporary files left by an earlier Save
-// that was killed are removed first, so at most one can ever be left over.
-// Save refuses a state that does not pass Validate.
+// Save writes st to path atomically and durably, with mode 0600 (see
+// atomicfile.Write: a temporary file ".<name>.tmp-*" synced and renamed over
+// path, then the directory synced; the temporary files of a Save that was
+// killed are removed first, so at most one can ever be left over). Save
+// refuses a state that does not pass Validate. Only one process (the agent)
+// may save a given path.
 func Save(path string, st *State) error {
 	if err := Validate(st); err != nil {
 		return fmt.Errorf("save state %s: %w", path, err)
@@ -209,75 +203,8 @@ func Save(path string, st *State) error {
 	if err != nil {
 		return fmt.Errorf("save state %s: encode: %w", path, err)
 	}
-	data = append(data, '\n')
-
-	saveMu.Lock()
-	defer saveMu.Unlock()
-	dir, name := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	prefix := "." + name + ".tmp-"
-	removeLeftovers(dir, prefix)
-
-	f, err := os.CreateTemp(dir, prefix+"*")
-	if err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("save state %s: write: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("save state %s: sync: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save state %s: close: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	ok = true
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	return nil
-}
-
-// removeLeftovers removes files in dir whose names start with prefix: the
-// temporary files of a Save that did not finish. Errors are ignored; a
-// leftover that cannot be removed is harmless.
-func removeLeftovers(dir, prefix string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-}
-
-// syncDir fsyncs directory dir, making a rename in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
+	if err := atomicfile.Write(path, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
 }

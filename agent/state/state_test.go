@@ -345,6 +345,9 @@ func TestSaveSurvivesKill(t *testing.T) {
 		torn += len(temps)
 	}
 	t.Logf("%d kills, %d saves, %d kills left a temporary file", crashRounds, last, torn)
+	if torn == 0 {
+		t.Fatalf("no kill of %d landed in the middle of a Save: the test did not test a torn write", crashRounds)
+	}
 
 	// The next Save removes the leftover.
 	if err := Save(path, counterState(last+1)); err != nil {
