@@ -268,6 +268,7 @@ func TestMetrics(t *testing.T) {
 	m.ObserveRequest("a", 503, time.Millisecond)
 	m.ObserveRequest("b", 101, 2*time.Millisecond)
 	m.ObserveDeploy(done)
+	m.ObserveRefusedConn("c")
 	browser, err := a.Browser(NewHosts("http://example.com/", nil))
 	if err != nil {
 		t.Fatal(err)
@@ -297,6 +298,7 @@ func TestMetrics(t *testing.T) {
 			`slotagent_process_resident_memory_bytes{process="slot-a",slot="a"}`:                    64 << 20,
 			`slotagent_process_resident_memory_bytes{process="coder-agent",slot=""}`:                30 << 20,
 			`slotagent_slot_info{release="r1",slot="a",type="app"}`:                                 1,
+			`slotagent_slot_connections_refused_total{slot="c"}`:                                    1,
 			`slotagent_slot_info{release="",slot="e",type="placeholder"}`:                           1,
 		} {
 			if got, ok := series[s]; !ok || got != want {

@@ -24,6 +24,7 @@ type Metrics struct {
 	latency        *prometheus.HistogramVec
 	deploys        *prometheus.CounterVec
 	deployDuration *prometheus.HistogramVec
+	refusedConns   *prometheus.CounterVec
 }
 
 // NewMetrics makes the registry with the Go runtime's and the agent
@@ -51,11 +52,15 @@ func NewMetrics() *Metrics {
 			Help:    "Duration of the deploys that ended, by trigger and result.",
 			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800},
 		}, []string{"trigger", "result"}),
+		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slotagent_slot_connections_refused_total",
+			Help: "Client connections a slot port closed as soon as it accepted them, because it already served max_conns_per_slot.",
+		}, []string{"slot"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.latency, m.deploys, m.deployDuration,
+		m.requests, m.latency, m.deploys, m.deployDuration, m.refusedConns,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "slotagent_reaped_orphans_total",
 			Help: "Exits of processes the agent reaped without having started them (re-parented grandchildren).",
@@ -70,6 +75,10 @@ func (m *Metrics) ObserveRequest(slot string, code int, d time.Duration) {
 	m.requests.WithLabelValues(slot, strconv.Itoa(code), strconv.Itoa(code/100)+"xx").Inc()
 	m.latency.WithLabelValues(slot).Observe(d.Seconds())
 }
+
+// ObserveRefusedConn counts a connection slot refused over its cap; it is
+// the slots' slot.Config.Refused.
+func (m *Metrics) ObserveRefusedConn(slot string) { m.refusedConns.WithLabelValues(slot).Inc() }
 
 // ObserveDeploy counts a deploy that ended; it is deploy.Config.OnFinish.
 func (m *Metrics) ObserveDeploy(rec deploy.Record) {

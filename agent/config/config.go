@@ -48,6 +48,9 @@ type Config struct {
 	// IdleTimeout bounds the wait of a kept-alive client connection for
 	// its next request, on the slot ports and the admin port.
 	IdleTimeout time.Duration
+	// MaxConnsPerSlot caps the client connections one slot port serves
+	// at once.
+	MaxConnsPerSlot int
 	// Slots are a–e, in order.
 	Slots []Slot
 	// CoderAgentInitScript, when set, runs as the supervised coder-agent.
@@ -145,6 +148,7 @@ func Keys() []Key {
 		{"admin_url", "ADMIN_URL", "", "admin panel URL, linked from placeholders"},
 		{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", "", "more Host names the admin port answers, comma-separated: name, name:port or *.domain (IP addresses, localhost and the host of admin_url always are)"},
 		{"idle_timeout", "SLOTAGENT_IDLE_TIMEOUT", "75s", "how long a kept-alive client connection to a slot or the admin port may wait for its next request"},
+		{"max_conns_per_slot", "SLOTAGENT_MAX_CONNS_PER_SLOT", "1024", "client connections one slot port serves at once; one more is closed at once (counted in /metrics)"},
 		{"coder_agent_init_script", "CODER_AGENT_INIT_SCRIPT", "", "Coder agent init script, run with sh -c as process coder-agent"},
 		{"kill_timeout", "SLOTAGENT_KILL_TIMEOUT", "10s", "wait after SIGTERM before SIGKILL"},
 		{"min_uptime", "SLOTAGENT_MIN_UPTIME", "1s", "an exit sooner than this after start is unstable"},
@@ -208,6 +212,7 @@ func Load(flags *pflag.FlagSet, file string) (*Config, error) {
 		AdminURL:             p.url("admin_url"),
 		AdminAllowedHosts:    p.hosts("admin_allowed_hosts"),
 		IdleTimeout:          p.duration("idle_timeout"),
+		MaxConnsPerSlot:      p.positive("max_conns_per_slot"),
 		CoderAgentInitScript: p.str("coder_agent_init_script"),
 		ShutdownTimeout:      p.duration("shutdown_timeout"),
 		Deploy: Deploy{
@@ -403,6 +408,9 @@ func (c *Config) validate() error {
 	}
 	if c.IdleTimeout <= 0 {
 		return fmt.Errorf("config: %s: must be longer than 0", Describe("idle_timeout"))
+	}
+	if c.MaxConnsPerSlot < 1 {
+		return fmt.Errorf("config: %s: at least 1", Describe("max_conns_per_slot"))
 	}
 	if c.Deploy.HealthTimeout <= 0 || c.Deploy.HealthListenTimeout <= 0 {
 		return fmt.Errorf("config: %s and %s must be longer than 0", Describe("health_timeout"), Describe("health_listen_timeout"))

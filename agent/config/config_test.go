@@ -104,8 +104,8 @@ func TestDefaults(t *testing.T) {
 	if _, ok := c.Slot("f"); ok {
 		t.Error(`Slot("f") found`)
 	}
-	if c.IdleTimeout != 75*time.Second || c.AdminAllowedHosts != nil {
-		t.Errorf("IdleTimeout = %v, AdminAllowedHosts = %q, want 75s and none", c.IdleTimeout, c.AdminAllowedHosts)
+	if c.IdleTimeout != 75*time.Second || c.AdminAllowedHosts != nil || c.MaxConnsPerSlot != 1024 {
+		t.Errorf("IdleTimeout = %v, AdminAllowedHosts = %q, MaxConnsPerSlot = %d, want 75s, none, 1024", c.IdleTimeout, c.AdminAllowedHosts, c.MaxConnsPerSlot)
 	}
 	if c.Policy.KillTimeout != 10*time.Second {
 		t.Errorf("KillTimeout = %v, want 10s", c.Policy.KillTimeout)
@@ -363,6 +363,7 @@ func TestBadValues(t *testing.T) {
 		{name: "log size negative", env: map[string]string{"SLOTAGENT_LOG_MAX_SIZE_MB": "-1"}, want: []string{"log_max_size_mb", "SLOTAGENT_LOG_MAX_SIZE_MB"}},
 		{name: "allowed host with a scheme", env: map[string]string{"SLOTAGENT_ADMIN_ALLOWED_HOSTS": "ok.example, https://panel.example"}, want: []string{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", "https://panel.example"}},
 		{name: "allowed host with a space", env: map[string]string{"SLOTAGENT_ADMIN_ALLOWED_HOSTS": "a b"}, want: []string{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", `"a b"`}},
+		{name: "max conns 0", env: map[string]string{"SLOTAGENT_MAX_CONNS_PER_SLOT": "0"}, want: []string{"max_conns_per_slot", "SLOTAGENT_MAX_CONNS_PER_SLOT"}},
 		{name: "idle timeout 0", env: map[string]string{"SLOTAGENT_IDLE_TIMEOUT": "0s"}, want: []string{"idle_timeout", "SLOTAGENT_IDLE_TIMEOUT"}},
 		{name: "value with newline", env: map[string]string{"ADMIN_PORT": "90\n00"}, want: []string{"admin_port", "ADMIN_PORT"}},
 	}

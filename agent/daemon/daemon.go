@@ -219,15 +219,18 @@ func (a *Agent) listen() error {
 	a.hist = history.New(config.SlotNames)
 	for _, sc := range a.cfg.Slots {
 		s, err := slot.Listen(slot.Config{
-			Name:     sc.Name,
-			Bind:     a.cfg.Bind,
-			Port:     sc.Port,
-			URL:      sc.URL,
-			AdminURL: a.cfg.AdminURL,
-			Policy:   a.cfg.Policy,
-			BaseEnv:  appBaseEnv(),
-			Observe:  observeRequest(metrics, a.hist.Slot(sc.Name)),
-			DBEnv:    a.pg.SlotEnv(sc.Name),
+			Name:        sc.Name,
+			Bind:        a.cfg.Bind,
+			Port:        sc.Port,
+			URL:         sc.URL,
+			AdminURL:    a.cfg.AdminURL,
+			Policy:      a.cfg.Policy,
+			BaseEnv:     appBaseEnv(),
+			Observe:     observeRequest(metrics, a.hist.Slot(sc.Name)),
+			DBEnv:       a.pg.SlotEnv(sc.Name),
+			IdleTimeout: a.cfg.IdleTimeout,
+			MaxConns:    a.cfg.MaxConnsPerSlot,
+			Refused:     metrics.ObserveRefusedConn,
 		}, a.sup)
 		if err != nil {
 			return fmt.Errorf("%w (%s)", err, config.Describe("slots."+sc.Name+".port"))

@@ -39,10 +39,19 @@ type conn struct {
 	bw    *bufio.Writer
 	// pinned is used by the connection's goroutine; Shutdown may close it.
 	pinned atomic.Pointer[upstreamConn]
-	// state is read by Shutdown; moves to and from idle happen under
-	// idleMu, so that Shutdown interrupts only a connection still idle.
+	// state is read by Shutdown and the sweep; moves to and from idle
+	// happen under idleMu, so that they interrupt only a connection still
+	// idle, and touch its pinned upstream connection only then.
 	state  atomic.Int32
 	idleMu sync.Mutex
+	// Under idleMu: when the wait for the next request ends (UnixNano),
+	// and whether it was interrupted (its read deadline is in the past).
+	idleUntil   int64
+	interrupted bool
+	// accepted is when the connection was accepted; served whether it
+	// has carried a request (used by the connection's goroutine only).
+	accepted time.Time
+	served   bool
 	// waiting is the side task of a request without a body whose watch
 	// has not started (see clientSide).
 	waiting atomic.Pointer[clientSide]
@@ -50,7 +59,7 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	limit := &limitedReader{r: nc, n: math.MaxInt64}
-	return &conn{srv: s, nc: nc, limit: limit, br: bufio.NewReader(limit), bw: bufio.NewWriter(nc)}
+	return &conn{srv: s, nc: nc, limit: limit, br: bufio.NewReader(limit), bw: bufio.NewWriter(nc), accepted: time.Now()}
 }
 
 // serve relays the connection's requests until either side closes it. A
@@ -80,35 +89,48 @@ func (c *conn) serve() {
 }
 
 // waitForRequest blocks until the next request's first byte arrives; it
-// reports false when the connection ended or the server is closing.
+// reports false when the connection ended, the server is closing, or the
+// wait passed its deadline (see Server.sweepLoop): HeaderTimeout from the
+// accept for the first request, IdleTimeout for the next ones.
 func (c *conn) waitForRequest() bool {
-	c.setState(stateIdle)
+	until := c.accepted.Add(c.srv.headerTimeout())
+	if c.served {
+		until = time.Now().Add(c.srv.idleTimeout())
+	}
+	c.served = true
+	c.idleMu.Lock()
+	c.idleUntil = until.UnixNano()
+	c.state.Store(stateIdle)
+	c.idleMu.Unlock()
 	if c.srv.closing.Load() {
 		return false
 	}
 	if _, err := c.br.Peek(1); err != nil {
 		return false
 	}
-	c.setState(stateActive)
-	if c.srv.closing.Load() {
-		// Shutdown may have interrupted the connection as the byte
-		// arrived, taking it for idle: this request is still served.
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	c.state.Store(stateActive)
+	if c.interrupted {
+		// Interrupted as the byte arrived, while taken for idle: this
+		// request is still served.
+		c.interrupted = false
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
 	return true
-}
-
-func (c *conn) setState(st int32) {
-	c.idleMu.Lock()
-	c.state.Store(st)
-	c.idleMu.Unlock()
 }
 
 // interrupt wakes a connection waiting for its next request, for Shutdown.
 func (c *conn) interrupt() {
 	c.idleMu.Lock()
 	defer c.idleMu.Unlock()
+	c.interruptLocked()
+}
+
+// interruptLocked is interrupt with idleMu held.
+func (c *conn) interruptLocked() {
 	if c.state.Load() == stateIdle {
+		c.interrupted = true
 		_ = c.nc.SetReadDeadline(longAgo)
 	}
 }

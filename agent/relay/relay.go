@@ -56,9 +56,18 @@ type Server struct {
 	// is sent (code 101 for an upgrade; Local, with Unavailable's code, when
 	// the upstream failed).
 	Observe func(Response)
-	// HeaderTimeout bounds the reading of a request's header once its first
+	// HeaderTimeout bounds the wait for a new connection's first request,
+	// from the accept, and the reading of a request's header once its first
 	// byte has arrived; 0 means DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a kept-alive
+	// connection; 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxConns caps the client connections served at once (0: no cap).
+	// One over the cap is closed as soon as it is accepted, and Refused,
+	// when set, is told.
+	MaxConns int
+	Refused  func()
 	// Log receives what cannot be answered to anyone (a handler's panic);
 	// nil means slog.Default().
 	Log *slog.Logger
@@ -68,10 +77,16 @@ type Server struct {
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*conn]struct{}
+	sweeping bool // the sweep loop runs; under mu
 }
 
-// DefaultHeaderTimeout is the HeaderTimeout of a Server that sets none.
-const DefaultHeaderTimeout = 30 * time.Second
+// DefaultHeaderTimeout and DefaultIdleTimeout are the timeouts of a Server
+// that sets none (the header timeout of net/http servers here; nginx's
+// keepalive_timeout).
+const (
+	DefaultHeaderTimeout = 30 * time.Second
+	DefaultIdleTimeout   = 75 * time.Second
+)
 
 // Serve accepts connections on ln and serves each in its own goroutine
 // until Shutdown; it then returns ErrClosed. Other accept errors are
@@ -101,26 +116,48 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		pause = 0
 		c := newConn(s, nc)
-		if !s.track(c) {
+		switch s.track(c) {
+		case closing:
 			_ = nc.Close()
 			return ErrClosed
+		case full:
+			_ = nc.Close()
+			if s.Refused != nil {
+				s.Refused()
+			}
+			continue
 		}
 		go c.serve()
 	}
 }
 
-// track adds c to the open connections, unless the server is closing.
-func (s *Server) track(c *conn) bool {
+// What track did with a connection.
+const (
+	tracked = iota
+	closing // the server is closing
+	full    // MaxConns connections are open
+)
+
+// track adds c to the open connections, unless the server is closing or
+// full, and starts the sweep loop if it does not run.
+func (s *Server) track(c *conn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
+	switch {
+	case s.closing.Load():
+		return closing
+	case s.MaxConns > 0 && len(s.conns) >= s.MaxConns:
+		return full
 	}
 	if s.conns == nil {
 		s.conns = map[*conn]struct{}{}
 	}
 	s.conns[c] = struct{}{}
-	return true
+	if !s.sweeping {
+		s.sweeping = true
+		go s.sweepLoop()
+	}
+	return tracked
 }
 
 func (s *Server) untrack(c *conn) {
@@ -229,6 +266,13 @@ func (s *Server) headerTimeout() time.Duration {
 		return s.HeaderTimeout
 	}
 	return DefaultHeaderTimeout
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultIdleTimeout
 }
 
 // Response is what Observe is told of a response.

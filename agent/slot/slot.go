@@ -48,6 +48,12 @@ type Config struct {
 	// time it took (a stream or a WebSocket is counted as it starts), and
 	// whether the slot answered it itself (503: the app was down).
 	Observe func(slot string, r relay.Response)
+	// IdleTimeout and MaxConns are the proxy's (relay.Server's; 0: its
+	// defaults, no cap); Refused, when set, is told of each connection
+	// closed over the cap.
+	IdleTimeout time.Duration
+	MaxConns    int
+	Refused     func(slot string)
 }
 
 // Release is a runnable version of an app: a directory, a start command line
@@ -102,6 +108,11 @@ func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
 		Local:       http.HandlerFunc(s.placeholder),
 		Unavailable: http.HandlerFunc(s.unavailable),
 		Observe:     s.observe,
+		IdleTimeout: cfg.IdleTimeout,
+		MaxConns:    cfg.MaxConns,
+	}
+	if cfg.Refused != nil {
+		s.srv.Refused = func() { cfg.Refused(cfg.Name) }
 	}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil

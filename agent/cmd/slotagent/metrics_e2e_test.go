@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -91,5 +94,56 @@ func TestMetricsAfterTrafficAndDeploys(t *testing.T) {
 	viaSocket := scrape(t, socket, "http://slotagent/metrics")
 	if v := viaSocket[`slotagent_deploys_total{result="succeeded",slot="a",trigger="deploy"}`]; v != 1 {
 		t.Errorf("control socket: deploys succeeded = %v", v)
+	}
+}
+
+// TestConnectionLimitsOfTheAgent: the agent gives its slots
+// max_conns_per_slot (a connection over it is closed and counted in
+// /metrics) and idle_timeout to its slots and its admin port.
+func TestConnectionLimitsOfTheAgent(t *testing.T) {
+	a := newAgent(t)
+	a.start("SLOTAGENT_MAX_CONNS_PER_SLOT=2", "SLOTAGENT_IDLE_TIMEOUT=500ms")
+	addr := strings.TrimSuffix(strings.TrimPrefix(a.url("a", "/"), "http://"), "/")
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	series := `slotagent_slot_connections_refused_total{slot="a"}`
+	// Until both held connections are tracked, one more may be served.
+	for deadline := time.Now().Add(10 * time.Second); scrape(t, http.DefaultClient, a.url("admin", "/metrics"))[series] < 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection over max_conns_per_slot counted in %s", series)
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			_, _ = c.Read(make([]byte, 1)) // closed at once over the cap
+			c.Close()
+		}
+	}
+	for _, slot := range []string{"b", "admin"} {
+		c, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(a.url(slot, "/"), "http://"), "/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", slot, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		start := time.Now()
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) || time.Since(start) > 5*time.Second {
+			t.Fatalf("%s: an idle kept-alive connection: %v after %s, want closed after idle_timeout", slot, err, time.Since(start))
+		}
 	}
 }
