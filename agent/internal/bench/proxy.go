@@ -15,9 +15,11 @@ import (
 	"time"
 )
 
-// Figures of the proxy overhead and their targets (issue 7: one sequential
-// client, the proxy adds at most 0.1 ms to the p50; 32 connections, at
-// least 50 % of the direct throughput).
+// Figures of the proxy overhead and their targets (issue 12: one
+// sequential client, the proxy adds to the p50 at most what the splice
+// reference adds, plus spliceMargin — what any proxy in a process of its own
+// pays here is not the relay's to save; issue 7: 32 connections, at least
+// 50 % of the direct throughput).
 const (
 	figLat1     = "proxy, 1 keep-alive connection: latency of `GET /health` (slotagent: through the slot port; PM2: straight to the app)"
 	figRPS1     = "… throughput, 1 connection"
@@ -34,9 +36,15 @@ const (
 )
 
 var (
+	// targetAdded1 stands for the one-connection target when the splice
+	// reference could not be measured: the absolute bound of issue 7.
 	targetAdded1  = &Target{On: Median, Max: 0.1}
 	targetShare32 = &Target{On: Median, Max: 50, AtLeast: true}
 )
+
+// spliceMargin is what the relay may add to the p50 beyond the splice
+// reference's, in ms.
+const spliceMargin = 0.05
 
 // proxy measures the slot proxy under load: the hello app in slot a, a Go
 // load generator with fixed concurrency and duration, through the slot port
@@ -112,11 +120,18 @@ func (b *bench) proxy(ctx context.Context) []Row {
 	s1, d1, s32, d32 := results["slot1"], results["direct1"], results["slot32"], results["direct32"]
 	lat := func(r loadResult) Stat { return Summarize(msAll(r.lat)) }
 	rps := func(r loadResult) Stat { return OnlyMedian(len(r.lat), r.rps()) }
+	p1, p32 := results["splice1"], results["splice32"]
+	spliceAdded := lat(p1).Median - lat(d1).Median
+	added1, addedNote := targetAdded1, "p50 through the slot − p50 direct; no splice reference, so the absolute target"
+	if spliceErr == nil && len(b.splice) > 0 {
+		added1 = &Target{On: Median, Max: spliceAdded + spliceMargin}
+		addedNote = fmt.Sprintf("p50 through the slot − p50 direct; target: what the splice reference adds (%s ms, below) + %s ms", number(spliceAdded), number(spliceMargin))
+	}
 	how := fmt.Sprintf("%s per target in %d slices taking turns, each after %s of warm-up; Go client, one keep-alive connection per worker, each worker sequential; same app process (the hello app in slot a), direct = its own port", b.n.loadDuration, loadSlices, loadWarmup)
 	rows := []Row{
 		both(figLat1, "ms", lat(s1), lat(d1), nil, how),
 		both(figRPS1, unitRPS, rps(s1), rps(d1), nil, fmt.Sprintf("%d failed requests through the slot, %d direct", s1.failed, d1.failed)),
-		ours(figAdded1, "ms", OnlyMedian(len(s1.lat), lat(s1).Median-lat(d1).Median), targetAdded1, "p50 through the slot − p50 direct"),
+		ours(figAdded1, "ms", OnlyMedian(len(s1.lat), lat(s1).Median-lat(d1).Median), added1, addedNote),
 		both(figLat32, "ms", lat(s32), lat(d32), nil, "32 workers, same method"),
 		both(figRPS32, unitRPS, rps(s32), rps(d32), nil, fmt.Sprintf("%d failed requests through the slot, %d direct", s32.failed, d32.failed)),
 		ours(figShare32, unitPercent, OnlyMedian(len(s32.lat), 100*s32.rps()/d32.rps()), targetShare32,
@@ -128,9 +143,8 @@ func (b *bench) proxy(ctx context.Context) []Row {
 	case len(b.splice) == 0:
 		return rows
 	}
-	p1, p32 := results["splice1"], results["splice32"]
 	return append(rows,
-		ours(figSplice1, "ms", OnlyMedian(len(p1.lat), lat(p1).Median-lat(d1).Median), nil,
+		ours(figSplice1, "ms", OnlyMedian(len(p1.lat), spliceAdded), nil,
 			fmt.Sprintf("p50 %s ms through it, same runs and method; what any proxy in a process of its own pays here for the two extra process wake-ups per request", number(lat(p1).Median))),
 		ours(figSplice32, unitPercent, OnlyMedian(len(p32.lat), 100*p32.rps()/d32.rps()), nil,
 			fmt.Sprintf("%s req/s through it, %d failed", number(p32.rps()), p32.failed)),
