@@ -133,6 +133,9 @@ func renderCmd() *cobra.Command {
 				fmt.Fprintf(w, "Wrote %s/%s (%d bytes)\n", out, name, len(files[name]))
 			}
 			fmt.Fprintf(w, "Rendered in %s; the template tarball is %d bytes (Coder's limit: %d)\n", took.Round(time.Millisecond), len(pack.Tar), tarball.Limit)
+			if render.ContainerResourcesNeed2x(c) {
+				fmt.Fprintf(w, "Note: the container's requests and limits need hashicorp/kubernetes 2.x (%s); the local provider mirror's 1.13.4 cannot validate or plan this template\n", render.KubernetesProviderVersionResources)
+			}
 			return nil
 		},
 	}

@@ -51,6 +51,13 @@ func TestBadInput(t *testing.T) {
 			"slots[1].port: 3005 is already used by slots[0].port"},
 		{"app host without *", "app_host: coder.example.com\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
 			`app_host: "coder.example.com" must contain exactly one *`},
+		{"build mode on kubernetes", "target: kubernetes\nimage:\n  mode: build\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			`image.mode: "build" is for target docker only`},
+		{"bad namespace flag", "", func(cfg, out string) []string {
+			return []string{"render", "-c", cfg, "-o", out, "--target", "kubernetes", "--kubernetes-namespace", "Team A"}
+		}, nil, `kubernetes.namespace: "Team A" is not a DNS-1123 label`},
+		{"toleration without operator", "target: kubernetes\nkubernetes:\n  tolerations:\n    - key: gpu\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			"kubernetes.tolerations[0].operator: missing"},
 		{"app host flag without *", "", func(cfg, out string) []string {
 			return []string{"render", "-c", cfg, "-o", out, "--app-host", "apps.example.com"}
 		}, nil, `app_host: "apps.example.com" must contain exactly one *`},

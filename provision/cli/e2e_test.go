@@ -50,17 +50,29 @@ func repoRoot(t *testing.T) string {
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
-// TestWorkspaceEndToEnd renders a template, plans workspace dev of alice
-// with the real Terraform, starts slotagent with exactly the environment
-// the plan gives the container (no agent token, a temporary home), and
-// checks what Coder and users will see: every slot's placeholder shows the
-// slot's own workspace URL, and the healthcheck URL of every coder_app
-// answers 200.
+// TestWorkspaceEndToEnd renders a template for each target, plans
+// workspace dev of alice with the real Terraform, starts slotagent with
+// exactly the environment the plan gives the container (no agent token, a
+// temporary home), and checks what Coder and users will see: every slot's
+// placeholder shows the slot's own workspace URL, and the healthcheck URL
+// of every coder_app answers 200.
 func TestWorkspaceEndToEnd(t *testing.T) {
 	rc := tfmirror.Require(t)
+	bin := filepath.Join(t.TempDir(), "slotagent")
+	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/slotagent")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build slotagent: %v\n%s", err, out)
+	}
+	for _, target := range []string{config.TargetDocker, config.TargetKubernetes} {
+		t.Run(target, func(t *testing.T) { workspaceEndToEnd(t, rc, bin, target) })
+	}
+}
+
+func workspaceEndToEnd(t *testing.T, rc, bin, target string) {
 	ports := freePorts(t, 6)
 	var yaml strings.Builder
-	fmt.Fprintf(&yaml, "app_host: '*.coder.example.com'\nadmin:\n  port: %d\nslots:\n", ports[0])
+	fmt.Fprintf(&yaml, "app_host: '*.coder.example.com'\ntarget: %s\nadmin:\n  port: %d\nslots:\n", target, ports[0])
 	for i, name := range []string{"a", "b", "c", "d", "e"} {
 		fmt.Fprintf(&yaml, "  - name: %s\n    port: %d\n", name, ports[i+1])
 	}
@@ -84,15 +96,8 @@ func TestWorkspaceEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plan.Container == nil || !slices.Equal(plan.Container.Entrypoint, []string{"slotagent", "run"}) {
-		t.Fatalf("container: %+v", plan.Container)
-	}
-
-	bin := filepath.Join(t.TempDir(), "slotagent")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./agent/cmd/slotagent")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build slotagent: %v\n%s", err, out)
+	if plan.Target != target || plan.Container == nil || !slices.Equal(plan.Container.Entrypoint, []string{"slotagent", "run"}) {
+		t.Fatalf("target %q, container: %+v", plan.Target, plan.Container)
 	}
 
 	// Exactly the container's environment from the plan, less what only the

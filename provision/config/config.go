@@ -57,6 +57,9 @@ type Config struct {
 	// ShutdownTimeoutSeconds bounds slotagent's orderly shutdown
 	// (SLOTAGENT_SHUTDOWN_TIMEOUT in the container).
 	ShutdownTimeoutSeconds int
+	// Target is TargetDocker or TargetKubernetes.
+	Target     string
+	Kubernetes Kubernetes
 	// TerraformConfig is the Terraform CLI config file validate and plan
 	// use (TF_CLI_CONFIG_FILE), e.g. the local provider mirror's.
 	TerraformConfig string
@@ -124,7 +127,8 @@ func (b Build) BaseImage() string {
 	return fmt.Sprintf("node:%d-bookworm-slim", b.NodeMajor)
 }
 
-// Resources limits the workspace container; zero means no limit.
+// Resources limits the workspace container (on Kubernetes: its limits);
+// zero means no limit.
 type Resources struct {
 	// CPUs is a Docker CPU quota such as "2" or "1.5"; empty: none.
 	CPUs string
@@ -196,6 +200,15 @@ func Keys() []Key {
 		k("shutdown_timeout_seconds", 8, "bound on slotagent's orderly shutdown in seconds (SLOTAGENT_SHUTDOWN_TIMEOUT)"),
 		k("docker.stop_grace_seconds", 15, "seconds Docker waits after SIGTERM before it kills the container on a stop (destroy_grace_seconds); above shutdown_timeout_seconds"),
 		k("docker.network_mode", "", `the container's Docker network: empty (Docker's default), "host" (the Docker host's network), or an existing network's name`),
+		k("target", TargetDocker, `"docker" (a container and a volume on Coder's Docker host) or "kubernetes" (a Deployment and a PersistentVolumeClaim)`),
+		k("kubernetes.namespace", "coder", "kubernetes: the namespace variable's default (the namespace must exist)"),
+		k("kubernetes.storage_class", "", "kubernetes: the home PVC's storage class; empty: the cluster's default"),
+		k("kubernetes.home_size", "10Gi", "kubernetes: the home PVC's size (a quantity)"),
+		k("kubernetes.cpu_request", "", `kubernetes: CPU request, e.g. "250m"; empty: none (the limit is resources.cpus)`),
+		k("kubernetes.memory_request", "", `kubernetes: memory request, e.g. "512Mi"; empty: none (the limit is resources.memory_mb)`),
+		k("kubernetes.image_pull_secret", "", "kubernetes: the secret the pod pulls image.ref with; empty: none"),
+		k("kubernetes.service_account", "", "kubernetes: the pod's service account; empty: the namespace's default"),
+		k("kubernetes.termination_grace_seconds", 15, "kubernetes: seconds Kubernetes waits after SIGTERM before it kills the pod (termination_grace_period_seconds); above shutdown_timeout_seconds"),
 		k("terraform_config", "", "Terraform CLI config for validate and plan (TF_CLI_CONFIG_FILE), e.g. .cache/tf-mirror/terraformrc"),
 	}
 }
@@ -241,12 +254,17 @@ func Load(file string, fs *pflag.FlagSet) (*Config, error) {
 			}
 		}
 	}
+	var fileOnly map[string]any
 	if file != "" {
 		if err := readFile(v, file); err != nil {
 			return nil, err
 		}
+		var err error
+		if fileOnly, err = readFileOnly(file); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
 	}
-	c, err := decode(v)
+	c, err := decode(v, fileOnly)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -284,9 +302,12 @@ func checkKnown(v *viper.Viper) error {
 	keys := v.AllKeys()
 	slices.Sort(keys)
 	for _, k := range keys {
-		if !slices.Contains(known, k) {
-			return unknownKey(k, known)
+		if !slices.Contains(known, k) && !knownFileOnly(k) {
+			return unknownKey(k, append(known, fileOnlyMaps...))
 		}
+	}
+	if err := checkTolerationKeys(v.Get(keyTolerations)); err != nil {
+		return err
 	}
 	raw, ok := v.Get("slots").([]any)
 	if v.IsSet("slots") && !ok {

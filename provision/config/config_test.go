@@ -130,6 +130,34 @@ func TestBadInput(t *testing.T) {
 		{"stop grace below a raised shutdown timeout", "shutdown_timeout_seconds: 30\n", nil, "docker.stop_grace_seconds: 15 must be above shutdown_timeout_seconds (30)"},
 		{"shutdown timeout zero", "shutdown_timeout_seconds: 0\n", nil, "shutdown_timeout_seconds: 0 is not between 1 and 3600"},
 		{"postgres port", "postgres:\n  port: 0\n", nil, "postgres.port: 0 is not a port"},
+		{"network mode on kubernetes", "target: kubernetes\ndocker:\n  network_mode: host\n", nil, `docker.network_mode: "host" is for target docker only`},
+		{"termination grace", "target: kubernetes\nshutdown_timeout_seconds: 20\n", nil, "kubernetes.termination_grace_seconds: 15 must be above shutdown_timeout_seconds (20), so slotagent's shutdown finishes before Kubernetes kills it"},
+		{"target", "target: nomad\n", nil, `target: "nomad" is not "docker" or "kubernetes"`},
+		{"target from env", "", map[string]string{"SLOTPROV_TARGET": "k8s"}, `target: "k8s" is not`},
+		{"build mode on kubernetes", "target: kubernetes\nimage:\n  mode: build\n", nil, `image.mode: "build" is for target docker only`},
+		{"namespace", "kubernetes:\n  namespace: My_NS\n", nil, `kubernetes.namespace: "My_NS" is not a DNS-1123 label`},
+		{"namespace from env", "", map[string]string{"SLOTPROV_KUBERNETES_NAMESPACE": "-ws"}, `kubernetes.namespace: "-ws" is not a DNS-1123 label`},
+		{"unknown kubernetes key", "kubernetes:\n  namspace: x\n", nil, "kubernetes.namspace: unknown key (did you mean kubernetes.namespace?)"},
+		{"storage class", "kubernetes:\n  storage_class: Fast SSD\n", nil, `kubernetes.storage_class: "Fast SSD" is not a DNS-1123 name`},
+		{"home size", "kubernetes:\n  home_size: 10GB\n", nil, `kubernetes.home_size: "10GB" is not a positive quantity`},
+		{"zero home size", "kubernetes:\n  home_size: '0'\n", nil, `kubernetes.home_size: "0" is not a positive quantity`},
+		{"cpu request", "kubernetes:\n  cpu_request: half\n", nil, `kubernetes.cpu_request: "half" is not a positive quantity`},
+		{"request above limit", "resources:\n  memory_mb: 512\nkubernetes:\n  memory_request: 1Gi\n", nil, "kubernetes.memory_request: 1Gi is above the memory limit 512Mi"},
+		{"label key", "kubernetes:\n  labels:\n    'team name': web\n", nil, `kubernetes.labels.team name: "team name" is not a label or annotation key`},
+		{"label prefix", "kubernetes:\n  labels:\n    'Example.com/team': web\n", nil, `kubernetes.labels.Example.com/team: prefix "Example.com" is not a DNS-1123 subdomain`},
+		{"label value", "kubernetes:\n  labels:\n    team: 'web front'\n", nil, `kubernetes.labels.team: "web front" is not a label value`},
+		{"label not a string", "kubernetes:\n  labels:\n    team: [a]\n", nil, "kubernetes.labels.team: want a string"},
+		{"labels not a map", "kubernetes:\n  labels: [a]\n", nil, "kubernetes.labels: want a mapping"},
+		{"reserved label", "kubernetes:\n  labels:\n    com.coder.workspace.id: x\n", nil, "kubernetes.labels.com.coder.workspace.id: the template sets this one itself"},
+		{"annotation key", "kubernetes:\n  annotations:\n    'a/b/c': x\n", nil, `kubernetes.annotations.a/b/c: "a/b/c" is not a label or annotation key`},
+		{"node selector value", "kubernetes:\n  node_selector:\n    disk: 'fast ssd'\n", nil, `kubernetes.node_selector.disk: "fast ssd" is not a label value`},
+		{"toleration without key", "kubernetes:\n  tolerations:\n    - operator: Exists\n", nil, "kubernetes.tolerations[0].key: missing"},
+		{"toleration without operator", "kubernetes:\n  tolerations:\n    - key: dedicated\n", nil, "kubernetes.tolerations[0].operator: missing (Equal or Exists)"},
+		{"toleration operator", "kubernetes:\n  tolerations:\n    - key: dedicated\n      operator: In\n", nil, `kubernetes.tolerations[0].operator: "In" is not Equal or Exists`},
+		{"toleration effect", "kubernetes:\n  tolerations:\n    - key: a\n      operator: Exists\n      effect: Evict\n", nil, `kubernetes.tolerations[0].effect: "Evict" is not`},
+		{"toleration seconds", "kubernetes:\n  tolerations:\n    - key: a\n      operator: Exists\n      effect: NoSchedule\n      toleration_seconds: 60\n", nil, "kubernetes.tolerations[0].toleration_seconds: only a NoExecute toleration"},
+		{"unknown toleration key", "kubernetes:\n  tolerations:\n    - key: a\n      operater: Exists\n", nil, "kubernetes.tolerations[0].operater: unknown key (did you mean kubernetes.tolerations[0].operator?)"},
+		{"tolerations not a list", "kubernetes:\n  tolerations: a\n", nil, "kubernetes.tolerations: want a list of tolerations"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -230,5 +258,55 @@ func TestTerraformConfigFallsBackToTerraformsEnv(t *testing.T) {
 	}
 	if c.TerraformConfig != "mine.tfrc" {
 		t.Fatalf("terraform_config = %q, want the file's", c.TerraformConfig)
+	}
+}
+
+// The kubernetes keys: scalars from file, environment or flags; maps and
+// tolerations from the file only, with the case of their keys kept.
+func TestKubernetesKeys(t *testing.T) {
+	defaults, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if defaults.Target != TargetDocker || defaults.Kubernetes.Namespace != "coder" || defaults.Kubernetes.HomeSize != "10Gi" {
+		t.Fatalf("defaults: %q %+v", defaults.Target, defaults.Kubernetes)
+	}
+	t.Setenv("SLOTPROV_KUBERNETES_CPU_REQUEST", "250m")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	AddFlags(fs)
+	if err := fs.Parse([]string{"--kubernetes-memory-request", "512Mi"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(filepath.Join("testdata", "kubernetes.yaml"), fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := 300
+	want := Kubernetes{
+		Namespace: "workspaces", StorageClass: "fast-ssd", HomeSize: "20Gi", CPURequest: "250m", MemoryRequest: "512Mi",
+		ImagePullSecret: "regcred", ServiceAccount: "coder-workspace", TerminationGraceSeconds: 20,
+		NodeSelector: map[string]string{"kubernetes.io/arch": "amd64"},
+		Tolerations: []Toleration{
+			{Key: "dedicated", Operator: "Equal", Value: "coder", Effect: "NoExecute", Seconds: &sec},
+			{Key: "gpu", Operator: "Exists"},
+		},
+		Labels:      map[string]string{"example.com/Team": "Web", "tier": "3"},
+		Annotations: map[string]string{"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+	}
+	if c.Target != TargetKubernetes || !reflect.DeepEqual(c.Kubernetes, want) {
+		t.Fatalf("target %q, kubernetes:\n%+v\nwant\n%+v", c.Target, c.Kubernetes, want)
+	}
+}
+
+func TestQuantity(t *testing.T) {
+	for s, want := range map[string]float64{"10Gi": 10 << 30, "250m": 0.25, "1.5": 1.5, "2k": 2000, "1e3": 1000, ".5Mi": 1 << 19} {
+		if got, err := quantity(s); err != nil || got != want {
+			t.Errorf("quantity(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "10GB", "Gi", "-1", "1.2.3", "10 Gi"} {
+		if _, err := quantity(s); err == nil {
+			t.Errorf("quantity(%q): no error", s)
+		}
 	}
 }

@@ -15,8 +15,10 @@ import (
 // decoder turns viper's loosely typed values into Config fields and keeps
 // the first error, naming its key.
 type decoder struct {
-	v   *viper.Viper
-	err error
+	v *viper.Viper
+	// fileOnly holds the file-only kubernetes keys (readFileOnly).
+	fileOnly map[string]any
+	err      error
 }
 
 func (d *decoder) fail(key, format string, args ...any) {
@@ -61,8 +63,8 @@ func (d *decoder) strings(key string) []string {
 	return out
 }
 
-func decode(v *viper.Viper) (*Config, error) {
-	d := &decoder{v: v}
+func decode(v *viper.Viper, fileOnly map[string]any) (*Config, error) {
+	d := &decoder{v: v, fileOnly: fileOnly}
 	c := &Config{
 		Template:    Template{Name: d.str("template.name"), Description: d.str("template.description")},
 		Coder:       Coder{URL: d.str("coder.url"), SessionToken: d.str("coder.session_token"), Organization: d.str("coder.organization")},
@@ -81,6 +83,8 @@ func decode(v *viper.Viper) (*Config, error) {
 		Postgres:               Postgres{Enabled: d.bool("postgres.enabled"), Port: d.int("postgres.port")},
 		Docker:                 Docker{StopGraceSeconds: d.int("docker.stop_grace_seconds"), NetworkMode: d.str("docker.network_mode")},
 		ShutdownTimeoutSeconds: d.int("shutdown_timeout_seconds"),
+		Target:                 d.str("target"),
+		Kubernetes:             d.kubernetes(),
 		TerraformConfig:        d.str("terraform_config"),
 	}
 	if c.TerraformConfig == "" {

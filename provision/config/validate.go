@@ -34,7 +34,7 @@ var (
 
 // Validate checks every setting and returns the first problem, naming its key.
 func (c *Config) Validate() error {
-	checks := []func() error{c.checkTemplate, c.checkCoder, c.checkApps, c.checkSlots, c.checkImage, c.checkResources, c.checkDocker, c.checkPostgres}
+	checks := []func() error{c.checkTemplate, c.checkCoder, c.checkApps, c.checkSlots, c.checkImage, c.checkResources, c.checkDocker, c.checkPostgres, c.checkTarget, c.checkKubernetes}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -199,8 +199,11 @@ func (c *Config) checkDocker() error {
 	if t := c.ShutdownTimeoutSeconds; t < 1 || t > 3600 {
 		return fmt.Errorf("shutdown_timeout_seconds: %d is not between 1 and 3600", t)
 	}
-	if g := c.Docker.StopGraceSeconds; g <= c.ShutdownTimeoutSeconds || g > 3600 {
-		return fmt.Errorf("docker.stop_grace_seconds: %d must be above shutdown_timeout_seconds (%d), so slotagent's shutdown finishes before Docker kills it, and at most 3600", g, c.ShutdownTimeoutSeconds)
+	if c.Target == TargetKubernetes {
+		return nil // checkTarget refuses the Docker-only settings
+	}
+	if err := c.checkGrace("docker.stop_grace_seconds", c.Docker.StopGraceSeconds, "Docker"); err != nil {
+		return err
 	}
 	switch m := c.Docker.NetworkMode; {
 	case m == "" || m == NetworkHost:
@@ -208,6 +211,16 @@ func (c *Config) checkDocker() error {
 		return fmt.Errorf("docker.network_mode: %q leaves the Coder agent no way to reach Coder", m)
 	case !networkRe.MatchString(m):
 		return fmt.Errorf("docker.network_mode: %q is not %q or a Docker network name (letters, digits, '_', '.', '-')", m, NetworkHost)
+	}
+	return nil
+}
+
+// checkGrace checks how long the engine waits after its SIGTERM before it
+// kills the workspace: above shutdown_timeout_seconds, so slotagent's
+// orderly shutdown finishes first, and at most an hour.
+func (c *Config) checkGrace(key string, grace int, engine string) error {
+	if grace <= c.ShutdownTimeoutSeconds || grace > 3600 {
+		return fmt.Errorf("%s: %d must be above shutdown_timeout_seconds (%d), so slotagent's shutdown finishes before %s kills it, and at most 3600", key, grace, c.ShutdownTimeoutSeconds, engine)
 	}
 	return nil
 }

@@ -72,15 +72,19 @@ func MainFile(c *config.Config) ([]byte, error) {
 		"the Coder agent, an admin panel and the deployment slots, each slot a",
 		"subdomain app with its own URL.")
 	b.AppendNewline()
-	w.terraformBlock(b)
+	w.terraformBlock(b, c)
 	w.variables(b, c)
 	w.dataSources(b)
 	w.locals(b, c)
 	w.agentBlock(b, c)
 	w.apps(b, c)
-	w.volume(b)
-	w.image(b, c)
-	w.container(b, c)
+	if c.Target == config.TargetKubernetes {
+		w.kubernetesResources(b, c)
+	} else {
+		w.volume(b)
+		w.image(b, c)
+		w.container(b, c)
+	}
 	w.outputs(b)
 	if w.err != nil {
 		return nil, w.err
@@ -92,14 +96,19 @@ func MainFile(c *config.Config) ([]byte, error) {
 	return out, nil
 }
 
-func (w *writer) terraformBlock(b *hclwrite.Body) {
+func (w *writer) terraformBlock(b *hclwrite.Body, c *config.Config) {
 	tb := b.AppendNewBlock("terraform", nil).Body()
 	attrs(tb, "required_version", str(">= 1.5"))
 	rp := tb.AppendNewBlock("required_providers", nil).Body()
 	provider := func(source, version string) hclwrite.Tokens {
 		return lit(cty.ObjectVal(map[string]cty.Value{"source": cty.StringVal(source), "version": cty.StringVal(version)}))
 	}
-	attrs(rp, "coder", provider("coder/coder", CoderProviderVersion), "docker", provider("kreuzwerker/docker", DockerProviderVersion))
+	attrs(rp, "coder", provider("coder/coder", CoderProviderVersion))
+	if c.Target == config.TargetKubernetes {
+		attrs(rp, "kubernetes", provider("hashicorp/kubernetes", kubernetesProviderVersion(c)))
+	} else {
+		attrs(rp, "docker", provider("kreuzwerker/docker", DockerProviderVersion))
+	}
 	b.AppendNewline()
 }
 
@@ -130,6 +139,10 @@ func (w *writer) variables(b *hclwrite.Body, c *config.Config) {
 		"error_message", str(`app_url_style must be "agent" or "short".`))
 	b.AppendNewline()
 
+	if c.Target == config.TargetKubernetes {
+		w.kubernetesVariables(b, c)
+		return
+	}
 	v = b.AppendNewBlock("variable", []string{"docker_socket"}).Body()
 	attrs(v,
 		"type", w.expr("string"),
@@ -176,11 +189,12 @@ func (w *writer) locals(b *hclwrite.Body, c *config.Config) {
 		// DNS allows 63 characters in a label; Coder's app host name is one label.
 		"long_app_hosts", w.expr(`[for host in values(local.app_hosts) : host if length(split(".", host)[0]) > 63]`),
 	)
+	// The agent's init script reaches Coder on localhost from the host's
+	// point of view; inside a Docker container that is host.docker.internal.
+	// On the host's network, localhost is the host's already; a pod reaches
+	// Coder at its access URL, as Coder's own Kubernetes template does.
 	initScript := "AGENT.init_script"
-	if c.Docker.NetworkMode != config.NetworkHost {
-		// The agent's init script reaches Coder on localhost from the host's
-		// point of view; inside the container that is host.docker.internal.
-		// On the host's network, localhost is the host's already.
+	if c.Target != config.TargetKubernetes && c.Docker.NetworkMode != config.NetworkHost {
 		initScript = `replace(AGENT.init_script, "/localhost|127\\.0\\.0\\.1/", "host.docker.internal")`
 	}
 	attrs(l,

@@ -14,6 +14,15 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
+// kubernetesYAML is the config package's sample with every kubernetes key.
+func kubernetesYAML(t *testing.T) string {
+	b, err := os.ReadFile("../../provision/config/testdata/kubernetes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func load(t *testing.T, yaml string) *config.Config {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "slots.yaml")
@@ -69,9 +78,11 @@ postgres:
 
 func TestGolden(t *testing.T) {
 	cases := map[string]string{
-		"default": string(config.Example()),
-		"build":   buildYAML,
-		"hostnet": hostNetYAML,
+		"default":            string(config.Example()),
+		"build":              buildYAML,
+		"hostnet":            hostNetYAML,
+		"kubernetes":         "app_host: '*.coder.example.com'\n" + kubernetesYAML(t),
+		"kubernetes-default": "app_host: '*.coder.example.com'\ntarget: kubernetes\n",
 	}
 	for name, yaml := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -202,5 +213,71 @@ func TestRerenderReplacesItsOwnFiles(t *testing.T) {
 		if strings.Contains(e.Name(), ".tmp") {
 			t.Fatalf("temporary file left: %s", e.Name())
 		}
+	}
+}
+
+// The kubernetes render has the same agent, apps, locals and container
+// environment as the Docker one, and Coder's labels; none of the Docker
+// resources.
+func TestKubernetesSharesTheWorkspace(t *testing.T) {
+	docker, err := MainFile(load(t, "app_host: '*.coder.example.com'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k8s, err := MainFile(load(t, "app_host: '*.coder.example.com'\ntarget: kubernetes\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := func(main []byte) string {
+		s := string(main)
+		start := strings.Index(s, "data \"coder_provisioner\"")
+		end := strings.Index(s, "  container_env = merge(")
+		rest := s[end:]
+		return s[start:end] + rest[:strings.Index(rest, "CODER_AGENT_INIT_SCRIPT")] + s[strings.Index(s, "resource \"coder_agent\""):strings.LastIndex(s, "resource \"coder_app\"")]
+	}
+	if shared(docker) != shared(k8s) {
+		t.Fatalf("the agent, apps or environment differ between the targets:\n%s\n----\n%s", shared(docker), shared(k8s))
+	}
+	main := string(k8s)
+	for _, want := range append([]string{
+		`CODER_AGENT_INIT_SCRIPT = coder_agent.main.init_script`,
+		`replicas = data.coder_workspace.me.start_count`,
+		`type = "Recreate"`,
+		`command = ["slotagent", "run"]`,
+		`for_each = local.container_env`,
+		`wait_until_bound = false`,
+		`source  = "hashicorp/kubernetes"`,
+		`version = "` + KubernetesProviderVersion + `"`,
+	}, config.CoderLabels...) {
+		if !strings.Contains(main, want) {
+			t.Errorf("the kubernetes main.tf lacks %q", want)
+		}
+	}
+	for _, docker := range []string{"docker", "host.docker.internal"} {
+		if strings.Contains(main, docker) {
+			t.Errorf("the kubernetes main.tf mentions %q", docker)
+		}
+	}
+}
+
+// Requests and limits exist only as maps from provider 2.0 on (blocks in
+// 1.x): set, they narrow the constraint to 2.x.
+func TestKubernetesContainerResources(t *testing.T) {
+	c := load(t, "app_host: '*.coder.example.com'\ntarget: kubernetes\nresources:\n  cpus: '1.5'\n  memory_mb: 2048\nkubernetes:\n  cpu_request: 250m\n")
+	b, err := MainFile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`version = "` + KubernetesProviderVersionResources + `"`,
+		"limits = {\n              \"cpu\"    = \"1.5\"\n              \"memory\" = \"2048Mi\"\n            }",
+		"requests = {\n              \"cpu\" = \"250m\"\n            }",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("main.tf lacks %q:\n%s", want, b)
+		}
+	}
+	if !ContainerResourcesNeed2x(c) || ContainerResourcesNeed2x(load(t, "target: kubernetes\n")) || ContainerResourcesNeed2x(load(t, "resources:\n  cpus: '1'\n")) {
+		t.Fatal("ContainerResourcesNeed2x")
 	}
 }

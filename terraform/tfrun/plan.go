@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 	tfjson "github.com/hashicorp/terraform-json"
+
+	"github.com/coder-slots/coder-slots/provision/config"
 )
 
 // Workspace is the workspace build a plan previews: what Coder tells the
@@ -144,6 +146,9 @@ type Summary struct {
 	Workspace  string `json:"workspace"`
 	Owner      string `json:"owner"`
 	Transition string `json:"transition"`
+	// Target is config.TargetDocker or config.TargetKubernetes, from the
+	// template's resources.
+	Target string `json:"target"`
 	// Apps are the coder_apps, in the template's order.
 	Apps []App `json:"apps"`
 	// Env is the container's environment that is known before the build
@@ -153,7 +158,8 @@ type Summary struct {
 	EnvNames []string `json:"env_names"`
 	// Container is nil when the transition is stop.
 	Container *Container `json:"container"`
-	// HomeVolume is the docker volume mounted on the home directory.
+	// HomeVolume is the docker volume or PersistentVolumeClaim mounted on
+	// the home directory.
 	HomeVolume string `json:"home_volume"`
 }
 
@@ -172,9 +178,12 @@ type App struct {
 	Order       int    `json:"order"`
 }
 
-// Container is the workspace container.
+// Container is the workspace container: a docker_container, or the
+// kubernetes_deployment whose pod runs it.
 type Container struct {
-	Name       string   `json:"name"`
+	Name string `json:"name"`
+	// Namespace is the Deployment's; empty on Docker.
+	Namespace  string   `json:"namespace,omitempty"`
 	Image      string   `json:"image"`
 	Entrypoint []string `json:"entrypoint"`
 }
@@ -217,6 +226,7 @@ func summarise(p *tfjson.Plan, w Workspace) (*Summary, error) {
 		case "docker_image":
 			image, _ = after["name"].(string)
 		case "docker_volume":
+			s.Target = config.TargetDocker
 			s.HomeVolume, _ = after["name"].(string)
 		case "docker_container":
 			c := &Container{}
@@ -225,6 +235,11 @@ func summarise(p *tfjson.Plan, w Workspace) (*Summary, error) {
 				c.Entrypoint = append(c.Entrypoint, fmt.Sprint(e))
 			}
 			s.Container = c
+		case "kubernetes_persistent_volume_claim":
+			s.Target = config.TargetKubernetes
+			s.HomeVolume, _ = first(after["metadata"])["name"].(string)
+		case "kubernetes_deployment":
+			s.Container, image = deployment(after)
 		}
 	}
 	if s.Container != nil {
@@ -232,6 +247,36 @@ func summarise(p *tfjson.Plan, w Workspace) (*Summary, error) {
 	}
 	slices.SortStableFunc(s.Apps, func(a, b App) int { return a.Order - b.Order })
 	return s, nil
+}
+
+// deployment is the workspace container of a planned kubernetes_deployment
+// (nil when it has no replicas: the workspace is stopped) and its image.
+func deployment(after map[string]any) (*Container, string) {
+	spec := first(after["spec"])
+	// replicas is a number in provider 1.x and a string in 2.x.
+	if r := fmt.Sprint(spec["replicas"]); r == "0" || r == "<nil>" {
+		return nil, ""
+	}
+	meta := first(after["metadata"])
+	c := &Container{}
+	c.Name, _ = meta["name"].(string)
+	c.Namespace, _ = meta["namespace"].(string)
+	ct := first(first(first(spec["template"])["spec"])["container"])
+	for _, e := range asList(ct["command"]) {
+		c.Entrypoint = append(c.Entrypoint, fmt.Sprint(e))
+	}
+	image, _ := ct["image"].(string)
+	return c, image
+}
+
+// first is the first element of a planned nested block list, as a map.
+func first(v any) map[string]any {
+	l := asList(v)
+	if len(l) == 0 {
+		return nil
+	}
+	m, _ := l[0].(map[string]any)
+	return m
 }
 
 func asList(v any) []any {
@@ -265,12 +310,21 @@ func (s *Summary) Text() string {
 	for _, a := range s.Apps {
 		fmt.Fprintf(&b, "  %-8s %-14q %s\n           -> %s, share %s, healthcheck %s\n", a.Name, a.DisplayName, a.URL, a.Local, a.Share, a.Healthcheck)
 	}
-	if s.Container != nil {
-		fmt.Fprintf(&b, "\nContainer %s, image %s, entrypoint %q\n", s.Container.Name, s.Container.Image, s.Container.Entrypoint)
-	} else {
+	switch {
+	case s.Container == nil && s.Target == config.TargetKubernetes:
+		b.WriteString("\nNo pod (the workspace is stopped: its Deployment has 0 replicas)\n")
+	case s.Container == nil:
 		b.WriteString("\nNo container (the workspace is stopped)\n")
+	case s.Target == config.TargetKubernetes:
+		fmt.Fprintf(&b, "\nDeployment %s in namespace %s (1 replica), image %s, command %q\n", s.Container.Name, s.Container.Namespace, s.Container.Image, s.Container.Entrypoint)
+	default:
+		fmt.Fprintf(&b, "\nContainer %s, image %s, entrypoint %q\n", s.Container.Name, s.Container.Image, s.Container.Entrypoint)
 	}
-	fmt.Fprintf(&b, "Home volume %s\n\nEnvironment:\n", s.HomeVolume)
+	if s.Target == config.TargetKubernetes {
+		fmt.Fprintf(&b, "Home PVC %s\n\nEnvironment:\n", s.HomeVolume)
+	} else {
+		fmt.Fprintf(&b, "Home volume %s\n\nEnvironment:\n", s.HomeVolume)
+	}
 	for _, name := range s.EnvNames {
 		if v, ok := s.Env[name]; ok {
 			fmt.Fprintf(&b, "  %s=%s\n", name, v)

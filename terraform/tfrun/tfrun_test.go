@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -58,7 +59,11 @@ func TestValidateRealTerraform(t *testing.T) {
 	// The machine may point TF_CLI_CONFIG_FILE at a file that does not exist;
 	// the runner must pass its own.
 	t.Setenv("TF_CLI_CONFIG_FILE", filepath.Join(t.TempDir(), "missing.tfrc"))
-	for _, yaml := range []string{"", "\nimage:\n  mode: build\n  ref: ghcr.io/acme/ws:1.0\npostgres:\n  enabled: true\nresources:\n  cpus: '2'\n  memory_mb: 4096\n"} {
+	for _, yaml := range []string{
+		"",
+		"\nimage:\n  mode: build\n  ref: ghcr.io/acme/ws:1.0\npostgres:\n  enabled: true\nresources:\n  cpus: '2'\n  memory_mb: 4096\n",
+		kubernetesYAML(t),
+	} {
 		dir := template(t, yaml)
 		if err := r.Validate(ctx(t), dir); err != nil {
 			t.Fatal(err)
@@ -242,5 +247,70 @@ func TestRelativeCLIConfig(t *testing.T) {
 	dir := template(t, "")
 	if err := (Runner{CLIConfig: rel}).Validate(ctx(t), dir); err != nil {
 		t.Fatalf("validate with %s: %v", rel, err)
+	}
+}
+
+// kubernetesYAML is the config package's sample with every kubernetes key
+// that the local provider (1.13.4) can validate.
+func kubernetesYAML(t *testing.T) string {
+	b, err := os.ReadFile("../../provision/config/testdata/kubernetes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// On Kubernetes, workspace dev of alice gets the same apps and environment
+// as on Docker, in a Deployment with a home PVC; planned offline, with no
+// cluster and no kubeconfig.
+func TestPlanDevAliceKubernetes(t *testing.T) {
+	t.Setenv("HOME", t.TempDir()) // no ~/.kube/config
+	t.Setenv("KUBECONFIG", "")
+	rc := tfmirror.Require(t)
+	// The sample switches PostgreSQL off.
+	docker, err := Runner{CLIConfig: rc}.Plan(ctx(t), template(t, "postgres:\n  enabled: false\n"), Workspace{Name: "dev", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := template(t, kubernetesYAML(t))
+	s, err := Runner{CLIConfig: rc}.Plan(ctx(t), dir, Workspace{Name: "dev", Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	untouched(t, dir)
+	if !reflect.DeepEqual(s.Apps, docker.Apps) || !reflect.DeepEqual(s.Env, docker.Env) || !slices.Equal(s.EnvNames, docker.EnvNames) {
+		t.Fatalf("kubernetes and docker differ:\napps %+v\n     %+v\nenv %v\n    %v\nnames %v\n      %v", s.Apps, docker.Apps, s.Env, docker.Env, s.EnvNames, docker.EnvNames)
+	}
+	want := &Container{Name: "coder-alice-dev", Namespace: "workspaces", Image: "registry.example.com/acme/coder-slots:1.4.0", Entrypoint: []string{"slotagent", "run"}}
+	if s.Target != config.TargetKubernetes || !reflect.DeepEqual(s.Container, want) {
+		t.Fatalf("target %q, container %+v; want %+v", s.Target, s.Container, want)
+	}
+	if want := "coder-" + derivedUUID("workspace/alice/dev") + "-home"; s.HomeVolume != want {
+		t.Fatalf("home PVC %q; want %q", s.HomeVolume, want)
+	}
+	text := s.Text()
+	for _, want := range []string{"Deployment coder-alice-dev in namespace workspaces (1 replica), image registry.example.com/acme/coder-slots:1.4.0, command [\"slotagent\" \"run\"]", "Home PVC coder-", "SLOT_A_URL=https://slot-a--main--dev--alice.coder.example.com"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+
+	// Stopped: the Deployment stays, with no pod; the PVC stays.
+	s, err = Runner{CLIConfig: rc}.Plan(ctx(t), dir, Workspace{Name: "dev", Owner: "alice", Transition: "stop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Container != nil || s.HomeVolume == "" || !strings.Contains(s.Text(), "No pod (the workspace is stopped") {
+		t.Fatalf("stopped: container %+v, home %q", s.Container, s.HomeVolume)
+	}
+}
+
+// The 63-character precondition is the agent's, the same on Kubernetes.
+func TestPlanRefusesLongHostLabelsKubernetes(t *testing.T) {
+	dir := template(t, "target: kubernetes\n")
+	_, err := Runner{CLIConfig: tfmirror.Require(t)}.Plan(ctx(t), dir, Workspace{
+		Name: "a-rather-long-workspace-name-here", Owner: "someone-with-a-long-name"})
+	if err == nil || !strings.Contains(err.Error(), "first label longer than DNS's 63 characters") {
+		t.Fatalf("err = %v", err)
 	}
 }
