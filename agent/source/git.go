@@ -226,12 +226,13 @@ type fetchResult struct {
 // "main:refs/deploy/ref/main" git would delete the destination as stale
 // and then fail to update it.)
 func (g *Git) fetch(ctx context.Context, log io.Writer, repo string, refspecs ...string) (fetchResult, error) {
-	args := []string{g.gitDir(), "fetch", "--no-tags", "--no-write-fetch-head", "--quiet"}
+	remote, creds := withoutCredentials(repo)
+	args := append(creds.args(), g.gitDir(), "fetch", "--no-tags", "--no-write-fetch-head", "--quiet")
 	if slices.ContainsFunc(refspecs, func(r string) bool { return strings.Contains(r, "*") }) {
 		args = append(args, "--prune")
 	}
-	args = append(append(args, "--", repo), refspecs...)
-	_, stderr, err := runGit(ctx, gitEnv(g.Env), "", log, Secrets(repo), args...)
+	args = append(append(args, "--", remote), refspecs...)
+	_, stderr, err := runGit(ctx, gitEnv(g.Env, creds.env()...), "", log, Secrets(repo), args...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fetchResult{}, fmt.Errorf("fetch %s: %w", Redact(repo), ctx.Err())

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 )
@@ -383,14 +385,14 @@ func TestFetchOverSmartHTTPWithToken(t *testing.T) {
 	}
 	checkRelease(t, dest, true, true)
 
-	// git prints the raw URL in its trace: the log masks the token.
+	// git prints the URL it was given in its trace: one without credentials.
 	log.Reset()
 	traced := &Git{CacheDir: g.CacheDir, Log: &log,
 		Env: append(os.Environ(), "GIT_TRACE=1", "GIT_TRACE_CURL=1", "GIT_TRACE_PACKET="+filepath.Join(t.TempDir(), "packets"))}
 	if _, err := traced.Fetch(ctx, repo, "main"); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(log.String(), "http://deployer:***@127.0.0.1") || strings.Contains(log.String(), token) {
+	if !strings.Contains(log.String(), "fetch --no-tags --no-write-fetch-head --quiet -- "+base+"/app.git") || strings.Contains(log.String(), token) {
 		t.Errorf("traced fetch log does not mask the token:\n%s", log.String())
 	}
 	if strings.Contains(log.String(), "Authorization") {
@@ -430,5 +432,64 @@ func TestFetchOverSmartHTTPWithToken(t *testing.T) {
 	}
 	if hits := grepTree(t, g.CacheDir, token); len(hits) > 0 {
 		t.Errorf("the token is stored in the cache: %v", hits)
+	}
+}
+
+// TestNoCredentialInAnyCommandLine: while a fetch with a token in its URL
+// runs (against a slow server), no process's command line holds the token
+// (git and git-remote-http get the URL without it; a credential helper
+// hands it over through the environment).
+func TestNoCredentialInAnyCommandLine(t *testing.T) {
+	root := t.TempDir()
+	newSampleRepo(t, filepath.Join(root, "app.git"))
+	const token = "ghp_cmdl1ne/T0k%en" // percent-encoded in the URL
+	const wrong = "ghp_wr0ngT0ken"
+	base := testkit.GitHTTPServer(t, root, testkit.WithBasicAuth("deployer", token), testkit.WithDelay(300*time.Millisecond))
+	secrets := []string{token, url.PathEscape(token), wrong}
+	for _, pass := range []string{url.PathEscape(token), wrong} {
+		repo := strings.Replace(base, "http://", "http://deployer:"+pass+"@", 1) + "/app.git"
+		g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache.git")}
+		done := make(chan error, 1)
+		go func() {
+			_, err := g.Fetch(context.Background(), repo, "main")
+			done <- err
+		}()
+		seen := 0
+		var leaked []string
+		for running := true; running; {
+			select {
+			case err := <-done:
+				running = false
+				if pass == wrong && err == nil {
+					t.Fatal("fetch with a wrong token succeeded")
+				} else if pass != wrong && err != nil {
+					t.Fatalf("fetch: %v", err)
+				}
+			default:
+			}
+			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range procs {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					continue
+				}
+				line := strings.ReplaceAll(string(b), "\x00", " ")
+				if strings.Contains(line, strings.TrimPrefix(base, "http://")+"/app.git") {
+					seen++
+				}
+				for _, secret := range secrets {
+					if strings.Contains(line, secret) {
+						leaked = append(leaked, line)
+					}
+				}
+			}
+		}
+		if seen == 0 {
+			t.Fatal("no git process was seen while the fetch ran: the test proves nothing")
+		}
+		t.Logf("password %s: git's command lines read %d times while the fetch ran", Redact(repo), seen)
+		if len(leaked) > 0 {
+			t.Errorf("a token is in command lines: %q", leaked)
+		}
 	}
 }

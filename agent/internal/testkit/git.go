@@ -24,6 +24,7 @@ const (
 	gitHTTPRootEnv = "TESTKIT_GIT_HTTP_ROOT"
 	gitHTTPUserEnv = "TESTKIT_GIT_HTTP_USER"
 	gitHTTPPassEnv = "TESTKIT_GIT_HTTP_PASSWORD"
+	gitHTTPSlowEnv = "TESTKIT_GIT_HTTP_DELAY"
 )
 
 // A process started with TESTKIT_GIT_HTTP_ROOT set is the server of
@@ -33,11 +34,13 @@ func init() {
 	if !ok {
 		return
 	}
-	os.Exit(serveGitHTTP(root, os.Getenv(gitHTTPUserEnv), os.Getenv(gitHTTPPassEnv)))
+	delay, _ := time.ParseDuration(os.Getenv(gitHTTPSlowEnv))
+	os.Exit(serveGitHTTP(root, os.Getenv(gitHTTPUserEnv), os.Getenv(gitHTTPPassEnv), delay))
 }
 
 type gitHTTPConfig struct {
 	user, password string
+	delay          time.Duration
 }
 
 // GitHTTPOption configures GitHTTPServer.
@@ -47,6 +50,12 @@ type GitHTTPOption func(*gitHTTPConfig)
 // password (a token); other requests get 401 with a Basic challenge.
 func WithBasicAuth(user, password string) GitHTTPOption {
 	return func(c *gitHTTPConfig) { c.user, c.password = user, password }
+}
+
+// WithDelay makes GitHTTPServer wait d before it answers each request, so
+// that a fetch lasts long enough to be watched while it runs.
+func WithDelay(d time.Duration) GitHTTPOption {
+	return func(c *gitHTTPConfig) { c.delay = d }
 }
 
 // GitHTTPServer serves the bare repositories under root over git's smart
@@ -91,7 +100,7 @@ func GitHTTPServer(t testing.TB, root string, opts ...GitHTTPOption) string {
 	}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(),
-		gitHTTPRootEnv+"="+abs, gitHTTPUserEnv+"="+cfg.user, gitHTTPPassEnv+"="+cfg.password)
+		gitHTTPRootEnv+"="+abs, gitHTTPUserEnv+"="+cfg.user, gitHTTPPassEnv+"="+cfg.password, gitHTTPSlowEnv+"="+cfg.delay.String())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	child, err := reaper.Start(cmd)
@@ -132,9 +141,9 @@ func GitHTTPServer(t testing.TB, root string, opts ...GitHTTPOption) string {
 	return ""
 }
 
-// serveGitHTTP is the server process of GitHTTPServer. It prints
+// serveGitHTTP is the server process of GitHTTPServer (delay: WithDelay). It prints
 // "serving http://127.0.0.1:PORT" and serves until stdin closes.
-func serveGitHTTP(root, user, password string) int {
+func serveGitHTTP(root, user, password string, delay time.Duration) int {
 	git, err := exec.LookPath("git")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -163,6 +172,13 @@ func serveGitHTTP(root, user, password string) int {
 				return
 			}
 			backend.ServeHTTP(w, r)
+		})
+	}
+	if delay > 0 {
+		inner := handler
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(delay)
+			inner.ServeHTTP(w, r)
 		})
 	}
 	go func() {
