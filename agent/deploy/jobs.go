@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/buildpack"
+	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/source"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
@@ -39,7 +40,7 @@ func (d *Deployer) Deploy(name string, req Request) (Record, error) {
 		return Record{}, err
 	}
 	secrets := append(source.Secrets(req.Repo), j.slot.Secrets(req.Env)...)
-	j.sink.SetSecrets(append(secrets, slices.Collect(maps.Values(slotEnv))...))
+	j.sink.SetSecrets(append(secrets, logs.SecretValues(slotEnv)...))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error { return j.build(ctx, req) })
 	return rec, nil
@@ -168,7 +169,7 @@ func (d *Deployer) Rollback(name, id string) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	j.sink.SetSecrets(slices.Collect(maps.Values(rel.Env)))
+	j.sink.SetSecrets(j.slot.Secrets(rel.Env))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error {
 		j.logf("rolling back slot %s to release %s", name, rel.ID)
@@ -224,7 +225,7 @@ func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (m
 	if j == nil {
 		return env, nil, nil
 	}
-	j.sink.SetSecrets(append(slices.Collect(maps.Values(env)), slices.Collect(maps.Values(oldEnv))...))
+	j.sink.SetSecrets(append(j.slot.Secrets(env), logs.SecretValues(oldEnv)...))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error {
 		j.logf("new release %s: code of %s with env %s", rel.ID, cur.ID, strings.Join(sortedKeys(env), ", "))

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,13 +22,16 @@ import (
 )
 
 const (
-	maxLine     = 64 * 1024 // longest line written; longer input is cut into pieces of this size
-	tailBlock   = 64 * 1024 // block size Tail reads backwards with
-	followBuf   = 1024      // buffered lines per Follow subscriber
-	timeLayout  = "2006-01-02T15:04:05.000Z"
-	maskText    = "********"
-	minSecret   = 4
-	combinedIdx = 2 // index of the combined file in Sink.files
+	maxLine    = 64 * 1024 // longest line written; longer input is cut into pieces of this size
+	tailBlock  = 64 * 1024 // block size Tail reads backwards with
+	followBuf  = 1024      // buffered lines per Follow subscriber
+	timeLayout = "2006-01-02T15:04:05.000Z"
+	maskText   = "********"
+	minSecret  = 4 // shorter values are never masked
+	// minLongSecret is the length from which SecretValues takes the value
+	// of any key.
+	minLongSecret = 8
+	combinedIdx   = 2 // index of the combined file in Sink.files
 )
 
 // ErrClosed is returned by operations on a closed Sink.
@@ -59,12 +64,13 @@ const (
 type Sink struct {
 	paths [3]string // out, error, combined
 
-	mu      sync.Mutex // serialises writes, publishing and subscribing
-	files   [3]io.WriteCloser
-	masker  *strings.Replacer // nil when there are no secrets
-	secrets map[string]bool   // the values masker masks
-	subs    map[*subscriber]struct{}
-	closed  bool
+	mu        sync.Mutex // serialises writes, publishing and subscribing
+	files     [3]io.WriteCloser
+	masker    *strings.Replacer   // nil when there are no secrets
+	secrets   map[string]bool     // the values masker masks
+	secretsOf map[string][]string // owner → its values (SetSecretsOf)
+	subs      map[*subscriber]struct{}
+	closed    bool
 }
 
 type subscriber struct {
@@ -245,37 +251,53 @@ func (s *Sink) publish(rec string) {
 }
 
 // SetSecrets makes every later line have each occurrence of any of values
-// replaced by "********" before it is written or published. Values shorter
-// than 4 bytes are ignored.
-func (s *Sink) SetSecrets(values []string) {
+// replaced by "********" before it is written or published, replacing the
+// values an earlier SetSecrets gave. Values shorter than 4 bytes are
+// ignored. The values a process gave with SetSecretsOf stay masked.
+func (s *Sink) SetSecrets(values []string) { s.SetSecretsOf("", values) }
+
+// SetSecretsOf sets the values masked for owner, a process writing to the
+// sink (several do: the old and the new release of a slot): they stay
+// masked until DropSecretsOf(owner), once it can write no more. What is
+// masked is the union of every owner's values.
+func (s *Sink) SetSecretsOf(owner string, values []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.secrets = map[string]bool{}
-	s.addSecretsLocked(values)
-}
-
-// AddSecrets adds values to the masked ones: several processes share a
-// sink (the old and new release of a slot) and each one's secrets must stay
-// masked for as long as it may write.
-func (s *Sink) AddSecrets(values []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.addSecretsLocked(values)
-}
-
-func (s *Sink) addSecretsLocked(values []string) {
-	if s.secrets == nil {
-		s.secrets = map[string]bool{}
+	if s.secretsOf == nil {
+		s.secretsOf = map[string][]string{}
 	}
-	for _, v := range values {
-		if len(v) >= minSecret {
-			s.secrets[v] = true
+	s.secretsOf[owner] = slices.Clone(values)
+	s.rebuildMaskerLocked()
+}
+
+// DropSecretsOf forgets owner's values: later lines show them (unless
+// another owner has them too).
+func (s *Sink) DropSecretsOf(owner string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.secretsOf[owner]; !ok {
+		return
+	}
+	delete(s.secretsOf, owner)
+	s.rebuildMaskerLocked()
+}
+
+// rebuildMaskerLocked makes the masker of the union of every owner's
+// values, when that union changed; s.mu is held.
+func (s *Sink) rebuildMaskerLocked() {
+	set := map[string]bool{}
+	for _, values := range s.secretsOf {
+		for _, v := range values {
+			if len(v) >= minSecret {
+				set[v] = true
+			}
 		}
 	}
-	keep := make([]string, 0, len(s.secrets))
-	for v := range s.secrets {
-		keep = append(keep, v)
+	if maps.Equal(set, s.secrets) {
+		return
 	}
+	s.secrets = set
+	keep := slices.Collect(maps.Keys(set))
 	// Longer values first, so a secret containing another is masked whole.
 	sort.Slice(keep, func(i, j int) bool {
 		if len(keep[i]) != len(keep[j]) {
@@ -291,6 +313,35 @@ func (s *Sink) addSecretsLocked(values []string) {
 		}
 		s.masker = strings.NewReplacer(pairs...)
 	}
+}
+
+// SecretValues returns the values of env to mask in logs: every value of a
+// key that names a secret (containing TOKEN, SECRET, PASSWORD or KEY, or
+// DATABASE_URL), and every other value of at least 8 bytes. Shorter values
+// of other keys ("true", "info", "3000") would mask common words.
+func SecretValues(env map[string]string) []string {
+	var out []string
+	for k, v := range env {
+		if len(v) >= minLongSecret || secretKey(k) {
+			out = append(out, v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// secretKey reports whether an env key names a secret.
+func secretKey(k string) bool {
+	k = strings.ToUpper(k)
+	if k == "DATABASE_URL" {
+		return true
+	}
+	for _, part := range []string{"TOKEN", "SECRET", "PASSWORD", "KEY"} {
+		if strings.Contains(k, part) {
+			return true
+		}
+	}
+	return false
 }
 
 // Tail returns up to the last n lines of the combined file, oldest first.

@@ -321,16 +321,38 @@ func TestSecrets(t *testing.T) {
 			t.Errorf("%s = %q, want %q", p, got, want)
 		}
 	}
-	// A second process on the same sink adds its secrets; the first's stay.
-	s.AddSecrets([]string{"newtoken1"})
-	io.WriteString(s.Writer(Stdout), "old=hunter22 new=newtoken1\n")
-	if got := payload(t, recv(t, next)); got != "old=******** new=********" {
-		t.Errorf("after AddSecrets: %q", got)
+	// Processes on the same sink add their secrets; the others' stay.
+	s.SetSecretsOf("app@r1", []string{"oldtoken1"})
+	s.SetSecretsOf("app@r2", []string{"newtoken1"})
+	io.WriteString(s.Writer(Stdout), "pw=hunter22 old=oldtoken1 new=newtoken1\n")
+	if got := payload(t, recv(t, next)); got != "pw=******** old=******** new=********" {
+		t.Errorf("with two processes' secrets: %q", got)
+	}
+	// The old process is gone: its values are words again.
+	s.DropSecretsOf("app@r1")
+	io.WriteString(s.Writer(Stdout), "pw=hunter22 old=oldtoken1 new=newtoken1\n")
+	if got := payload(t, recv(t, next)); got != "pw=******** old=oldtoken1 new=********" {
+		t.Errorf("after the old process's secrets were dropped: %q", got)
 	}
 	s.SetSecrets(nil)
 	io.WriteString(s.Writer(Stdout), "pw=hunter22\n")
 	if got := payload(t, recv(t, next)); got != "pw=hunter22" {
 		t.Errorf("after clearing secrets: %q", got)
+	}
+}
+
+// TestSecretValues: short values of ordinary keys are not secrets (they
+// would mask "true" or "info" everywhere); values of secret-looking keys
+// are, whatever their length.
+func TestSecretValues(t *testing.T) {
+	got := SecretValues(map[string]string{
+		"DEBUG": "true", "LOG_LEVEL": "info", "PORT_HINT": "3000", "NODE_ENV": "production",
+		"API_TOKEN": "tok12", "client_secret": "s3cr", "DB_PASSWORD": "pass", "STRIPE_KEY": "k-123",
+		"DATABASE_URL": "pg://x", "GREETING": "hello world",
+	})
+	want := []string{"hello world", "k-123", "pass", "pg://x", "production", "s3cr", "tok12"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("SecretValues = %q, want %q", got, want)
 	}
 }
 

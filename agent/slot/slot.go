@@ -441,10 +441,10 @@ func (s *Slot) BuildEnv(env map[string]string) []string {
 	return append(out, "SLOT_NAME="+s.cfg.Name, "SLOT_URL="+s.cfg.URL)
 }
 
-// Secrets are the values a release with env env must never show: its env's
-// and the database's.
+// Secrets are the values a release with env env must never show in logs:
+// its env's and the database's (see logs.SecretValues).
 func (s *Slot) Secrets(env map[string]string) []string {
-	return append(secretValues(env), secretValues(s.cfg.DBEnv)...)
+	return append(logs.SecretValues(env), logs.SecretValues(s.cfg.DBEnv)...)
 }
 
 // shellArgv runs a start command line with sh -c. A simple command (no
@@ -475,14 +475,6 @@ func Mask(env map[string]string) map[string]string {
 	out := make(map[string]string, len(env))
 	for k := range env {
 		out[k] = "********"
-	}
-	return out
-}
-
-func secretValues(env map[string]string) []string {
-	out := make([]string, 0, len(env))
-	for _, v := range env {
-		out = append(out, v)
 	}
 	return out
 }

@@ -71,7 +71,7 @@ func (s *Supervisor) Add(spec Spec) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	sink.AddSecrets(spec.Secrets)
+	sink.SetSecretsOf(spec.Name, spec.Secrets)
 	p := &Process{spec: spec, sink: sink, groupsChanged: s.notify, info: Info{Name: spec.Name, Status: Stopped}}
 	s.procs[spec.Name] = p
 	return p, nil
@@ -108,6 +108,7 @@ func (s *Supervisor) Remove(name string, grace time.Duration) {
 		p.removed = true
 		p.mu.Unlock()
 		p.StopWithin(grace)
+		p.sink.DropSecretsOf(name) // it writes no more
 	}
 }
 

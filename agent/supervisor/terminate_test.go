@@ -98,3 +98,35 @@ func TestShorterStopCutsAStopUnderWay(t *testing.T) {
 		t.Fatalf("after the stops: %+v", info)
 	}
 }
+
+// TestRemovedProcessesSecretsAreUnmasked: the secrets of a process stay
+// masked in its shared log only while it lives; a later process's lines
+// show those values as they are.
+func TestRemovedProcessesSecretsAreUnmasked(t *testing.T) {
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.Autorestart = false
+	say := func(name, secret string) {
+		t.Helper()
+		spec := shSpec(name, `echo "value=$V"`, pol, "V=old-release-value", "W=live-value-1")
+		spec.Log, spec.Secrets = "app", []string{secret}
+		p := add(t, s, spec)
+		p.Start()
+		waitFor(t, 5*time.Second, name+" to exit", func() bool { return p.Info().Status == Stopped })
+	}
+	say("app@r1", "old-release-value")
+	sink, err := s.Logs("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, _ := sink.Tail(10)
+	if !strings.Contains(strings.Join(lines, "\n"), "value=********") {
+		t.Fatalf("r1's secret not masked while it lives: %q", lines)
+	}
+	s.Remove("app@r1", 0)
+	say("app@r2", "live-value-1")
+	lines, _ = sink.Tail(10)
+	if n := len(lines); n < 2 || !strings.HasSuffix(lines[n-2], " value=old-release-value") {
+		t.Fatalf("a removed process's value is still masked: %q", lines)
+	}
+}
