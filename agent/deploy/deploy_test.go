@@ -5,6 +5,7 @@ package deploy
 // with package state as the agent saves it.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -369,16 +370,20 @@ func smallFS(t *testing.T, size int) (dir string, readOnly func()) {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	dir = t.TempDir()
+	// Children are waited for through the reaper: it reaps every child of
+	// this process.
 	mount := func(args ...string) {
 		t.Helper()
-		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
-			t.Fatalf("mount %v: %v\n%s", args, err, out)
+		var out strings.Builder
+		if err := reaper.RunTo(t.Context(), exec.Command("mount", args...), &out, &out); err != nil {
+			t.Fatalf("mount %v: %v\n%s", args, err, out.String())
 		}
 	}
 	mount("-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir)
 	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", dir, err, out)
+		var out strings.Builder
+		if err := reaper.RunTo(context.Background(), exec.Command("umount", dir), &out, &out); err != nil {
+			t.Errorf("umount %s: %v\n%s", dir, err, out.String())
 		}
 	})
 	return dir, func() { mount("-o", "remount,ro", dir) }
