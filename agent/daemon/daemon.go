@@ -217,6 +217,7 @@ func (a *Agent) killLeftovers() {
 func (a *Agent) listen() error {
 	metrics := admin.NewMetrics()
 	a.hist = history.New(config.SlotNames)
+	maxConns := slotConnCap(a.cfg.MaxConnsPerSlot, len(a.cfg.Slots), a.log)
 	for _, sc := range a.cfg.Slots {
 		s, err := slot.Listen(slot.Config{
 			Name:        sc.Name,
@@ -229,7 +230,7 @@ func (a *Agent) listen() error {
 			Observe:     observeRequest(metrics, a.hist.Slot(sc.Name)),
 			DBEnv:       a.pg.SlotEnv(sc.Name),
 			IdleTimeout: a.cfg.IdleTimeout,
-			MaxConns:    a.cfg.MaxConnsPerSlot,
+			MaxConns:    maxConns,
 			Refused:     metrics.ObserveRefusedConn,
 		}, a.sup)
 		if err != nil {
