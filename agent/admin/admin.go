@@ -31,6 +31,7 @@ import (
 
 // About describes the running agent.
 type About struct {
+	// Status is "ok", or "degraded" when there are Warnings.
 	Status    string    `json:"status"`
 	Version   string    `json:"version"`
 	PID       int       `json:"pid"`

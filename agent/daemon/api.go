@@ -23,8 +23,13 @@ var _ admin.Backend = (*Agent)(nil)
 
 // About describes the running agent.
 func (a *Agent) About() admin.About {
+	warnings := a.startWarnings()
+	status := "ok"
+	if len(warnings) > 0 {
+		status = "degraded"
+	}
 	return admin.About{
-		Status:    "ok",
+		Status:    status,
 		Version:   a.version,
 		PID:       os.Getpid(),
 		StartedAt: a.started,
@@ -33,7 +38,7 @@ func (a *Agent) About() admin.About {
 		DataDir:   a.cfg.DataDir,
 		LogDir:    a.cfg.LogDir(),
 		StatePath: a.cfg.StatePath(),
-		Warnings:  a.startWarnings(),
+		Warnings:  warnings,
 	}
 }
 

@@ -229,6 +229,7 @@ func (a *Agent) listen() error {
 			BaseEnv:     appBaseEnv(),
 			Observe:     observeRequest(metrics, a.hist.Slot(sc.Name)),
 			DBEnv:       a.pg.SlotEnv(sc.Name),
+			Log:         a.log.With("slot", sc.Name),
 			IdleTimeout: a.cfg.IdleTimeout,
 			MaxConns:    maxConns,
 			Refused:     metrics.ObserveRefusedConn,

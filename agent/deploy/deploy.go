@@ -261,7 +261,10 @@ func (d *Deployer) begin(name string, trig Trigger, plan func(ss state.Slot, rec
 	sink, err := logs.Open(d.records.slotDir(name), id, logs.Options{NoRotate: true})
 	if err == nil {
 		_, _, rec.Log = sink.Paths()
-		err = d.records.add(rec)
+		if err = d.records.add(rec); err != nil {
+			_ = sink.Close()
+			d.records.remove(rec)
+		}
 	}
 	if err != nil {
 		d.release(name)

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/reaper"
@@ -106,8 +108,13 @@ func newEngine(t *testing.T, tune func(*Config)) *engine {
 // database's env.
 func newEngineWithDB(t *testing.T, tune func(*Config), dbEnv map[string]string) *engine {
 	t.Helper()
+	return newEngineAt(t, t.TempDir(), tune, dbEnv)
+}
+
+// newEngineAt is newEngineWithDB with data as the data dir.
+func newEngineAt(t *testing.T, data string, tune func(*Config), dbEnv map[string]string) *engine {
+	t.Helper()
 	testkit.NeedNode(t)
-	data := t.TempDir()
 	sup := supervisor.New(filepath.Join(data, "logs"), logs.Options{}, 0)
 	pol := supervisor.DefaultPolicy()
 	pol.KillTimeout = 2 * time.Second
@@ -440,5 +447,87 @@ func TestFailedStateSaveGivesTheTrafficBack(t *testing.T) {
 	}
 	if procs := e.sup.List(); len(procs) != 1 || procs[0].Info().Status != supervisor.Online {
 		t.Fatalf("processes after the failed save: %d", len(procs))
+	}
+}
+
+// fill writes a file into dir until its file system has at most free
+// bytes left.
+func fill(t *testing.T, dir string, free int64) {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(st.Bavail)*st.Bsize - free
+	if size <= 0 {
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, "filler"), make([]byte, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFullDiskFailsTheDeployAndChangesNothing: a deploy into a full disk
+// fails with the reason; the old release serves, the state is as it was
+// and no half-made release is left.
+func TestFullDiskFailsTheDeployAndChangesNothing(t *testing.T) {
+	data, _ := smallFS(t, 8<<20)
+	e := newEngineAt(t, data, nil, nil)
+	first := e.deploy(t, appDir(t, appServer), map[string]string{"VERSION": "one"})
+	if first.Status != Succeeded {
+		t.Fatalf("deploy: %s %s", first.Status, first.Error)
+	}
+	saved, err := os.ReadFile(e.store.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releases := e.releaseDirs(t)
+
+	// The new release carries 2 MiB of assets; the disk has 256 KiB left.
+	big := appDir(t, appServer)
+	if err := os.WriteFile(filepath.Join(big, "assets.bin"), make([]byte, 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, data, 256<<10)
+	rec := e.deploy(t, big, map[string]string{"VERSION": "two"})
+	if rec.Status != Failed || !strings.Contains(rec.Error, "no space left on device") {
+		t.Fatalf("deploy into a full disk: %s %q", rec.Status, rec.Error)
+	}
+	if got := e.serves(t); got != "one" {
+		t.Fatalf("after the failed deploy the slot serves %q", got)
+	}
+	if now, err := os.ReadFile(e.store.path); err != nil || string(now) != string(saved) {
+		t.Fatalf("state file changed: %v\n%s", err, now)
+	}
+	if now := e.releaseDirs(t); !slices.Equal(now, releases) {
+		t.Fatalf("release folders %v, before %v", now, releases)
+	}
+}
+
+// TestUnwritableRecordLeavesNothing: a deploy whose record cannot be
+// written is refused and leaves no log files and no reservation behind.
+func TestUnwritableRecordLeavesNothing(t *testing.T) {
+	e := newEngine(t, nil)
+	recDir := filepath.Join(e.data, "deploys", "a")
+	if err := os.MkdirAll(recDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fs, _ := smallFS(t, 64<<10)
+	var out strings.Builder
+	if err := reaper.RunTo(t.Context(), exec.Command("mount", "--bind", fs, recDir), &out, &out); err != nil {
+		t.Fatalf("mount --bind: %v\n%s", err, out.String())
+	}
+	t.Cleanup(func() { _ = reaper.RunTo(context.Background(), exec.Command("umount", recDir), io.Discard, io.Discard) })
+	fill(t, recDir, 0)
+	_, err := e.d.Deploy("a", Request{Dir: appDir(t, appServer), Start: "node server.js"})
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("deploy with a full records folder: %v", err)
+	}
+	entries, err := os.ReadDir(recDir)
+	if err != nil || len(entries) != 1 || entries[0].Name() != "filler" {
+		t.Fatalf("records folder after the refused deploy: %v %v", entries, err)
+	}
+	if id, busy := e.d.Busy("a"); busy {
+		t.Fatalf("slot still reserved by %s", id)
 	}
 }

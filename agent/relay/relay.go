@@ -30,9 +30,6 @@ type Upstream struct {
 // NewUpstream is the app listening on addr (host:port).
 func NewUpstream(addr string) *Upstream { return &Upstream{addr: addr} }
 
-// Addr is the upstream's address.
-func (u *Upstream) Addr() string { return u.addr }
-
 // Active is the number of requests relayed to u that have not finished; a
 // tunnelled (upgraded) connection counts until it closes.
 func (u *Upstream) Active() int64 { return u.active.Load() }

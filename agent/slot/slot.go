@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -43,6 +44,9 @@ type Config struct {
 	// DBEnv connects the apps to the slot's own database (DATABASE_URL,
 	// PG*); its values are secrets. A release's env overrides it.
 	DBEnv map[string]string
+	// Log receives what the slot's proxy cannot answer to anyone (a
+	// handler's panic); nil means slog.Default().
+	Log *slog.Logger
 	// Observe, when set, is told of every request proxied to the app when
 	// its response header is sent: its status code, when it came and the
 	// time it took (a stream or a WebSocket is counted as it starts), and
@@ -107,6 +111,7 @@ func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
 		Route:       s.route,
 		Local:       http.HandlerFunc(s.placeholder),
 		Unavailable: http.HandlerFunc(s.unavailable),
+		Log:         cfg.Log,
 		Observe:     s.observe,
 		IdleTimeout: cfg.IdleTimeout,
 		MaxConns:    cfg.MaxConns,
@@ -117,9 +122,6 @@ func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
 }
-
-// Name is the slot's letter.
-func (s *Slot) Name() string { return s.cfg.Name }
 
 // Logs returns the log files of the slot's apps (every release's process
 // writes to the same slot-<x> files).

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -398,5 +399,19 @@ func TestShellArgv(t *testing.T) {
 		if got := shellArgv(line); len(got) != 3 || got[0] != "sh" || got[1] != "-c" || got[2] != want {
 			t.Errorf("shellArgv(%q) = %q, want sh -c %q", line, got, want)
 		}
+	}
+}
+
+// TestProxyLogsToTheSlotsLogger: what the slot's proxy cannot answer to
+// anyone (a panic) goes to the logger the agent gave, not slog's default.
+func TestProxyLogsToTheSlotsLogger(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := Listen(Config{Name: "a", Bind: "127.0.0.1", Port: testkit.FreePort(t), Log: log}, supervisor.New(t.TempDir(), logs.Options{}, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	if s.srv.Log != log {
+		t.Fatal("the relay does not log to the slot's logger")
 	}
 }

@@ -657,4 +657,9 @@ func TestUnusableStateFileIsMovedAside(t *testing.T) {
 	if list := a.processes(); list.Online != 6 {
 		t.Fatalf("agent not fully up: %+v", list)
 	}
+	var about admin.About
+	a.apiJSON("/healthz", &about)
+	if about.Status != "degraded" || len(about.Warnings) != 1 {
+		t.Fatalf("/healthz after a start with a warning: %+v", about)
+	}
 }
