@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -47,6 +48,7 @@ type Agent struct {
 	started   time.Time
 	lock      *os.File
 	sup       *supervisor.Supervisor
+	jobs      *procgroup.Registry // the deploys' commands (git, install, build)
 	slots     map[string]*slot.Slot
 	deployer  *deploy.Deployer
 	hist      *history.History
@@ -70,7 +72,8 @@ type Agent struct {
 // left running, bind every port, rehydrate the slots from the state file and
 // serve the admin API and the control socket.
 func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error) {
-	a := &Agent{cfg: cfg, log: log, version: version, started: time.Now(), slots: map[string]*slot.Slot{}}
+	a := &Agent{cfg: cfg, log: log, version: version, started: time.Now(), slots: map[string]*slot.Slot{},
+		jobs: procgroup.NewRegistry("deploy-command-")}
 	if err := os.MkdirAll(cfg.LogDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
@@ -106,7 +109,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 	}
 	a.rehydrate()
 	a.stateMu.Lock()
-	a.st.Groups = a.sup.Groups()
+	a.st.Groups = a.groups()
 	err := a.saveLocked(a.st)
 	a.stateMu.Unlock()
 	if err != nil {
@@ -245,6 +248,7 @@ func (a *Agent) listen() error {
 	dcfg.Health = deploy.HealthConfig{ListenTimeout: dc.HealthListenTimeout, Attempts: dc.HealthAttempts,
 		Interval: dc.HealthInterval, Timeout: dc.HealthTimeout}
 	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
+	dcfg.Tracker = a.jobs
 	dcfg.OnFinish = func(rec deploy.Record) {
 		metrics.ObserveDeploy(rec)
 		a.markDeploy(rec)
@@ -379,17 +383,26 @@ func (a *Agent) saveOnChange() {
 	for {
 		select {
 		case <-a.sup.Changes():
+		case <-a.jobs.Changes():
 		case <-a.quit:
 			return
 		}
 		a.stateMu.Lock()
-		a.st.Groups = a.sup.Groups()
+		a.st.Groups = a.groups()
 		err := a.saveLocked(a.st)
 		a.stateMu.Unlock()
 		if err != nil {
 			a.log.Error("save state", "err", err)
 		}
 	}
+}
+
+// groups are the running process groups: the supervised processes' and
+// the deploys' commands'.
+func (a *Agent) groups() map[string]procgroup.Identity {
+	out := a.sup.Groups()
+	maps.Copy(out, a.jobs.Groups())
+	return out
 }
 
 // saveLocked writes st (a.st or its successor) with the agent's identity;

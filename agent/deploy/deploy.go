@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/coder-slots/coder-slots/agent/logs"
+	"github.com/coder-slots/coder-slots/agent/reaper"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
@@ -52,6 +53,10 @@ type Config struct {
 	// Timeout bounds a whole deploy (a git prompt or a hung install must
 	// not hold the slot's lock forever).
 	Timeout time.Duration
+	// Tracker, when set, is told of the process group of every command a
+	// deploy runs (git, the package manager, the build), so that the agent
+	// can record them and a later agent kill what a dead one left running.
+	Tracker reaper.Tracker
 	// OnFinish, when set, is given the final record of every deploy that
 	// ends (not of those a dead agent left running).
 	OnFinish func(Record)
@@ -105,7 +110,11 @@ func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string,
 	}
 	d := &Deployer{cfg: cfg, slots: slots, store: store, log: log, records: recs,
 		running: map[string]string{}, sinks: map[string]*logs.Sink{}}
-	d.ctx, d.cancel = context.WithCancel(context.Background())
+	base := context.Background()
+	if cfg.Tracker != nil {
+		base = reaper.WithTracker(base, cfg.Tracker)
+	}
+	d.ctx, d.cancel = context.WithCancel(base)
 	for _, name := range names {
 		if cleanStray {
 			d.removeStrayReleases(name)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -354,5 +355,27 @@ func BenchmarkTreeUsage(b *testing.B) {
 	_ = cmd.Wait()
 	for _, k := range kids {
 		reap(b, k)
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	r := NewRegistry("job-")
+	ended := r.Started(os.Getpid())
+	<-r.Changes()
+	me, err := Lookup(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Groups(); len(got) != 1 || got["job-"+strconv.Itoa(os.Getpid())] != me {
+		t.Fatalf("groups %v, want this process", got)
+	}
+	ended()
+	<-r.Changes()
+	if got := r.Groups(); len(got) != 0 {
+		t.Fatalf("groups after the end: %v", got)
+	}
+	r.Started(1 << 30)() // no such process: nothing recorded
+	if got := r.Groups(); len(got) != 0 {
+		t.Fatalf("groups of a process that does not exist: %v", got)
 	}
 }

@@ -29,10 +29,26 @@ func (e *ExitError) Error() string {
 	return e.Exit.String()
 }
 
+// Tracker is told of the process group of every command that RunTo runs
+// under a context carrying it (WithTracker): Started when the command has
+// started (its PID is the group's ID), and the function Started returned
+// once RunTo is done with it (the group killed).
+type Tracker interface {
+	Started(pgid int) (ended func())
+}
+
+type trackerKey struct{}
+
+// WithTracker returns ctx carrying t, for RunTo and Output.
+func WithTracker(ctx context.Context, t Tracker) context.Context {
+	return context.WithValue(ctx, trackerKey{}, t)
+}
+
 // RunTo runs cmd in its own process group with its stdout and stderr copied
 // to the writers (nil discards), and waits for it and for the copying to
 // finish. When ctx ends first, the whole group is killed and ctx's error is
-// returned. A non-zero exit is an *ExitError.
+// returned. A non-zero exit is an *ExitError. A Tracker in ctx is told of
+// the group.
 func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
@@ -73,6 +89,10 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 	if err != nil {
 		copies.Wait()
 		return err
+	}
+	if t, ok := ctx.Value(trackerKey{}).(Tracker); ok {
+		ended := t.Started(child.Pid)
+		defer ended()
 	}
 	select {
 	case <-child.Done():

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
@@ -697,5 +699,58 @@ func TestShutdownDuringACutover(t *testing.T) {
 	cur, ok := st.Release("a", st.Slots["a"].Current)
 	if !ok || cur.Env["VERSION"] != "v2" || st.Slots["a"].Desired != state.DesiredRunning || len(st.Groups) != 0 {
 		t.Fatalf("state after shutdown: %+v", st)
+	}
+}
+
+// TestKill9DuringInstallLeavesNoInstallBehind: the deploy's commands are
+// recorded in the state file while they run, so the next agent after a
+// kill -9 kills a leftover `npm ci` and what it started.
+func TestKill9DuringInstallLeavesNoInstallBehind(t *testing.T) {
+	testkit.NeedNode(t)
+	a := newAgent(t)
+	app := t.TempDir()
+	pidFile := filepath.Join(t.TempDir(), "install.pid")
+	writeFile(t, filepath.Join(app, "package.json"), `{"name": "slow", "version": "1.0.0",
+  "scripts": {"preinstall": "echo $$ > `+pidFile+`; exec sleep 300", "start": "node server.js"}}`)
+	writeFile(t, filepath.Join(app, "package-lock.json"), `{"name": "slow", "version": "1.0.0", "lockfileVersion": 3, "requires": true,
+  "packages": {"": {"name": "slow", "version": "1.0.0"}}}`)
+	writeFile(t, filepath.Join(app, "server.js"), testkit.HelloApp)
+	a.start()
+	a.mustCLI("deploy", "a", "--dir", app)
+
+	// Wait until the install's script runs and the state file records the
+	// install's process group.
+	var install procgroup.Identity
+	var sleepPID int
+	for deadline := time.Now().Add(60 * time.Second); install.PID == 0 || sleepPID == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the install never ran with its group recorded (pid file %d, group %+v):\n%s", sleepPID, install, a.stderr())
+		}
+		b, _ := os.ReadFile(pidFile)
+		sleepPID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		st, err := state.Load(filepath.Join(a.dataDir, "state.json"))
+		if err != nil {
+			continue
+		}
+		for name, id := range st.Groups {
+			if strings.HasPrefix(name, "deploy-command-") {
+				install = id
+			}
+		}
+	}
+	a.signal(syscall.SIGKILL)
+	a.wait(5 * time.Second)
+	if !install.Alive() || !pidAlive(sleepPID) {
+		t.Fatalf("the install died with the agent (npm %v, its script %v): the test cannot show the cleanup", install.Alive(), pidAlive(sleepPID))
+	}
+
+	a.start()
+	for _, pid := range []int{install.PID, sleepPID} {
+		if pidAlive(pid) {
+			t.Errorf("process %d of the install survived the new agent's start", pid)
+		}
+	}
+	if !strings.Contains(a.stderr(), "killing process group left by an earlier agent") {
+		t.Errorf("no cleanup logged:\n%s", a.stderr())
 	}
 }
