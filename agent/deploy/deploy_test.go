@@ -410,6 +410,33 @@ func (e *engine) releaseDirs(t *testing.T) []string {
 	return names
 }
 
+// snapshot is what a failed deploy must leave as it was: what the slot
+// serves, the state file and the release folders.
+type snapshot struct {
+	serves, state string
+	releases      []string
+}
+
+func (e *engine) snapshot(t *testing.T) snapshot {
+	t.Helper()
+	b, err := os.ReadFile(e.store.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snapshot{serves: e.serves(t), state: string(b), releases: e.releaseDirs(t)}
+}
+
+// failed checks that rec failed with want in its error and changed nothing.
+func (e *engine) failed(t *testing.T, rec Record, want string, before snapshot) {
+	t.Helper()
+	if rec.Status != Failed || !strings.Contains(rec.Error, want) {
+		t.Fatalf("deploy: %s %q, want failed with %q", rec.Status, rec.Error, want)
+	}
+	if now := e.snapshot(t); now.serves != before.serves || now.state != before.state || !slices.Equal(now.releases, before.releases) {
+		t.Fatalf("the failed deploy changed things:\nbefore %+v\nafter  %+v", before, now)
+	}
+}
+
 // TestFailedStateSaveGivesTheTrafficBack: when the state cannot be saved
 // after the swap, the previous release serves again, the state file and
 // the release folders are as before, and no candidate runs on.
@@ -422,28 +449,11 @@ func TestFailedStateSaveGivesTheTrafficBack(t *testing.T) {
 	if first.Status != Succeeded {
 		t.Fatalf("deploy: %s %s", first.Status, first.Error)
 	}
-	saved, err := os.ReadFile(e.store.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	releases := e.releaseDirs(t)
-
+	before := e.snapshot(t)
 	readOnly() // nothing but the save after the swap writes there
-	rec := e.deploy(t, dir, map[string]string{"VERSION": "two"})
-	if rec.Status != Failed || !strings.Contains(rec.Error, "read-only file system") {
-		t.Fatalf("deploy with a read-only state dir: %s %q", rec.Status, rec.Error)
-	}
-	if got := e.serves(t); got != "one" {
-		t.Fatalf("after the failed save the slot serves %q", got)
-	}
-	if now, err := os.ReadFile(e.store.path); err != nil || string(now) != string(saved) {
-		t.Fatalf("state file changed: %v\n%s", err, now)
-	}
+	e.failed(t, e.deploy(t, dir, map[string]string{"VERSION": "two"}), "read-only file system", before)
 	if ss := e.store.Slot("a"); ss.Current != first.Release {
 		t.Fatalf("state names %s, not %s", ss.Current, first.Release)
-	}
-	if now := e.releaseDirs(t); !slices.Equal(now, releases) {
-		t.Fatalf("release folders %v, before %v", now, releases)
 	}
 	if procs := e.sup.List(); len(procs) != 1 || procs[0].Info().Status != supervisor.Online {
 		t.Fatalf("processes after the failed save: %d", len(procs))
@@ -477,31 +487,14 @@ func TestFullDiskFailsTheDeployAndChangesNothing(t *testing.T) {
 	if first.Status != Succeeded {
 		t.Fatalf("deploy: %s %s", first.Status, first.Error)
 	}
-	saved, err := os.ReadFile(e.store.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	releases := e.releaseDirs(t)
-
+	before := e.snapshot(t)
 	// The new release carries 2 MiB of assets; the disk has 256 KiB left.
 	big := appDir(t, appServer)
 	if err := os.WriteFile(filepath.Join(big, "assets.bin"), make([]byte, 2<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	fill(t, data, 256<<10)
-	rec := e.deploy(t, big, map[string]string{"VERSION": "two"})
-	if rec.Status != Failed || !strings.Contains(rec.Error, "no space left on device") {
-		t.Fatalf("deploy into a full disk: %s %q", rec.Status, rec.Error)
-	}
-	if got := e.serves(t); got != "one" {
-		t.Fatalf("after the failed deploy the slot serves %q", got)
-	}
-	if now, err := os.ReadFile(e.store.path); err != nil || string(now) != string(saved) {
-		t.Fatalf("state file changed: %v\n%s", err, now)
-	}
-	if now := e.releaseDirs(t); !slices.Equal(now, releases) {
-		t.Fatalf("release folders %v, before %v", now, releases)
-	}
+	e.failed(t, e.deploy(t, big, map[string]string{"VERSION": "two"}), "no space left on device", before)
 }
 
 // TestUnwritableRecordLeavesNothing: a deploy whose record cannot be

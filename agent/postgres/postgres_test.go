@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
 
@@ -111,9 +112,10 @@ func TestFindBinaries(t *testing.T) {
 // needBinaries skips the test when PostgreSQL is not installed.
 func needBinaries(t *testing.T) Binaries {
 	t.Helper()
+	testkit.NeedPostgres(t)
 	b, err := FindBinaries(context.Background(), "")
 	if err != nil {
-		t.Skip(err)
+		t.Fatalf("PostgreSQL is installed but not found: %v", err)
 	}
 	return b
 }

@@ -54,9 +54,10 @@ http.createServer((req, res) => {
 // needPostgres skips the test when PostgreSQL is not installed.
 func needPostgres(t *testing.T) postgres.Binaries {
 	t.Helper()
+	testkit.NeedPostgres(t)
 	b, err := postgres.FindBinaries(context.Background(), "")
 	if err != nil {
-		t.Skip(err)
+		t.Fatalf("PostgreSQL is installed but not found: %v", err)
 	}
 	return b
 }

@@ -159,3 +159,18 @@ http.createServer((req, res) => {
   });
 }).listen(Number(process.env.PORT), '127.0.0.1');
 `
+
+// NeedPostgres skips the test when no PostgreSQL server is installed: no
+// postgres on PATH and none in Debian's /usr/lib/postgresql/<major>/bin. It
+// looks for the files itself, so that a test of the agent's own search does
+// not skip when that search is what fails.
+func NeedPostgres(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("postgres"); err == nil {
+		return
+	}
+	if found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres"); len(found) > 0 {
+		return
+	}
+	t.Skip("PostgreSQL is not installed")
+}
