@@ -24,6 +24,10 @@ const (
 // sparkColumns is the dashboard's sparklines: one column a minute.
 const sparkColumns = 60
 
+// errorFloor is the least height (% of a chart's) of a column's errors:
+// errors are drawn at the bottom, and a few beside many successes show.
+const errorFloor = 4
+
 // Spark is a slot's line on the dashboard: requests per minute and memory
 // over the last hour, and the error rate of the last 5 minutes.
 type Spark struct {
@@ -53,7 +57,7 @@ func spark(s history.Series) *Spark {
 		sp.ErrorRate = percent(recentErr / recent)
 	}
 	sp.Requests = chart.Chart{Title: "requests per minute, last hour", Class: "spark", Columns: sparkColumns,
-		Bars: []chart.Series{{Class: "ok", Values: ok}, {Class: "err", Values: bad}}, Hover: reqHover}.SVG()
+		Bars: []chart.Series{{Class: "err", Values: bad, Floor: 2 * errorFloor}, {Class: "ok", Values: ok}}, Hover: reqHover}.SVG()
 	sp.Memory = chart.Chart{Title: "memory, last hour", Class: "spark", Columns: sparkColumns,
 		Lines: []chart.Series{{Class: "mem", Values: s.MemoryBytes}}, Hover: memHover, Max: mibScale(s.MemoryBytes)}.SVG()
 	return sp
@@ -114,9 +118,10 @@ func slotCharts(h *history.Slot, r history.Range, root string) Charts {
 	count := func(v float64) string { return fmt.Sprintf("%.0f", v) }
 	return Charts{Range: r, Other: other, Since: s.Since, Axis: axis, Charts: []ChartBox{
 		box("Requests per "+step, chart.Chart{Title: "Requests per " + step + " by status, last " + string(r),
-			Bars:  []chart.Series{{Class: "ok", Values: okV}, {Class: "c4", Values: c4}, {Class: "err", Values: c5}, {Class: "down", Values: unavail}},
+			Bars: []chart.Series{{Class: "err", Values: c5, Floor: errorFloor}, {Class: "down", Values: unavail, Floor: errorFloor},
+				{Class: "c4", Values: c4, Floor: errorFloor}, {Class: "ok", Values: okV}},
 			Hover: reqHover}, count,
-			Legend{"ok", "2xx/3xx"}, Legend{"c4", "4xx"}, Legend{"err", "5xx"}, Legend{"down", "slot's 503 (app down)"}),
+			Legend{"err", "5xx"}, Legend{"down", "slot's 503 (app down)"}, Legend{"c4", "4xx"}, Legend{"ok", "2xx/3xx"}),
 		box("Latency", chart.Chart{Title: "Latency p50 and p95 (time to the response header), last " + string(r),
 			Lines: []chart.Series{{Class: "p95", Values: s.P95Ms}, {Class: "p50", Values: s.P50Ms}}, Hover: latHover},
 			func(v float64) string { return millis(v) }, Legend{"p50", "p50"}, Legend{"p95", "p95"}),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -74,6 +75,18 @@ func (a *agentProcess) hits(t *testing.T, path string, n, want int) {
 	}
 }
 
+// traffic returns a function that sends GET / to slot a for a while, at
+// a rate that swells and ebbs over a few minutes.
+func (a *agentProcess) traffic(t *testing.T) func(time.Duration) {
+	start := time.Now()
+	return func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+			phase := time.Since(start).Seconds() / 40
+			a.hits(t, "/", 2+int(8*(1+math.Sin(phase))), 200)
+		}
+	}
+}
+
 // historyOfA is what GET /api/slots/a/history says, in part.
 type historyOfA struct {
 	Status5xx []int `json:"status_5xx"`
@@ -100,10 +113,19 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 	ctx, agent, proxy, bare := startPanel(t)
 	admin := proxy.url("admin--dev--alice")
 
+	// For the screenshots, over two minutes of traffic around the events
+	// (the browser's context lasts four), so that the charts show more
+	// than one column.
+	demo := func(time.Duration) {}
+	if os.Getenv("UPDATE_SCREENSHOTS") != "" {
+		demo = agent.traffic(t)
+	}
 	first := agent.deployAndWait(t, bare, "main")
+	demo(80 * time.Second)
 	agent.hits(t, "/", 30, 200)
 	agent.hits(t, "/fail", 10, 500)
 	second := agent.deployAndWait(t, bare, "next")
+	demo(30 * time.Second)
 	agent.hits(t, "/", 20, 200)
 	agent.hits(t, "/crash", 1, 200)
 	var h historyOfA
@@ -117,6 +139,7 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 	}
 	testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", agent.ports["a"]), 200, 10*time.Second)
 	agent.hits(t, "/", 10, 200)
+	demo(30 * time.Second)
 	if sum(h.Status5xx) != 10 || sum(h.Requests) < 61 || len(h.Events) != 3 || h.Events[0].DeployID != first ||
 		h.Events[1].DeployID != second || h.Events[2].Kind != "crash" {
 		t.Fatalf("history of slot a: %d 5xx, %d requests, events %+v", sum(h.Status5xx), sum(h.Requests), h.Events)

@@ -42,6 +42,10 @@ type Chart struct {
 type Series struct {
 	Class  string
 	Values []float64
+	// Floor is the least height (of Height) a bar of this series with a
+	// value above 0 is drawn, so that a few errors beside many successes
+	// still show; the hover text has the numbers.
+	Floor float64
 }
 
 // Marker is a vertical line at column position At (0 is the left edge,
@@ -113,8 +117,11 @@ func (c Chart) SVG() template.HTML {
 			if !(v > 0) { // nothing, or NaN
 				continue
 			}
-			y0, y1 := y(base[i]), y(base[i]+v)
-			base[i] += v
+			// In the chart's units, from the bottom; a small value is
+			// drawn at least Floor tall.
+			h := max(min(v, top)/top*Height, s.Floor)
+			y0, y1 := Height-base[i], max(Height-base[i]-h, 0)
+			base[i] += h
 			d.WriteString("M" + num(float64(off+i)+0.1) + " " + num(y0) + "V" + num(y1) + "h0.8V" + num(y0) + "Z")
 		}
 		path(&b, s.Class, d.String())

@@ -72,3 +72,14 @@ func TestLongDataKeepsTheNewest(t *testing.T) {
 		t.Fatalf("top %v: %s", c.Top(), svg)
 	}
 }
+
+// TestFloorKeepsSmallBarsVisible: 1 error under 1000 successes is drawn
+// Floor tall, and the successes stack on it.
+func TestFloorKeepsSmallBarsVisible(t *testing.T) {
+	c := Chart{Title: "t", Columns: 1, Max: 1000,
+		Bars: []Series{{Class: "err", Values: []float64{1}, Floor: 3}, {Class: "ok", Values: []float64{999}}}}
+	svg := string(c.SVG())
+	if !strings.Contains(svg, `<path class="err" d="M0.1 100V97h0.8V100Z"`) || !strings.Contains(svg, `<path class="ok" d="M0.1 97V0h0.8V97Z"`) {
+		t.Fatalf("%s", svg)
+	}
+}
