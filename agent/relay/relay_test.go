@@ -17,19 +17,23 @@ import (
 )
 
 // upstream is a real HTTP server the relay forwards to, counting the
-// connections it accepted.
+// connections it accepted and those it closed.
 type upstream struct {
 	*httptest.Server
-	conns atomic.Int64
-	up    *Upstream
+	conns  atomic.Int64
+	closed atomic.Int64
+	up     *Upstream
 }
 
 func newUpstream(t *testing.T, h http.Handler, configure ...func(*http.Server)) *upstream {
 	t.Helper()
 	u := &upstream{Server: httptest.NewUnstartedServer(h)}
 	u.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
+		switch st {
+		case http.StateNew:
 			u.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			u.closed.Add(1)
 		}
 	}
 	for _, f := range configure {
@@ -445,18 +449,20 @@ func TestRelayUpstreamGoneOrStale(t *testing.T) {
 
 	r.cur.Store(u.up)
 	for _, step := range []struct {
-		idle        time.Duration
+		idle        bool // sent once the app closed the idle connection
 		method, req string
 	}{
-		{0, "GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
-		{300 * time.Millisecond, "GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
-		{300 * time.Millisecond, "POST", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"},
+		{false, "GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{true, "GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{true, "POST", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"},
 	} {
-		time.Sleep(step.idle)
+		if step.idle {
+			waitFor(t, func() bool { return u.closed.Load() == u.conns.Load() }, "the app to close its idle connection")
+		}
 		c.send(step.req)
 		resp, body := c.response(step.method)
 		if resp.StatusCode != 200 || !strings.HasPrefix(body, step.method) {
-			t.Fatalf("%s after %s idle (the app closes idle connections after 100ms): %d %q", step.method, step.idle, resp.StatusCode, body)
+			t.Fatalf("%s (after an idle close: %v): %d %q", step.method, step.idle, resp.StatusCode, body)
 		}
 	}
 	if n := u.conns.Load(); n != 3 {

@@ -858,17 +858,19 @@ func TestCloseStopsEverything(t *testing.T) {
 	t.Parallel()
 	s := New(filepath.Join(t.TempDir(), "logs"), logs.Options{}, 50*time.Millisecond)
 	var pids []int
+	dir := t.TempDir()
 	for i := range 3 {
 		pol := fastPolicy()
 		pol.KillTimeout = 10 * time.Second
-		p, err := s.Add(shSpec(fmt.Sprintf("c%d", i), `trap "" TERM; while :; do sleep 0.05; done`, pol))
+		ready := filepath.Join(dir, strconv.Itoa(i))
+		p, err := s.Add(shSpec(fmt.Sprintf("c%d", i), `trap "" TERM; touch "$F"; while :; do sleep 0.05; done`, pol, "F="+ready))
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.Start()
 		pids = append(pids, waitStatus(t, p, Online, 3*time.Second).PID)
+		waitFor(t, 3*time.Second, "the trap", func() bool { _, err := os.Stat(ready); return err == nil })
 	}
-	time.Sleep(100 * time.Millisecond) // let the traps be set
 	start := time.Now()
 	s.Close(300 * time.Millisecond)
 	if took := time.Since(start); took > 1500*time.Millisecond {

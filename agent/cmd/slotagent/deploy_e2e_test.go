@@ -100,8 +100,20 @@ var fastDeploys = []string{"SLOTAGENT_HEALTH_INTERVAL=100ms", "SLOTAGENT_HEALTH_
 type load struct {
 	sent, failed int
 	longestGap   time.Duration
+	mu           sync.Mutex // guards bodies while the load runs
 	bodies       map[string]int
 	stop         func()
+}
+
+// waitBody waits until the load has had body as an answer.
+func (l *load) waitBody(t *testing.T, body string) {
+	t.Helper()
+	seen := func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.bodies[body] > 0 }
+	for deadline := time.Now().Add(30 * time.Second); !seen(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer %q within 30s", body)
+		}
+	}
 }
 
 func startLoad(url string) *load {
@@ -131,7 +143,9 @@ func startLoad(url string) *load {
 				l.failed++
 				continue
 			}
+			l.mu.Lock()
 			l.bodies[string(b)]++
+			l.mu.Unlock()
 			if gap := time.Since(last); gap > l.longestGap {
 				l.longestGap = gap
 			}
@@ -183,11 +197,11 @@ func TestDeployRedeployRollbackAndEnv(t *testing.T) {
 	setVersion(t, work, "v2")
 	commitAndPush(t, work, bare, "v2")
 	l := startLoad(a.url("a", "/"))
-	time.Sleep(200 * time.Millisecond)
+	l.waitBody(t, "hello v1 1m")
 	start := time.Now()
 	out = a.mustCLI("deploy", "a", "--repo", bare, "--ref", "main", "--wait")
 	redeploy := time.Since(start)
-	time.Sleep(200 * time.Millisecond)
+	l.waitBody(t, "hello v2 1m")
 	l.stop()
 	if !strings.Contains(out, "reusing node_modules") {
 		t.Fatalf("re-deploy did not reuse node_modules:\n%s", out)
@@ -205,9 +219,9 @@ func TestDeployRedeployRollbackAndEnv(t *testing.T) {
 
 	// Rollback, again under load.
 	l = startLoad(a.url("a", "/"))
-	time.Sleep(200 * time.Millisecond)
+	l.waitBody(t, "hello v2 1m")
 	a.mustCLI("rollback", "a", "--wait")
-	time.Sleep(200 * time.Millisecond)
+	l.waitBody(t, "hello v1 1m")
 	l.stop()
 	if _, b := body(t, a.url("a", "/")); b != "hello v1 1m" {
 		t.Fatalf("after rollback: %q", b)
@@ -496,19 +510,17 @@ func TestKill9MidDeploy(t *testing.T) {
 	commitAndPush(t, work, bare, "v2")
 	out := a.mustCLI("deploy", "a", "--repo", bare, "--build", "sleep 30")
 	id := strings.Fields(out)[1]
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var rec deploy.Record
-		a.apiJSON("/api/deploys/"+id, &rec)
-		if len(rec.Stages) > 0 && rec.Stages[len(rec.Stages)-1].Name == "install" {
+	// The build (sleep 30) runs once its stage is announced in the log.
+	var rec deploy.Record
+	a.apiJSON("/api/deploys/"+id, &rec)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if log, _ := os.ReadFile(rec.Log); strings.Contains(string(log), "==> build") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("deploy never reached the build: %+v", rec)
+			t.Fatal("deploy never reached the build")
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond)
 	a.signal(syscall.SIGKILL)
 	a.wait(5 * time.Second)
 
@@ -517,7 +529,6 @@ func TestKill9MidDeploy(t *testing.T) {
 	if _, b := body(t, a.url("a", "/")); b != "hello v1 1m" {
 		t.Fatalf("after restart: %q", b)
 	}
-	var rec deploy.Record
 	a.apiJSON("/api/deploys/"+id, &rec)
 	if rec.Status != deploy.Abandoned {
 		t.Fatalf("record after restart: %+v", rec)

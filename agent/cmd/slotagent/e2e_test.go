@@ -385,30 +385,38 @@ func TestStopRestartLogsAndConfig(t *testing.T) {
 		t.Fatalf("restart b: %d %s", code, out)
 	}
 
-	// The restart notes went to the slot's log; follow sees new lines.
-	logs := exec.Command(binary, "logs", "a", "-f", "-n", "5")
+	// The restart notes went to the slot's log; follow sees new lines: the
+	// follower shows one old line, and the new ones come after it.
+	logs := exec.Command(binary, "logs", "a", "-f", "-n", "1")
 	logs.Env = a.env
 	logOut, err := os.Create(filepath.Join(t.TempDir(), "follow.out"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs.Stdout = logOut
-	followed := func() string { b, _ := os.ReadFile(logOut.Name()); return string(b) }
+	followed := func() []string {
+		b, _ := os.ReadFile(logOut.Name())
+		return strings.SplitAfter(string(b), "\n")
+	}
 	follower, err := reaper.Start(logs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = syscall.Kill(follower.Pid, syscall.SIGKILL); <-follower.Done() }()
-	time.Sleep(300 * time.Millisecond)
+	// Once the old line is out, the follower is subscribed.
+	for deadline := time.Now().Add(5 * time.Second); len(followed()) < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs -f showed no line: %q", followed())
+		}
+	}
 	if out, _, code = a.cli("restart", "a"); code != 0 {
 		t.Fatalf("restart a: %d %s", code, out)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(followed(), "listening on") < 2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if strings.Count(followed(), "listening on") < 2 {
-		t.Fatalf("logs -f saw no new line:\n%s", followed())
+	newListen := func() bool { return strings.Contains(strings.Join(followed()[1:], ""), "listening on") }
+	for deadline := time.Now().Add(5 * time.Second); !newListen(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs -f saw no new line:\n%s", strings.Join(followed(), ""))
+		}
 	}
 	out, _, code = a.cli("logs", "a", "-n", "1")
 	if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "listening on") {
