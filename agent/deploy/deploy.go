@@ -139,8 +139,9 @@ func (d *Deployer) Close(timeout time.Duration) {
 	}
 }
 
-// Busy returns the deploy running on the slot, if any.
-func (d *Deployer) Busy(name string) (string, bool) {
+// holder returns what holds the slot (a deploy's id, or what an Exclusive
+// call runs), if anything.
+func (d *Deployer) holder(name string) (string, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	id, ok := d.running[name]

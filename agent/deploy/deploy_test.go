@@ -190,7 +190,7 @@ func (e *engine) wait(t *testing.T, id string) Record {
 			t.Fatalf("no record %s", id)
 		}
 		if rec.Status != Running {
-			if _, busy := e.d.Busy("a"); !busy {
+			if _, busy := e.d.holder("a"); !busy {
 				return rec
 			}
 		}
@@ -520,7 +520,7 @@ func TestUnwritableRecordLeavesNothing(t *testing.T) {
 	if err != nil || len(entries) != 1 || entries[0].Name() != "filler" {
 		t.Fatalf("records folder after the refused deploy: %v %v", entries, err)
 	}
-	if id, busy := e.d.Busy("a"); busy {
+	if id, busy := e.d.holder("a"); busy {
 		t.Fatalf("slot still reserved by %s", id)
 	}
 }
