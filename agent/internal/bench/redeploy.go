@@ -240,10 +240,22 @@ type deployResult struct {
 // the slot answers want and until the command exits. A failed command, or a
 // slot that never answers want, is an error.
 func (b *bench) timedDeploy(ctx context.Context, a *agentProc, withLoad bool, want string, args ...string) (deployResult, error) {
+	return b.timedCommand(ctx, a, appSlot, withLoad, want, func(ctx context.Context) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, a.bin, args...)
+		cmd.Env = a.env
+		return cmd
+	})
+}
+
+// timedCommand runs the command that mk makes (bound by ctx), with
+// withLoad while a client loops on GET / of slot, and times it until the
+// slot answers want and until the command exits. A failed command, or a
+// slot that never answers want, is an error.
+func (b *bench) timedCommand(ctx context.Context, a *agentProc, slot string, withLoad bool, want string, mk func(context.Context) *exec.Cmd) (deployResult, error) {
 	var res deployResult
 	var load *loadClient
 	if withLoad {
-		load = startLoad(a.url(appSlot, "/"))
+		load = startLoad(a.url(slot, "/"))
 		defer load.stop()
 		if err := ctxtime.Sleep(ctx, loadMargin); err != nil {
 			return res, err
@@ -253,8 +265,8 @@ func (b *bench) timedDeploy(ctx context.Context, a *agentProc, withLoad bool, wa
 	ctx, cancel := context.WithTimeout(ctx, deployTimeout)
 	defer cancel()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, a.bin, args...)
-	cmd.Env = a.env
+	cmd := mk(ctx)
+	args := cmd.Args
 	cmd.Stdout, cmd.Stderr = &out, &out
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
@@ -262,7 +274,7 @@ func (b *bench) timedDeploy(ctx context.Context, a *agentProc, withLoad bool, wa
 	start := time.Now()
 	res.start = start
 	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("start slotagent %s: %w", strings.Join(args, " "), err)
+		return res, fmt.Errorf("start %s: %w", strings.Join(args, " "), err)
 	}
 	go func() {
 		err := cmd.Wait()
@@ -274,14 +286,14 @@ func (b *bench) timedDeploy(ctx context.Context, a *agentProc, withLoad bool, wa
 	}()
 	client := newClient()
 	defer client.CloseIdleConnections()
-	serving, pollErr := pollUntil(pollCtx, client, a.url(appSlot, "/"), bodyIs(want), start, deployTimeout, nil)
+	serving, pollErr := pollUntil(pollCtx, client, a.url(slot, "/"), bodyIs(want), start, deployTimeout, nil)
 	cmdErr := <-exited
 	res.out = out.String()
 	if cmdErr != nil {
-		return res, fmt.Errorf("slotagent %s: %w\n%s", strings.Join(args, " "), cmdErr, tail(res.out))
+		return res, fmt.Errorf("%s: %w\n%s", strings.Join(args, " "), cmdErr, tail(res.out))
 	}
 	if pollErr != nil {
-		return res, fmt.Errorf("slot %s never served %q: %w\n%s", appSlot, want, pollErr, tail(res.out))
+		return res, fmt.Errorf("slot %s never served %q: %w\n%s", slot, want, pollErr, tail(res.out))
 	}
 	res.serving = serving
 	if !withLoad {
@@ -494,16 +506,21 @@ func (r *sampleRepo) commit(ctx context.Context, version string) error {
 func git(ctx context.Context, dir string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	if out, err := gitCmd(ctx, dir, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// gitCmd is the git command git runs.
+func gitCmd(ctx context.Context, dir string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "git", append([]string{
 		"-c", "user.name=slotbench", "-c", "user.email=slotbench@example.com",
 		"-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false",
 	}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+os.DevNull, "GIT_TERMINAL_PROMPT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return cmd
 }
 
 // tail is the end of a command's output, for error messages.
