@@ -50,13 +50,26 @@ func (p Push) check(repo string) (string, error) {
 		return "", nil
 	}
 	q := filepath.Clean(p.Quarantine)
-	if !filepath.IsAbs(q) || filepath.Dir(q) != filepath.Join(repo, "objects") {
-		return "", invalid("quarantine %q is not a folder of the slot's repository %s", p.Quarantine, filepath.Join(repo, "objects"))
+	objects := filepath.Join(repo, "objects")
+	if !filepath.IsAbs(q) || !sameDir(filepath.Dir(q), objects) {
+		return "", invalid("quarantine %q is not a folder of the slot's repository %s", p.Quarantine, objects)
 	}
-	if st, err := os.Stat(q); err != nil || !st.IsDir() {
+	if st, err := os.Lstat(q); err != nil || !st.IsDir() {
 		return "", invalid("quarantine %q does not exist (did the push end?)", p.Quarantine)
 	}
 	return q, nil
+}
+
+// sameDir reports whether a and b are the same folder, whatever symlinks
+// lead to them (git gives the hook the physical path of the repository,
+// the agent may know it through a symlink such as a linked home).
+func sameDir(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ra, errA := filepath.EvalSymlinks(a)
+	rb, errB := filepath.EvalSymlinks(b)
+	return errA == nil && errB == nil && ra == rb
 }
 
 // isHex reports whether s is a full SHA-1 or SHA-256 object id.
