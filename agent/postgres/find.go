@@ -37,7 +37,7 @@ const debianRoot = "/usr/lib/postgresql"
 // the directory of postgres on PATH, else in Debian's newest
 // /usr/lib/postgresql/<major>/bin.
 func FindBinaries(ctx context.Context, dir string) (Binaries, error) {
-	b, err := locateBinaries(dir)
+	b, err := LocateBinaries(dir)
 	if err != nil {
 		return b, err
 	}
@@ -45,9 +45,10 @@ func FindBinaries(ctx context.Context, dir string) (Binaries, error) {
 	return b, err
 }
 
-// locateBinaries is FindBinaries without asking the server for its
-// version: it only looks at files, so it cannot hang.
-func locateBinaries(dir string) (Binaries, error) {
+// LocateBinaries is FindBinaries without asking the server for its
+// version (Major is 0): it only looks at files, so it cannot hang and
+// starts no process.
+func LocateBinaries(dir string) (Binaries, error) {
 	if dir == "" {
 		dir = searchBinDir()
 		if dir == "" {

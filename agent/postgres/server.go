@@ -90,7 +90,7 @@ func New(opt Options, log *slog.Logger) *Server {
 		return s
 	}
 	var err error
-	if s.bins, err = locateBinaries(opt.Settings.BinDir); err != nil {
+	if s.bins, err = LocateBinaries(opt.Settings.BinDir); err != nil {
 		if opt.Settings.Enabled == config.PostgresAuto {
 			s.off = err.Error() + ": apps get no DATABASE_URL (" + config.Describe("postgres.bin_dir") + ")"
 		} else {

@@ -69,7 +69,7 @@ func (a *agentProc) waitPostgres(ctx context.Context, since time.Time) (time.Dur
 // the same data dir (the cluster is there), each run until PostgreSQL is
 // online before the agent stops.
 func (b *bench) coldStartPostgres(ctx context.Context) []Row {
-	if _, err := postgres.FindBinaries(ctx, ""); err != nil {
+	if _, err := postgres.LocateBinaries(""); err != nil {
 		return []Row{failed(figColdPGFirst, targetCold, err), failed(figColdPGRestart, targetCold, err)}
 	}
 	// runs[0] is the first boots, runs[1] the restarts; online[i] when
@@ -104,7 +104,7 @@ func (b *bench) coldStartPostgres(ctx context.Context) []Row {
 // exists and whose state has an app using its slot's database in all five
 // slots, until every app answers /health (a query through DATABASE_URL).
 func (b *bench) rehydratePostgres(ctx context.Context) []Row {
-	bins, err := postgres.FindBinaries(ctx, "")
+	bins, err := postgres.LocateBinaries("")
 	if err == nil {
 		_, err = exec.LookPath("node")
 	}
