@@ -31,7 +31,9 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
@@ -381,6 +383,23 @@ func TestPanelInARealBrowser(t *testing.T) {
 	if !strings.Contains(log, "==> health") {
 		t.Fatalf("deploy log:\n%s", log)
 	}
+	// The git push card shows the slot's remote; its button copies the
+	// two commands.
+	commands := waitText(t, ctx, "#git-commands", "git remote add slot-a ", 5*time.Second)
+	if err := chromedp.Run(ctx,
+		cdpbrowser.GrantPermissions([]cdpbrowser.PermissionType{cdpbrowser.PermissionTypeClipboardReadWrite, cdpbrowser.PermissionTypeClipboardSanitizedWrite}).WithOrigin(strings.TrimSuffix(admin, "/")),
+		chromedp.Click(`button[data-copy="git-commands"]`, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitText(t, ctx, `button[data-copy="git-commands"]`, "Copied", 5*time.Second)
+	var copied string
+	if err := chromedp.Run(ctx, chromedp.Evaluate(`navigator.clipboard.readText()`, &copied, func(p *runtime.EvaluateParams) *runtime.EvaluateParams {
+		return p.WithAwaitPromise(true)
+	})); err != nil || strings.TrimSpace(copied) != strings.TrimSpace(commands) || !strings.Contains(copied, "git push slot-a main") {
+		t.Fatalf("copied %q (%v), the page shows %q", copied, err, commands)
+	}
+
 	// The app log shows hostile output as text: no script ran, no ANSI codes.
 	waitText(t, ctx, "#app-log", "listening <script>alert(1)</script> red", 10*time.Second)
 	screenshot(t, ctx, "screenshot-slot.png")
