@@ -2,11 +2,8 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
@@ -32,33 +29,11 @@ func (b *bench) gitPush(ctx context.Context) []Row {
 	fail := func(err error) []Row {
 		return []Row{failed(figPush, nil, err), failed(figPushDeploy, nil, err)}
 	}
-	if b.n.redeploys < 1 {
-		return fail(errors.New("no re-deploys configured"))
-	}
-	for _, tool := range []string{"node", "npm", "git"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fail(fmt.Errorf("%s is not installed", tool))
-		}
-	}
-	if b.modErr != nil {
-		return fail(b.modErr)
-	}
-	a, err := b.newAgent()
+	a, r, err := b.sampleAgent(ctx)
 	if err != nil {
 		return fail(err)
 	}
 	defer b.stop(a)
-	if err := a.startReady(); err != nil {
-		return fail(err)
-	}
-	dir, err := os.MkdirTemp(b.root, "push-")
-	if err != nil {
-		return fail(fmt.Errorf("create repo directory: %w", err))
-	}
-	r := &sampleRepo{bare: filepath.Join(dir, "app.git"), work: filepath.Join(dir, "work")}
-	if err := r.init(ctx, filepath.Join(b.modDir, sampleLockDir)); err != nil {
-		return fail(err)
-	}
 	if err := r.commit(ctx, "v1"); err != nil {
 		return fail(err)
 	}

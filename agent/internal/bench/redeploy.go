@@ -81,33 +81,11 @@ func (b *bench) redeploy(ctx context.Context) []Row {
 			failed(figZDRollbackSnt, nil, err), failed(figZDRollbackFl, targetNoFailure, err), failed(figZDRollbackGap, nil, err),
 		}
 	}
-	if b.n.redeploys < 1 {
-		return fail(errors.New("no re-deploys configured"))
-	}
-	for _, tool := range []string{"node", "npm", "git"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fail(fmt.Errorf("%s is not installed", tool))
-		}
-	}
-	if b.modErr != nil {
-		return fail(b.modErr)
-	}
-	a, err := b.newAgent()
+	a, r, err := b.sampleAgent(ctx)
 	if err != nil {
 		return fail(err)
 	}
 	defer b.stop(a)
-	if err := a.startReady(); err != nil {
-		return fail(err)
-	}
-	dir, err := os.MkdirTemp(b.root, "repo-")
-	if err != nil {
-		return fail(fmt.Errorf("create repo directory: %w", err))
-	}
-	r := &sampleRepo{bare: filepath.Join(dir, "app.git"), work: filepath.Join(dir, "work")}
-	if err := r.init(ctx, filepath.Join(b.modDir, sampleLockDir)); err != nil {
-		return fail(err)
-	}
 
 	b.logf("re-deploy: first deploy of the sample app (npm ci, not timed)")
 	if err := r.commit(ctx, "v1"); err != nil {
@@ -223,6 +201,40 @@ func (b *bench) redeploy(ctx context.Context) []Row {
 		ours(figZDRollbackGap, "ms", Summarize([]float64{ms(rb.load.longestGap)}), nil,
 			fmt.Sprintf("ending %s ms after the exec", number(ms(rb.gapEnd)))),
 	)
+}
+
+// sampleAgent checks what the re-deploy measurements need, starts a fresh
+// agent (the caller stops it) and makes the sample app's repository, with
+// nothing committed yet.
+func (b *bench) sampleAgent(ctx context.Context) (*agentProc, *sampleRepo, error) {
+	if b.n.redeploys < 1 {
+		return nil, nil, errors.New("no re-deploys configured")
+	}
+	for _, tool := range []string{"node", "npm", "git"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, nil, fmt.Errorf("%s is not installed", tool)
+		}
+	}
+	if b.modErr != nil {
+		return nil, nil, b.modErr
+	}
+	dir, err := os.MkdirTemp(b.root, "repo-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("create repo directory: %w", err)
+	}
+	r := &sampleRepo{bare: filepath.Join(dir, "app.git"), work: filepath.Join(dir, "work")}
+	if err := r.init(ctx, filepath.Join(b.modDir, sampleLockDir)); err != nil {
+		return nil, nil, err
+	}
+	a, err := b.newAgent()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := a.startReady(); err != nil {
+		b.stop(a)
+		return nil, nil, err
+	}
+	return a, r, nil
 }
 
 // deployResult is one timed deploy or rollback.
