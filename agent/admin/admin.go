@@ -82,6 +82,7 @@ func New(b Backend, d Deploys, m *Metrics, log *slog.Logger) *API {
 	a.legacyRoutes()
 	a.metricsRoutes(m)
 	a.dbRoutes()
+	a.ecosystemRoutes()
 	a.historyRoutes()
 	a.gitRoutes()
 	a.uiRoutes()
@@ -140,8 +141,9 @@ func requireJSON(next http.Handler) http.Handler {
 }
 
 // Control is the handler for the control socket (the CLI): the socket's
-// file mode is the access control.
-func (a *API) Control() http.Handler { return a.mux }
+// file mode is the access control, and the only place where env values
+// may be revealed (GET /api/ecosystem?reveal=1).
+func (a *API) Control() http.Handler { return markControl(a.mux) }
 
 func (a *API) routes() {
 	a.mux.HandleFunc("GET /healthz", a.healthz)

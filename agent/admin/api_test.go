@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/ecosystem"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
@@ -85,6 +86,12 @@ func (f *fakeAgent) GitRemote(string) (gitpush.Remote, error) {
 }
 func (f *fakeAgent) Push(string, deploy.Push) (deploy.Record, error) {
 	return deploy.Record{}, errors.New("no git in this test")
+}
+
+// The fake agent is an Exporter: one placeholder, its env as given.
+func (f *fakeAgent) Ecosystem(reveal bool) (ecosystem.File, error) {
+	return ecosystem.File{Revealed: reveal, Apps: []ecosystem.App{{Name: "slot-a", Script: "slotagent",
+		Env: map[string]string{"API_TOKEN": ecosystem.Secret("tok-1234567", reveal)}}}}, nil
 }
 
 // done is the one deploy the fake knows.
@@ -344,5 +351,33 @@ func TestDashboardShowsPostgres(t *testing.T) {
 	}
 	if b := page("/?part=part-rows"); strings.Contains(b, "slot_a") {
 		t.Errorf("the process rows measure the databases too:\n%s", b)
+	}
+}
+
+// TestEcosystemRevealsOverTheControlSocketOnly: the admin port never
+// reveals env values; the control socket does when asked.
+func TestEcosystemRevealsOverTheControlSocketOnly(t *testing.T) {
+	a, _ := newTestAPI(t)
+	browser, err := a.Browser(Hosts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(path string) *http.Request {
+		r := httptest.NewRequest("GET", path, nil)
+		r.Host = "127.0.0.1:9000"
+		return r
+	}
+	var f ecosystem.File
+	call(t, browser, req("/api/ecosystem"), &f)
+	if f.Revealed || f.Apps[0].Env["API_TOKEN"] != ecosystem.Mask {
+		t.Errorf("admin port: %+v", f)
+	}
+	var e Error
+	if rec := call(t, browser, req("/api/ecosystem?reveal=1"), &e); rec.Code != 403 || !strings.Contains(e.Error, "control socket only") {
+		t.Errorf("reveal on the admin port: %d %+v", rec.Code, e)
+	}
+	call(t, a.Control(), req("/api/ecosystem?reveal=1"), &f)
+	if !f.Revealed || f.Apps[0].Env["API_TOKEN"] != "tok-1234567" {
+		t.Errorf("control socket: %+v", f)
 	}
 }

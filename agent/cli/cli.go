@@ -45,6 +45,7 @@ func New(version string) *cobra.Command {
 		dbCmd(),
 		gitRemoteCmd(),
 		gitHookCmd(),
+		placeholderCmd(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -78,6 +78,12 @@ type subscriber struct {
 	skipped int
 }
 
+// Files are the paths of the log files of process name in dir: its
+// stdout, its stderr and both.
+func Files(dir, name string) [3]string {
+	return [3]string{filepath.Join(dir, name+"-out.log"), filepath.Join(dir, name+"-error.log"), filepath.Join(dir, name+".log")}
+}
+
 // Open prepares the log files of process name in dir, creating dir (0700)
 // and the files (0600) if needed.
 func Open(dir, name string, opt Options) (*Sink, error) {
@@ -94,8 +100,7 @@ func Open(dir, name string, opt Options) (*Sink, error) {
 		return nil, fmt.Errorf("logs: %w", err)
 	}
 	s := &Sink{subs: make(map[*subscriber]struct{})}
-	for i, suffix := range []string{"-out.log", "-error.log", ".log"} {
-		p := filepath.Join(dir, name+suffix)
+	for i, p := range Files(dir, name) {
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			s.closeFiles()

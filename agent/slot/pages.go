@@ -34,14 +34,26 @@ func (s *Slot) pageData() pageData {
 
 // placeholder answers for an empty slot: JSON health on /health, a page elsewhere.
 func (s *Slot) placeholder(w http.ResponseWriter, r *http.Request) {
+	servePlaceholder(w, r, s.pageData())
+}
+
+// Placeholder is the placeholder of slot name alone, as `slotagent
+// placeholder` serves it outside the agent: the same page (url is the
+// slot's, adminURL the panel's; either may be empty) and /health.
+func Placeholder(name, url, adminURL string) http.Handler {
+	d := pageData{Slot: name, URL: url, AdminURL: adminURL}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { servePlaceholder(w, r, d) })
+}
+
+func servePlaceholder(w http.ResponseWriter, r *http.Request, d pageData) {
 	if r.URL.Path == "/health" {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]string{"status": "healthy", "slot": s.cfg.Name, "type": "placeholder"})
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "healthy", "slot": d.Slot, "type": "placeholder"})
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = pages.ExecuteTemplate(w, "placeholder.html", s.pageData())
+	_ = pages.ExecuteTemplate(w, "placeholder.html", d)
 }
 
 // unavailable answers 503 while the slot's app is down, restarting or not

@@ -155,7 +155,7 @@ func (s *Slot) Launch(rel Release) (*Candidate, error) {
 	proc, err := s.sup.Add(supervisor.Spec{
 		Name:     ProcessName(s.cfg.Name) + "@" + rel.ID,
 		Log:      ProcessName(s.cfg.Name),
-		Command:  shellArgv(rel.Command),
+		Command:  ShellArgv(rel.Command),
 		Dir:      rel.Dir,
 		Env:      s.appEnv(rel, port),
 		ShownEnv: s.shownEnv(rel, port),
@@ -449,10 +449,10 @@ func (s *Slot) Secrets(env map[string]string) []string {
 	return append(logs.SecretValues(env), logs.SecretValues(s.cfg.DBEnv)...)
 }
 
-// shellArgv runs a start command line with sh -c. A simple command (no
+// ShellArgv is how a start command line runs: with sh -c. A simple command (no
 // shell syntax) is exec'd by the shell, so no sh stays between the
 // supervisor and the app: one process less, and signals reach the app.
-func shellArgv(line string) []string {
+func ShellArgv(line string) []string {
 	if strings.ContainsAny(line, "|&;<>()$`\\\"'*?[]#~=%{}\n") {
 		return []string{"sh", "-c", line}
 	}

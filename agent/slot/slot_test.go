@@ -396,8 +396,8 @@ func TestShellArgv(t *testing.T) {
 		"node $MAIN":              "node $MAIN",
 		"node 'a b.js'":           "node 'a b.js'",
 	} {
-		if got := shellArgv(line); len(got) != 3 || got[0] != "sh" || got[1] != "-c" || got[2] != want {
-			t.Errorf("shellArgv(%q) = %q, want sh -c %q", line, got, want)
+		if got := ShellArgv(line); len(got) != 3 || got[0] != "sh" || got[1] != "-c" || got[2] != want {
+			t.Errorf("ShellArgv(%q) = %q, want sh -c %q", line, got, want)
 		}
 	}
 }

@@ -153,11 +153,14 @@ func (a *agent) cli(args ...string) (string, string, int) {
 	return out.String(), errOut.String(), code
 }
 
-// runFails runs `slotagent run` with env, expecting it to stop at once, and
-// returns its output (stderr then stdout) and whether it failed.
-func runFails(t *testing.T, env []string) (string, bool) {
+// runFails runs `slotagent run` (or args) with env, expecting it to stop at
+// once, and returns its output (stderr then stdout) and whether it failed.
+func runFails(t *testing.T, env []string, args ...string) (string, bool) {
 	t.Helper()
-	cmd := exec.Command(binary, "run")
+	if len(args) == 0 {
+		args = []string{"run"}
+	}
+	cmd := exec.Command(binary, args...)
 	cmd.Env = env
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -669,5 +672,40 @@ func TestUnusableStateFileIsMovedAside(t *testing.T) {
 	a.apiJSON("/healthz", &about)
 	if about.Status != "degraded" || len(about.Warnings) != 1 {
 		t.Fatalf("/healthz after a start with a warning: %+v", about)
+	}
+}
+
+// TestPlaceholderAlone: `slotagent placeholder` serves the in-process
+// placeholder's page and /health; bad input is one clear line.
+func TestPlaceholderAlone(t *testing.T) {
+	port := testkit.FreePort(t)
+	cmd := exec.Command(binary, "placeholder", "c", "--port", strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), "SLOT_C_URL=https://slot-c--dev--alice.example.com", "ADMIN_URL=https://admin--dev--alice.example.com")
+	child, err := reaper.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	testkit.WaitHTTP(t, url+"/health", 200, 10*time.Second)
+	if _, b := body(t, url+"/health"); b != `{"slot":"c","status":"healthy","type":"placeholder"}`+"\n" {
+		t.Errorf("/health: %q", b)
+	}
+	if code, b := body(t, url+"/"); code != 200 || !strings.Contains(b, "https://slot-c--dev--alice.example.com") || !strings.Contains(b, "admin--dev--alice") {
+		t.Errorf("page: %d %s", code, b)
+	}
+	for _, args := range [][]string{{"z", "--port", "3001"}, {"a"}, {"a", "--port", "70000"}, {"a", "--port", strconv.Itoa(port)}} {
+		out, failed := runFails(t, os.Environ(), append([]string{"placeholder"}, args...)...)
+		if !failed || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("placeholder %v: failed=%v %q", args, failed, out)
+		}
+	}
+	_ = syscall.Kill(child.Pid, syscall.SIGTERM)
+	select {
+	case <-child.Done():
+		if !child.Exit().Success() {
+			t.Errorf("placeholder exit after SIGTERM: %s", child.Exit())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the placeholder did not stop on SIGTERM")
 	}
 }
