@@ -462,3 +462,15 @@ func TestFailedPostgresStartsWaitingAppsAnyway(t *testing.T) {
 		t.Errorf("validate: %d\n%s", code, out)
 	}
 }
+
+// TestValidateNamesTheConfiguredPostgresAddress: a PostgreSQL that cannot
+// run is reported at the address it was configured on, not ":0".
+func TestValidateNamesTheConfiguredPostgresAddress(t *testing.T) {
+	a := newAgent(t)
+	port := testkit.FreePort(t)
+	a.start("SLOTAGENT_POSTGRES_ENABLED=true", "SLOTAGENT_POSTGRES_BIN_DIR="+t.TempDir(), "SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(port))
+	out, _, code := a.cli("validate")
+	if code == 0 || !strings.Contains(out, fmt.Sprintf("FAIL  PostgreSQL on 127.0.0.1:%d online with every database: error: no PostgreSQL server binaries", port)) {
+		t.Errorf("validate: %d\n%s", code, out)
+	}
+}
