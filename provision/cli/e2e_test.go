@@ -59,7 +59,9 @@ func repoRoot(t *testing.T) string {
 func TestWorkspaceEndToEnd(t *testing.T) {
 	rc := tfmirror.Require(t)
 	bin := filepath.Join(t.TempDir(), "slotagent")
-	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/slotagent")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./agent/cmd/slotagent")
 	build.Dir = repoRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build slotagent: %v\n%s", err, out)
