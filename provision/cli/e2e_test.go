@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -195,5 +196,20 @@ func workspaceEndToEnd(t *testing.T, rc, bin, target string) {
 	}
 	if checked != 5 {
 		t.Fatalf("checked %d slots", checked)
+	}
+	// The workspace's name reaches the agent: its git remotes name the
+	// ssh host `coder config-ssh` makes for the workspace.
+	for _, app := range plan.Apps {
+		if app.Name != render.AdminApp {
+			continue
+		}
+		code, body, err := get(app.Local + "/api/slots/a/git-remote")
+		var remote struct{ URL string }
+		if err == nil {
+			err = json.Unmarshal([]byte(body), &remote)
+		}
+		if err != nil || code != http.StatusOK || remote.URL != "coder.dev:data/slotagent/git/a.git" {
+			t.Fatalf("git remote of slot a: %d %v\n%s", code, err, body)
+		}
 	}
 }

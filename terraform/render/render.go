@@ -207,8 +207,8 @@ func (w *writer) locals(b *hclwrite.Body, c *config.Config) {
 }
 
 // envTokens is the container's environment besides the agent's token and
-// init script: the URLs, host names and ports slotagent serves on, and
-// whether it runs the workspace PostgreSQL.
+// init script: the URLs, host names and ports slotagent serves on, the
+// workspace's name, and whether it runs the workspace PostgreSQL.
 func (w *writer) envTokens(c *config.Config) hclwrite.Tokens {
 	type item struct {
 		name string
@@ -217,6 +217,10 @@ func (w *writer) envTokens(c *config.Config) hclwrite.Tokens {
 	items := []item{
 		{"ADMIN_PORT", str(strconv.Itoa(c.Admin.Port))},
 		{"ADMIN_URL", w.expr(`local.app_urls["admin"]`)},
+		// slotagent git-remote and the slot pages name the workspace's ssh
+		// host (coder.<workspace>) with it, as Coder's agent does for its
+		// sessions.
+		{"CODER_WORKSPACE_NAME", w.expr("data.coder_workspace.me.name")},
 	}
 	for _, s := range c.Slots {
 		up := "SLOT_" + strings.ToUpper(s.Name)
