@@ -6,7 +6,7 @@ RUN_DIR ?= .run
 # The workspace image `make image` builds.
 IMAGE   ?= coder-slots/workspace:$(VERSION)
 
-.PHONY: build run test lint bench clean tf-mirror image
+.PHONY: build run test lint bench clean tf-mirror image e2e
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/slotagent ./agent/cmd/slotagent
@@ -22,9 +22,18 @@ run: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./provision/e2e/
 
 test: lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# A real Coder server (built from its Go module) and a real Docker engine
+# (Debian's docker.io, started by the test with its own data under
+# ~/.cache/coder-slots/e2e): push the template, build a workspace, deploy,
+# stop, start. Needs root; E2E_RECORD=1 writes the figures into
+# docs/benchmarks.md. See provision/e2e.
+e2e: build tf-mirror
+	$(GO) test -tags e2e -count=1 -timeout 80m -v ./provision/e2e/
 
 # Benchmarks print numbers; they never run in make test.
 bench:

@@ -77,7 +77,7 @@ func run() int {
 			fmt.Fprintf(os.Stderr, "slotbench: create the directory of %s: %v\n", *out, err)
 			return 1
 		}
-		if err := os.WriteFile(*out, []byte(table), 0o644); err != nil {
+		if err := os.WriteFile(*out, []byte(table+keptSection(*out)), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "slotbench: write %s: %v\n", *out, err)
 			return 1
 		}
@@ -88,4 +88,21 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// e2eMarker starts the part of the benchmarks file that `make e2e
+// E2E_RECORD=1` writes (provision/e2e uses the same line): a rewrite of the
+// file keeps it.
+const e2eMarker = "<!-- make e2e: the figures below are kept by make bench -->"
+
+// keptSection is the e2e part of the file at path, or "".
+func keptSection(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if i := strings.Index(string(b), e2eMarker); i >= 0 {
+		return "\n" + string(b[i:])
+	}
+	return ""
 }
