@@ -246,9 +246,12 @@ func (p *Previous) Revert(c *Candidate, grace time.Duration) bool {
 	return back
 }
 
-// retire stops t, marked as retiring with r, and unmarks it.
+// retire stops t, marked as retiring with r, and unmarks it once it is
+// gone. A stop of t already under way (a drain that ended) gets grace too,
+// and is waited for.
 func (s *Slot) retire(t *target, r *retiree, grace time.Duration) {
 	s.sup.Remove(t.proc.Spec().Name, grace)
+	t.proc.StopWithin(grace)
 	s.mu.Lock()
 	if s.retiring[t] == r {
 		delete(s.retiring, t)

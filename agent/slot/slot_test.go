@@ -415,3 +415,45 @@ func TestProxyLogsToTheSlotsLogger(t *testing.T) {
 		t.Fatal("the relay does not log to the slot's logger")
 	}
 }
+
+// TestStopCutsTheStopOfAPreviousApp: a Stop with a short grace, while the
+// previous app of a Promote is being stopped with the full kill timeout
+// (it ignores SIGTERM), returns within that grace plus a little, with the
+// previous app gone.
+func TestStopCutsTheStopOfAPreviousApp(t *testing.T) {
+	testkit.NeedNode(t)
+	sup := supervisor.New(t.TempDir(), logs.Options{}, 0)
+	pol := supervisor.DefaultPolicy()
+	pol.KillTimeout = time.Minute
+	s, err := Listen(Config{Name: "a", Bind: "127.0.0.1", Port: testkit.FreePort(t), Policy: pol, BaseEnv: os.Environ()}, sup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()); sup.Close(time.Second) })
+	stubborn := strings.Replace(testkit.HelloApp, "process.on('SIGTERM', () => server.close(() => process.exit(0)));", "process.on('SIGTERM', () => {});", 1)
+	dir := testkit.WriteApp(t, stubborn)
+	launch := func(id string) *Candidate {
+		t.Helper()
+		c, err := s.Launch(Release{ID: id, Dir: dir, Command: "node server.js"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", c.Port()), 200, 10*time.Second)
+		return c
+	}
+	old := launch("r1")
+	s.Promote(context.Background(), old, 0)
+	oldPID := old.Process().Info().PID
+	promoted := make(chan struct{})
+	go func() { s.Promote(context.Background(), launch("r2"), 0); close(promoted) }()
+	waitUntil(t, "the stop of r1", func() bool { return old.Process().Info().Status == supervisor.Stopping })
+	start := time.Now()
+	s.Stop(300 * time.Millisecond)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Stop(300ms) took %s", d)
+	}
+	if testkit.PIDAlive(oldPID) {
+		t.Fatalf("the previous app (pid %d) survived the stop", oldPID)
+	}
+	<-promoted
+}

@@ -751,13 +751,13 @@ func TestKill9DuringInstallLeavesNoInstallBehind(t *testing.T) {
 	}
 	a.signal(syscall.SIGKILL)
 	a.wait(5 * time.Second)
-	if !install.Alive() || !pidAlive(sleepPID) {
-		t.Fatalf("the install died with the agent (npm %v, its script %v): the test cannot show the cleanup", install.Alive(), pidAlive(sleepPID))
+	if !install.Alive() || !testkit.PIDAlive(sleepPID) {
+		t.Fatalf("the install died with the agent (npm %v, its script %v): the test cannot show the cleanup", install.Alive(), testkit.PIDAlive(sleepPID))
 	}
 
 	a.start()
 	for _, pid := range []int{install.PID, sleepPID} {
-		if pidAlive(pid) {
+		if testkit.PIDAlive(pid) {
 			t.Errorf("process %d of the install survived the new agent's start", pid)
 		}
 	}

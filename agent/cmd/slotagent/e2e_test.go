@@ -211,15 +211,6 @@ func writeState(t *testing.T, dataDir string) string {
 	return dir
 }
 
-func pidAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	return !strings.HasPrefix(s[strings.LastIndexByte(s, ')')+2:], "Z")
-}
-
 func TestFirstBootStatusValidateAndCleanStop(t *testing.T) {
 	a := newAgent(t)
 	a.start()
@@ -324,12 +315,12 @@ func TestRehydrateAfterKill9(t *testing.T) {
 	// An unclean stop leaves the app running, holding its port.
 	a.signal(syscall.SIGKILL)
 	a.wait(5 * time.Second)
-	if !pidAlive(oldPID) {
+	if !testkit.PIDAlive(oldPID) {
 		t.Fatal("the app died with the agent; the test cannot show the cleanup")
 	}
 
 	a.start()
-	if pidAlive(oldPID) {
+	if testkit.PIDAlive(oldPID) {
 		t.Fatalf("the old app (pid %d) survived the new agent's start", oldPID)
 	}
 	testkit.WaitHTTP(t, a.url("a", "/health"), 200, 10*time.Second)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,4 +174,14 @@ func NeedPostgres(t testing.TB) {
 		return
 	}
 	t.Skip("PostgreSQL is not installed")
+}
+
+// PIDAlive reports whether process pid runs (exists and is no zombie).
+func PIDAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	st := string(b)
+	return !strings.HasPrefix(st[strings.LastIndexByte(st, ')')+2:], "Z")
 }
