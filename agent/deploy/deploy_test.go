@@ -201,6 +201,20 @@ func (e *engine) wait(t *testing.T, id string) Record {
 	}
 }
 
+// waitStage waits until the deploy id has finished a stage (it has read
+// the state it builds on by then).
+func (e *engine) waitStage(t *testing.T, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r, _ := e.d.Get(id); len(r.Stages) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deploy %s never finished a stage", id)
+		}
+	}
+}
+
 // serves returns what the slot answers.
 func (e *engine) serves(t *testing.T) string {
 	t.Helper()
@@ -334,39 +348,46 @@ func TestEnvChangeReadsTheStateItChanges(t *testing.T) {
 	if rec := e.deploy(t, appDir(t, codeServer("old")), nil); rec.Status != Succeeded {
 		t.Fatalf("deploy: %s %s", rec.Status, rec.Error)
 	}
-	rec, err := e.d.Deploy("a", Request{Dir: appDir(t, codeServer("new")), Start: "node server.js"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The deploy has read the state it builds on once it has a stage.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if r, _ := e.d.Get(rec.ID); len(r.Stages) > 0 {
-			break
+	if e.raceADeploy(t, "new", func() (string, error) {
+		_, rec, err := e.d.SetEnv("a", map[string]string{"VERSION": "v2"}, nil)
+		if err != nil {
+			return "", err
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the deploy never reached a stage")
-		}
-	}
-	// The deploy ends right after the env change has read the state.
-	e.readHook(func() { e.wait(t, rec.ID) })
-	_, envRec, err := e.d.SetEnv("a", map[string]string{"VERSION": "v2"}, nil)
-	var busy ErrBusy
-	switch {
-	case errors.As(err, &busy):
-		e.wait(t, rec.ID)
-		if got := e.serves(t); got != "new none" {
-			t.Fatalf("after the deploy the slot serves %q", got)
-		}
-	case err != nil:
-		t.Fatal(err)
-	default:
-		if r := e.wait(t, envRec.ID); r.Status != Succeeded {
-			t.Fatalf("env change: %s %s", r.Status, r.Error)
-		}
+		return rec.ID, nil
+	}) {
 		if got := e.serves(t); got != "new v2" {
 			t.Fatalf("after the env change the slot serves %q, not the new code", got)
 		}
+	} else if got := e.serves(t); got != "new none" {
+		t.Fatalf("after the deploy the slot serves %q", got)
 	}
+}
+
+// raceADeploy deploys the code labelled label and, once that deploy has
+// read the state it builds on, runs change, with the deploy ending right
+// after change has read the state. It reports whether change ran (else it
+// was refused as busy); its job, and the deploy, have ended.
+func (e *engine) raceADeploy(t *testing.T, label string, change func() (string, error)) bool {
+	t.Helper()
+	rec, err := e.d.Deploy("a", Request{Dir: appDir(t, codeServer(label)), Start: "node server.js"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitStage(t, rec.ID)
+	e.readHook(func() { e.wait(t, rec.ID) })
+	id, err := change()
+	var busy ErrBusy
+	if errors.As(err, &busy) {
+		e.wait(t, rec.ID)
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.wait(t, id); r.Status != Succeeded {
+		t.Fatalf("%s: %s %s", r.Trigger, r.Status, r.Error)
+	}
+	return true
 }
 
 // smallFS mounts a tmpfs of size bytes on a new folder (root only) and
@@ -522,5 +543,26 @@ func TestUnwritableRecordLeavesNothing(t *testing.T) {
 	}
 	if id, busy := e.d.holder("a"); busy {
 		t.Fatalf("slot still reserved by %s", id)
+	}
+}
+
+// TestRollbackReadsTheStateItChanges: a rollback asked for while a deploy
+// runs never targets a release that deploy prunes: it is refused, or
+// rolls back to a release that is kept.
+func TestRollbackReadsTheStateItChanges(t *testing.T) {
+	e := newEngine(t, func(c *Config) { c.KeepReleases = 2 })
+	for _, label := range []string{"one", "two"} {
+		if rec := e.deploy(t, appDir(t, codeServer(label)), nil); rec.Status != Succeeded {
+			t.Fatalf("deploy %s: %s %s", label, rec.Status, rec.Error)
+		}
+	}
+	// The rollback's target is release one, which the next deploy prunes.
+	if e.raceADeploy(t, "three", func() (string, error) {
+		rec, err := e.d.Rollback("a", "")
+		return rec.ID, err
+	}) {
+		if got := e.serves(t); got != "two none" {
+			t.Fatalf("after the rollback the slot serves %q", got)
+		}
 	}
 }
