@@ -684,6 +684,13 @@ func TestShutdownDuringACutover(t *testing.T) {
 	dir := testkit.WriteApp(t, stubbornApp)
 	a.start("SLOTAGENT_KILL_TIMEOUT=30s")
 	a.mustCLI("deploy", "a", "--dir", dir, "--start", "node server.js", "--env", "VERSION=v1", "--wait")
+	_, pid := body(t, a.url("a", "/pid"))
+	v1, err := strconv.Atoi(pid)
+	if err != nil {
+		t.Fatalf("pid of v1: %q", pid)
+	}
+	// Should the agent leave v1 behind, it must not outlive the test.
+	t.Cleanup(func() { _ = syscall.Kill(v1, syscall.SIGKILL) })
 	a.mustCLI("deploy", "a", "--dir", dir, "--start", "node server.js", "--env", "VERSION=v2")
 	// Swapped: the deploy now stops v1, which takes kill_timeout.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -702,6 +709,9 @@ func TestShutdownDuringACutover(t *testing.T) {
 	a.signal(syscall.SIGTERM)
 	if d := a.wait(20 * time.Second); a.exitCode() != 0 || d > 9*time.Second {
 		t.Fatalf("shutdown: exit %d after %s\n%s", a.exitCode(), d, a.stderr())
+	}
+	if testkit.PIDAlive(v1) {
+		t.Fatalf("the old app (pid %d) outlived the agent", v1)
 	}
 	st, err := state.Load(filepath.Join(a.dataDir, "state.json"))
 	if err != nil {
