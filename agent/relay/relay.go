@@ -61,10 +61,10 @@ type Server struct {
 	// connection; 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
 	// MaxConns caps the client connections served at once (0: no cap).
-	// One over the cap is closed as soon as it is accepted, and Refused,
-	// when set, is told.
+	// One over the cap is closed as soon as it is accepted.
 	MaxConns int
-	Refused  func()
+	// Refused, when set, is told of each connection closed over MaxConns.
+	Refused func()
 	// Log receives what cannot be answered to anyone (a handler's panic);
 	// nil means slog.Default().
 	Log *slog.Logger
