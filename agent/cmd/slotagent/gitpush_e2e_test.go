@@ -302,6 +302,19 @@ func TestConcurrentGitPushes(t *testing.T) {
 	if refs := gitRun(t, repo, "for-each-ref", "--format=%(refname)"); strings.Count(refs, "\n") != 0 {
 		t.Fatalf("both pushes moved a ref:\n%s", refs)
 	}
+
+	// A push while `slotagent deploy` runs is rejected the same way.
+	out := a.mustCLI("deploy", "a", "--dir", work)
+	id := strings.Fields(strings.TrimPrefix(out, "deploy "))[0]
+	writeFile(t, filepath.Join(work, "extra.txt"), "x\n")
+	commit(t, work, "during a deploy")
+	before := refOf(t, repo, "refs/heads/main")
+	if out, ok := gitPush(t, work, nil, repo, "main"); ok || !strings.Contains(out, "a deploy is already running on this slot (deploy "+id+")") {
+		t.Fatalf("a push during deploy %s:\n%s", id, out)
+	}
+	if got := refOf(t, repo, "refs/heads/main"); got != before {
+		t.Fatalf("the branch moved during a deploy: %s", got)
+	}
 }
 
 // sshd runs Debian's sshd as a child on a free loopback port, with its own
