@@ -10,8 +10,12 @@ package history
 
 import (
 	"math/bits"
+	"runtime"
 	"sync"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // The rings: Fine covers the last hour, Coarse the last 24 hours.
@@ -29,12 +33,12 @@ const (
 )
 
 // BytesPerSlot is the memory a Slot takes, whatever the traffic: 100 bytes
-// per bucket × (360 + 1440) buckets, 64 events of 56 bytes, its start and four words
-// (checked by a test). The events' texts (a deploy id, an exit status) are
-// strings the agent already has. A ring's pages become resident as its
-// buckets are first written: after an hour about 36 KB of the 10-second ring,
-// after a day all of it.
-const BytesPerSlot = 183640
+// per bucket × (360 + 1440) buckets (the rings), and 64 events of 56
+// bytes, its start and five words (checked by a test). The events' texts
+// (a deploy id, an exit status) are strings the agent already has. A
+// ring's pages become resident as its buckets are first written: after an
+// hour the 36 KB of the 10-second ring, after a day all 180 KB.
+const BytesPerSlot = 183648
 
 // Class is what a response was: its status class, or the slot's own 503
 // (the app was down or failed before answering).
@@ -112,7 +116,7 @@ func NewWithClock(names []string, c Clock) *History {
 	h := &History{slots: make(map[string]*Slot, len(names))}
 	base := c.Now()
 	for _, name := range names {
-		h.slots[name] = &Slot{clock: c, base: base}
+		h.slots[name] = newSlot(c, base)
 	}
 	return h
 }
@@ -125,10 +129,33 @@ type Slot struct {
 	clock   Clock
 	base    time.Time // when the history began; times are kept as offsets from it
 	mu      sync.Mutex
-	fine    [FineLen]bucket
-	coarse  [CoarseLen]bucket
+	rings   *rings
 	events  [MaxEvents]event
 	nEvents int // events recorded in all; the ring holds the last MaxEvents
+}
+
+// rings are a slot's buckets: 180,000 bytes, mapped outside the Go heap
+// when the system allows, so that they count in the agent's RSS only as
+// their pages are first written, and not in the garbage collector's heap
+// goal (which would let that much more garbage pile up under load). They
+// hold no pointers.
+type rings struct {
+	fine   [FineLen]bucket
+	coarse [CoarseLen]bucket
+}
+
+// newSlot makes a slot's history with its rings mapped, unmapped when
+// the slot is garbage.
+func newSlot(c Clock, base time.Time) *Slot {
+	s := &Slot{clock: c, base: base}
+	mem, err := unix.Mmap(-1, 0, int(unsafe.Sizeof(rings{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		s.rings = new(rings) // on the heap: the same, less frugal
+		return s
+	}
+	s.rings = (*rings)(unsafe.Pointer(&mem[0]))
+	runtime.AddCleanup(s, func(mem []byte) { _ = unix.Munmap(mem) }, mem)
+	return s
 }
 
 // Request records one response: its status code, when its request arrived
@@ -140,7 +167,7 @@ func (s *Slot) Request(code int, start time.Time, took time.Duration, local bool
 	l := latencyBucket(took)
 	now := start.Sub(s.base) + took
 	s.mu.Lock()
-	for _, b := range [2]*bucket{at(s.fine[:], FineStep, now), at(s.coarse[:], CoarseStep, now)} {
+	for _, b := range [2]*bucket{at(s.rings.fine[:], FineStep, now), at(s.rings.coarse[:], CoarseStep, now)} {
 		if c < classes {
 			b.classes[c]++
 		}
@@ -154,7 +181,7 @@ func (s *Slot) Sample(cpu float64, rss uint64) {
 	kib := uint32(min(rss>>10, 1<<32-1))
 	s.mu.Lock()
 	now := s.elapsed()
-	for _, b := range [2]*bucket{at(s.fine[:], FineStep, now), at(s.coarse[:], CoarseStep, now)} {
+	for _, b := range [2]*bucket{at(s.rings.fine[:], FineStep, now), at(s.rings.coarse[:], CoarseStep, now)} {
 		b.cpuSum += float32(cpu)
 		b.samples++
 		b.rssKiB = max(b.rssKiB, kib)

@@ -43,7 +43,7 @@ func request(s *Slot, c Clock, code int, d time.Duration, local bool) {
 	s.Request(code, c.Now().Add(-d), d, local)
 }
 
-func newSlot(t *testing.T) (*Slot, *fakeClock) {
+func newTestSlot(t *testing.T) (*Slot, *fakeClock) {
 	t.Helper()
 	c := newFakeClock()
 	h := NewWithClock([]string{"a"}, c)
@@ -57,15 +57,15 @@ func TestBytesPerSlotIsTheSlotsSize(t *testing.T) {
 	if got := unsafe.Sizeof(bucket{}); got != 100 {
 		t.Errorf("a bucket takes %d bytes, the comment says 100", got)
 	}
-	if got := unsafe.Sizeof(Slot{}); got != BytesPerSlot {
-		t.Fatalf("a Slot takes %d bytes, BytesPerSlot says %d", got, BytesPerSlot)
+	if got := unsafe.Sizeof(Slot{}) + unsafe.Sizeof(rings{}); got != BytesPerSlot {
+		t.Fatalf("a Slot and its rings take %d bytes, BytesPerSlot says %d", got, BytesPerSlot)
 	}
 }
 
 // TestMemoryStaysBoundedUnderTraffic: a day and a half of requests,
 // samples and events (every ring wrapped) leaves the heap where it was.
 func TestMemoryStaysBoundedUnderTraffic(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	detail := "exit status 1"
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -89,7 +89,7 @@ func TestMemoryStaysBoundedUnderTraffic(t *testing.T) {
 }
 
 func TestRecordingAllocatesNothing(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	ref, detail := "20261129T120000Z-abc1234", "exit status 1"
 	for name, f := range map[string]func(){
 		"Request": func() { request(s, c, 200, 3*time.Millisecond, false) },
@@ -108,7 +108,7 @@ func TestRecordingAllocatesNothing(t *testing.T) {
 // times shown follow the machine's clock.
 func TestClockSetBackCorruptsNothing(t *testing.T) {
 	for _, back := range []time.Duration{time.Hour, 30 * time.Minute, 24 * time.Hour} {
-		s, c := newSlot(t)
+		s, c := newTestSlot(t)
 		c.advance(95 * time.Second) // bucket 9
 		for range 5 {
 			request(s, c, 200, time.Millisecond, false)
@@ -149,7 +149,7 @@ func TestClockSetBackCorruptsNothing(t *testing.T) {
 }
 
 func TestClassesAndQuantiles(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	for _, code := range []int{200, 204, 301, 404, 500, 502, 101} {
 		request(s, c, code, time.Millisecond, false)
 	}
@@ -199,7 +199,7 @@ func TestLatencyBuckets(t *testing.T) {
 }
 
 func TestSamplesMeanCPUAndLargestRSS(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	s.Sample(10, 100<<20)
 	s.Sample(30, 50<<20)
 	c.advance(FineStep)
@@ -216,7 +216,7 @@ func TestSamplesMeanCPUAndLargestRSS(t *testing.T) {
 // TestRingsForgetWhatIsOutOfRange: a bucket a full turn of the ring old is
 // neither shown nor added to the one that reuses its place.
 func TestRingsForgetWhatIsOutOfRange(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	request(s, c, 500, time.Millisecond, false)
 	s.Mark(Deploy, "old", "", 0)
 	c.advance(time.Hour)
@@ -239,7 +239,7 @@ func TestRingsForgetWhatIsOutOfRange(t *testing.T) {
 }
 
 func TestEventsKeepTheLastAndAreSorted(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	c.advance(time.Minute)
 	for i := range MaxEvents + 10 {
 		s.Mark(Deploy, strings.Repeat("x", i%3), "", 0)
@@ -274,7 +274,7 @@ func TestParseRange(t *testing.T) {
 }
 
 func TestSeriesJSON(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	request(s, c, 200, 2*time.Millisecond, false)
 	raw, err := json.Marshal(s.Read(Hour))
 	if err != nil {
@@ -321,7 +321,7 @@ func BenchmarkRequestParallel(b *testing.B) {
 // that starts on a whole minute of the history, counts add up, the largest
 // RSS and the mean CPU hold, and quantiles come from the merged histogram.
 func TestReadMergedSumsAlignedBuckets(t *testing.T) {
-	s, c := newSlot(t)
+	s, c := newTestSlot(t)
 	for i := range 13 { // buckets 0 … 12
 		request(s, c, 200, time.Millisecond, false)
 		if i == 4 {
@@ -345,4 +345,30 @@ func TestReadMergedSumsAlignedBuckets(t *testing.T) {
 	if p50 := got.P50Ms[0]; p50 < 64 || p50 > 128 {
 		t.Fatalf("p50 of the first minute %.3f ms: 9 of its 15 requests took 100 ms", p50)
 	}
+}
+
+// TestRingsAreOutsideTheHeap: the rings are mapped memory, so ten slots'
+// histories add only their small heads to the Go heap (and to the garbage
+// collector's goal), and a history that is garbage gives its rings back.
+func TestRingsAreOutsideTheHeap(t *testing.T) {
+	names := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	h := New(names)
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > int64(len(names))*8<<10 {
+		t.Fatalf("ten slots' histories took %d bytes of the Go heap", grew)
+	}
+	for _, name := range names { // written: the mapped pages work
+		h.Slot(name).Request(200, time.Now(), time.Millisecond, false)
+		h.Slot(name).Request(200, time.Now(), time.Millisecond, false)
+		if got := h.Slot(name).Read(Day).Requests; got[len(got)-1] != 2 {
+			t.Fatalf("slot %s: %v", name, got)
+		}
+	}
+	runtime.KeepAlive(h)
+	h = nil
+	runtime.GC()
+	runtime.GC()
 }

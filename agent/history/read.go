@@ -119,9 +119,9 @@ func (s *Slot) ReadMerged(r Range, per int) Series {
 	per = max(per, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	step, ring := r.Step(), s.fine[:]
+	step, ring := r.Step(), s.rings.fine[:]
 	if r == Day {
-		ring = s.coarse[:]
+		ring = s.rings.coarse[:]
 	}
 	now, wall := s.elapsed(), s.clock.Wall()
 	// A time on the monotonic clock, labelled with the wall clock of now.

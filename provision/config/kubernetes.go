@@ -166,6 +166,16 @@ func checkTolerationKeys(raw any) error {
 	return nil
 }
 
+// defaultOf is the default of a scalar key.
+func defaultOf(name string) any {
+	for _, k := range Keys() {
+		if k.Name == name {
+			return k.Default
+		}
+	}
+	panic("config: no key " + name)
+}
+
 // kubernetes decodes the kubernetes keys: scalars from viper, the rest from
 // the file.
 func (d *decoder) kubernetes() Kubernetes {
@@ -245,6 +255,9 @@ func (c *Config) checkTarget() error {
 	}
 	if c.Docker.NetworkMode != "" {
 		return fmt.Errorf("docker.network_mode: %q is for target %s only; a pod has the cluster's network", c.Docker.NetworkMode, TargetDocker)
+	}
+	if g := c.Docker.StopGraceSeconds; g != defaultOf("docker.stop_grace_seconds") {
+		return fmt.Errorf("docker.stop_grace_seconds: %d is for target %s only; a pod's is kubernetes.termination_grace_seconds", g, TargetDocker)
 	}
 	return c.checkGrace("kubernetes.termination_grace_seconds", c.Kubernetes.TerminationGraceSeconds, "Kubernetes")
 }
