@@ -410,7 +410,7 @@ func smallFS(t *testing.T, size int) (dir string, readOnly func()) {
 	mount("-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir)
 	t.Cleanup(func() {
 		var out strings.Builder
-		if err := reaper.RunTo(context.Background(), exec.Command("umount", dir), &out, &out); err != nil {
+		if err := reaper.RunTo(context.Background(), exec.Command("umount", "--lazy", dir), &out, &out); err != nil {
 			t.Errorf("umount %s: %v\n%s", dir, err, out.String())
 		}
 	})
@@ -531,7 +531,12 @@ func TestUnwritableRecordLeavesNothing(t *testing.T) {
 	if err := reaper.RunTo(t.Context(), exec.Command("mount", "--bind", fs, recDir), &out, &out); err != nil {
 		t.Fatalf("mount --bind: %v\n%s", err, out.String())
 	}
-	t.Cleanup(func() { _ = reaper.RunTo(context.Background(), exec.Command("umount", recDir), io.Discard, io.Discard) })
+	t.Cleanup(func() {
+		var out strings.Builder
+		if err := reaper.RunTo(context.Background(), exec.Command("umount", "--lazy", recDir), &out, &out); err != nil {
+			t.Errorf("umount %s: %v\n%s", recDir, err, out.String())
+		}
+	})
 	fill(t, recDir, 0)
 	_, err := e.d.Deploy("a", Request{Dir: appDir(t, appServer), Start: "node server.js"})
 	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
