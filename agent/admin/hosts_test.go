@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -130,5 +132,72 @@ func TestServerClosesIdleConnections(t *testing.T) {
 	start := time.Now()
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) || time.Since(start) > 5*time.Second {
 		t.Fatalf("idle connection: %v after %s, want closed", err, time.Since(start))
+	}
+}
+
+// TestHostCheckOnTheWire: what a hostile client sends on a raw socket to
+// the real admin server. Every request of a kept-alive connection is
+// checked on its own (an allowed first request does not open the door for
+// the next), a request without Host (HTTP/1.0) is refused, and two Host
+// fields are net/http's 400.
+func TestHostCheckOnTheWire(t *testing.T) {
+	d := &countingDeploys{}
+	a := New(&fakeAgent{appStart: time.Now()}, d, NewMetrics(), slog.New(slog.DiscardHandler))
+	browser, err := a.Browser(NewHosts("https://admin--dev--alice.coder.example.com/", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(browser, time.Minute)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+
+	// send writes raw on a new connection and returns the status of each
+	// answer read until the server closes it.
+	send := func(raw string) []int {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		var codes []int
+		for {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return codes
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes = append(codes, resp.StatusCode)
+			if resp.Close {
+				return codes
+			}
+		}
+	}
+	body := `{"set":{"V":"1"}}`
+	envPost := func(host, conn string) string {
+		return "POST /api/slots/e/env HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\n" +
+			"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" + conn + "\r\n" + body
+	}
+	if got := send(envPost("127.0.0.1:9000", "") + envPost("rebind.evil.test:9000", "Connection: close\r\n")); !slices.Equal(got, []int{200, 421}) {
+		t.Fatalf("allowed then rebinding Host on one connection: %v, want [200 421]", got)
+	}
+	if got := send("GET /healthz HTTP/1.0\r\n\r\n"); !slices.Equal(got, []int{421}) {
+		t.Fatalf("HTTP/1.0 without Host: %v, want [421]", got)
+	}
+	if got := send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: rebind.evil.test\r\n\r\n"); !slices.Equal(got, []int{400}) {
+		t.Fatalf("two Host fields: %v, want [400]", got)
+	}
+	if n := d.envChanges.Load(); n != 1 {
+		t.Fatalf("env changes: %d, want 1 (only the allowed request)", n)
 	}
 }
