@@ -227,7 +227,7 @@ func setUp(ctx context.Context, t *testing.T) *world {
 	})
 	step("workspace image", func() error { return w.docker.workspaceImage(ctx, root, bases) })
 	step("coder binary", func() (err error) {
-		w.coderBin, _, err = coderBinary(ctx, root, cache)
+		w.coderBin, err = coderBinary(ctx, root, cache)
 		return err
 	})
 	var pg *daemon

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -551,49 +552,45 @@ func stageContext(root, dst string) error {
 
 // coderBinary builds, once per version, the OSS Coder server from its Go
 // module (the version codersdk is pinned to in go.mod) and returns its path.
-func coderBinary(ctx context.Context, root, cache string) (string, string, error) {
+func coderBinary(ctx context.Context, root, cache string) (string, error) {
 	version, err := command(ctx, root, nil, nil, "go", "list", "-m", "-f", "{{.Version}}", "github.com/coder/coder/v2")
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
 	version = strings.TrimSpace(version)
 	bin := filepath.Join(cache, "coder-"+version)
 	if _, err := os.Stat(bin); err == nil {
-		return bin, version, nil
+		return bin, nil
 	}
-	dl, err := command(ctx, root, nil, nil, "go", "mod", "download", "-json", "github.com/coder/coder/v2@"+version)
-	if err != nil {
-		return "", "", err
+	// stdout alone: it is JSON, and go prints its progress on stderr.
+	download := exec.CommandContext(ctx, "go", "mod", "download", "-json", "github.com/coder/coder/v2@"+version)
+	download.Dir = root
+	dl, err := download.Output()
+	var mod struct{ Dir, Error string }
+	if jerr := json.Unmarshal(dl, &mod); err != nil || jerr != nil || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download of coder %s: %v %v %s:\n%s", version, err, jerr, mod.Error, dl)
 	}
-	var modDir string
-	for _, line := range strings.Split(dl, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `"Dir": `); ok {
-			modDir = strings.Trim(strings.TrimSuffix(v, ","), `"`)
-		}
-	}
-	if modDir == "" {
-		return "", "", fmt.Errorf("go mod download gave no Dir for coder %s:\n%s", version, dl)
-	}
+	modDir := mod.Dir
 	// The module cache is read-only, and coder's module is built as the
 	// main module (its go.mod has replace directives): a writable copy.
 	src := filepath.Join(cache, "src-"+version)
 	if _, err := os.Stat(src); err != nil {
 		os.RemoveAll(src + ".tmp")
 		if _, err := command(ctx, "", nil, nil, "cp", "-r", modDir, src+".tmp"); err != nil {
-			return "", "", err
+			return "", err
 		}
 		if _, err := command(ctx, "", nil, nil, "chmod", "-R", "u+w", src+".tmp"); err != nil {
-			return "", "", err
+			return "", err
 		}
 		if err := os.Rename(src+".tmp", src); err != nil {
-			return "", "", fmt.Errorf("coder source: %w", err)
+			return "", fmt.Errorf("coder source: %w", err)
 		}
 	}
 	ldflags := "-X github.com/coder/coder/v2/buildinfo.tag=" + strings.TrimPrefix(version, "v") + " -X github.com/coder/coder/v2/buildinfo.agpl=true"
 	if _, err := command(ctx, src, nil, nil, "go", "build", "-o", bin+".tmp", "-ldflags", ldflags, "./cmd/coder"); err != nil {
-		return "", "", err
+		return "", err
 	}
-	return bin, version, os.Rename(bin+".tmp", bin)
+	return bin, os.Rename(bin+".tmp", bin)
 }
 
 // postgresUser is Debian's postgres account, which the server runs as.
