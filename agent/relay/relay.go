@@ -63,7 +63,8 @@ type Server struct {
 	// MaxConns caps the client connections served at once (0: no cap).
 	// One over the cap is closed as soon as it is accepted.
 	MaxConns int
-	// Refused, when set, is told of each connection closed over MaxConns.
+	// Refused, when set, is told of each connection refused over MaxConns,
+	// before that connection is closed.
 	Refused func()
 	// Log receives what cannot be answered to anyone (a handler's panic);
 	// nil means slog.Default().
@@ -118,10 +119,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			_ = nc.Close()
 			return ErrClosed
 		case full:
-			_ = nc.Close()
+			// Counted before the close, so whoever sees the close sees
+			// the count.
 			if s.Refused != nil {
 				s.Refused()
 			}
+			_ = nc.Close()
 			continue
 		}
 		go c.serve()
