@@ -50,6 +50,11 @@ type Runner struct {
 	// need not be safe for concurrent use, but it must not be written by
 	// others while Install or Build runs. Nil discards.
 	Log io.Writer
+	// Mask, when set, is applied to every line of the commands' output
+	// before it is written to Log or kept to be quoted in an error (where
+	// it may be cut short: a cut secret would escape a later mask). Nil
+	// keeps lines as they are.
+	Mask func(string) string
 
 	mu sync.Mutex // serializes writes to Log
 }
@@ -361,10 +366,13 @@ func (r *Runner) logf(format string, args ...any) {
 	r.writeLine(nil, fmt.Sprintf("==> "+format, args...))
 }
 
-// writeLine writes one line to Log and lets out look at it.
+// writeLine writes one line to Log and lets out look at it, both masked.
 func (r *Runner) writeLine(out *output, line string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.Mask != nil {
+		line = r.Mask(line)
+	}
 	if out != nil {
 		out.see(line)
 	}

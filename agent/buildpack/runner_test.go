@@ -452,6 +452,28 @@ func TestBuildFailure(t *testing.T) {
 	}
 }
 
+// TestBuildFailureMasksOutput: what a failure quotes is masked before it
+// is cut, so no piece of a secret escapes at the cut either.
+func TestBuildFailureMasksOutput(t *testing.T) {
+	t.Parallel()
+	r, log := newRunner(t)
+	const secret = "sk-live-4f9a1c2e7b3d5f60"
+	r.Mask = func(s string) string { return strings.ReplaceAll(s, secret, "********") }
+	r.Env = append(r.Env, "API_TOKEN="+secret)
+	err := r.Build(context.Background(), t.TempDir(), Plan{Build: `echo "token $API_TOKEN"; printf '%0190d%s end\n' 0 "$API_TOKEN"; exit 1`})
+	if err == nil {
+		t.Fatal("a build that exits 1 succeeded")
+	}
+	if !strings.Contains(err.Error(), "token ********") {
+		t.Errorf("error %q does not quote the masked output", err)
+	}
+	for what, text := range map[string]string{"error": err.Error(), "log": log.String()} {
+		if strings.Contains(text, secret[:8]) {
+			t.Errorf("the %s shows the secret: %q", what, text)
+		}
+	}
+}
+
 func TestBuildCancel(t *testing.T) {
 	t.Parallel()
 	r, _ := newRunner(t)

@@ -309,7 +309,11 @@ func (j *job) run(steps func(ctx context.Context) error) {
 		}
 		msg := ""
 		if err != nil {
-			msg = err.Error()
+			// Every way a deploy's failure is told (its record on disk
+			// and in the API, the slot's page, git push, deploy --wait,
+			// the agent's log) starts here: it quotes git's, the build's
+			// and the app's output, so it is masked as the deploy log is.
+			msg = j.sink.Mask(err.Error())
 			j.logf("deploy %s: %s", status, msg)
 		} else {
 			j.logf("deploy succeeded: slot %s serves release %s", j.rec.Slot, j.rec.Release)

@@ -120,7 +120,7 @@ func (j *job) build(ctx context.Context, req Request) error {
 	maps.Copy(env, req.Env)
 	// Install and build see the env the app will see (NEXT_PUBLIC_*, a
 	// migration through DATABASE_URL), its values masked in the log.
-	runner := &buildpack.Runner{Env: j.slot.BuildEnv(env), CacheDir: filepath.Join(d.cfg.DataDir, "cache"), Log: j.out}
+	runner := &buildpack.Runner{Env: j.slot.BuildEnv(env), CacheDir: filepath.Join(d.cfg.DataDir, "cache"), Log: j.out, Mask: j.sink.Mask}
 	prevDir := ""
 	if cur, ok := prev.Find(prev.Current); ok {
 		prevDir = cur.Dir

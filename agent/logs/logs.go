@@ -218,11 +218,7 @@ func (s *Sink) write(stream Stream, lines [][]byte) error {
 	}
 	var errs []error
 	for _, line := range lines {
-		text := string(line)
-		if s.masker != nil {
-			text = s.masker.Replace(text)
-		}
-		rec := time.Now().UTC().Format(timeLayout) + " " + text
+		rec := time.Now().UTC().Format(timeLayout) + " " + s.maskLocked(string(line))
 		buf := []byte(rec + "\n")
 		for _, f := range []io.Writer{s.files[stream], s.files[combinedIdx]} {
 			if _, err := f.Write(buf); err != nil {
@@ -253,6 +249,24 @@ func (s *Sink) publish(rec string) {
 			sub.skipped++
 		}
 	}
+}
+
+// Mask returns text with the values the sink masks in its lines (see
+// SetSecrets) replaced by "********". What the sink's process says
+// elsewhere (an error quoting its output, a record, the agent's own log)
+// passes through Mask, so it shows no more than the log does.
+func (s *Sink) Mask(text string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maskLocked(text)
+}
+
+// maskLocked is Mask with s.mu held.
+func (s *Sink) maskLocked(text string) string {
+	if s.masker == nil {
+		return text
+	}
+	return s.masker.Replace(text)
 }
 
 // SetSecrets makes every later line have each occurrence of any of values

@@ -334,6 +334,10 @@ func TestSecrets(t *testing.T) {
 	if got := payload(t, recv(t, next)); got != "pw=******** old=oldtoken1 new=********" {
 		t.Errorf("after the old process's secrets were dropped: %q", got)
 	}
+	// Mask masks what the lines mask, for text told elsewhere.
+	if got := s.Mask("build failed: pw=hunter22 old=oldtoken1 new=newtoken1"); got != "build failed: pw=******** old=oldtoken1 new=********" {
+		t.Errorf("Mask = %q", got)
+	}
 	s.SetSecrets(nil)
 	io.WriteString(s.Writer(Stdout), "pw=hunter22\n")
 	if got := payload(t, recv(t, next)); got != "pw=hunter22" {
