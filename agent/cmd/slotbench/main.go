@@ -20,7 +20,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/coder-slots/coder-slots/agent/internal/bench"
+	"github.com/coder-slots/coder-slots/agent/bench"
 )
 
 func main() {
