@@ -107,6 +107,9 @@ func SocketPath(dataDir string) string { return filepath.Join(dataDir, "slotagen
 // StatePath is the state file.
 func (c *Config) StatePath() string { return filepath.Join(c.DataDir, "state.json") }
 
+// HistoryDir is where the slots' history files go.
+func (c *Config) HistoryDir() string { return filepath.Join(c.DataDir, "history") }
+
 // LogDir is where process logs go.
 func (c *Config) LogDir() string { return filepath.Join(c.DataDir, "logs") }
 

@@ -114,6 +114,7 @@ func (a *Agent) restartSlot(name string) (string, error) {
 		s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
 		return "", fmt.Errorf("start release %s: %w", rel.ID, err)
 	}
+	a.hist.Slot(name).Mark(history.Start, "", "release "+rel.ID, 0)
 	if err := a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredRunning }); err != nil {
 		return "", err
 	}

@@ -159,12 +159,17 @@ func (a *Agent) loadState() error {
 	if rerr := os.Rename(path, aside); rerr != nil {
 		return fmt.Errorf("state file %s is unusable (%v) and cannot be moved aside: %w", path, err, rerr)
 	}
-	msg := fmt.Sprintf("state file was unusable and was moved to %s; the slots start empty: %v", aside, err)
-	a.log.Error(msg)
-	a.warnings = append(a.warnings, msg)
+	a.warn(fmt.Sprintf("state file was unusable and was moved to %s; the slots start empty: %v", aside, err))
 	a.stateLost = true
 	a.st = state.New()
 	return nil
+}
+
+// warn logs a problem found at start and keeps it for /healthz and
+// validate (only before the agent serves: warnings is not guarded).
+func (a *Agent) warn(msg string) {
+	a.log.Error(msg)
+	a.warnings = append(a.warnings, msg)
 }
 
 // refreshGitHooks points the hooks of the slots' git repositories at this
@@ -219,7 +224,7 @@ func (a *Agent) killLeftovers() {
 // port and control socket are served later, by serve.
 func (a *Agent) listen() error {
 	metrics := admin.NewMetrics()
-	a.hist = history.New(config.SlotNames)
+	a.hist = history.Open(a.cfg.HistoryDir(), config.SlotNames, a.warn)
 	maxConns := slotConnCap(a.cfg.MaxConnsPerSlot, len(a.cfg.Slots), a.log)
 	for _, sc := range a.cfg.Slots {
 		s, err := slot.Listen(slot.Config{
@@ -354,6 +359,8 @@ func (a *Agent) rehydrate() {
 			err := a.deployer.RehydrateAfter(name, sr, "release "+rel.ID+" starts once PostgreSQL is ready", a.databaseReady)
 			if err != nil {
 				a.log.Error("cannot bring back the app", "slot", name, "release", rel.ID, "err", err)
+			} else {
+				a.hist.Slot(name).Mark(history.Start, "", "agent started", 0)
 			}
 			continue
 		}
@@ -362,6 +369,7 @@ func (a *Agent) rehydrate() {
 			s.SetError(fmt.Sprintf("release %s could not be started: %v", rel.ID, err))
 			continue
 		}
+		a.hist.Slot(name).Mark(history.Start, "", "agent started", 0)
 		a.log.Info("rehydrated", "slot", name, "release", rel.ID)
 	}
 }
@@ -447,6 +455,9 @@ func (a *Agent) Shutdown() error {
 	a.sup.Close(until(deadline, 500*time.Millisecond)) // PostgreSQL and the Coder agent
 	close(a.quit)
 	<-a.saverDone
+	if err := a.hist.Sync(); err != nil {
+		a.log.Warn("history not written", "err", err)
+	}
 	a.stateMu.Lock()
 	a.st.Groups = nil
 	err := a.saveLocked(a.st)

@@ -1,11 +1,11 @@
-// Package history keeps, in the agent's memory, what happened to each slot
-// recently: requests by response class, their latency, the app's CPU and
-// memory, in fixed-size rings of 10-second buckets (the last hour) and of
+// Package history keeps what happened to each slot recently: requests by
+// response class, their latency, the app's CPU and memory, in fixed-size rings of 10-second buckets (the last hour) and of
 // 1-minute buckets (the last 24 hours), and the slot's deploys, rollbacks,
-// crashes and stops. Memory is bounded whatever the traffic, recording a
-// request allocates nothing, and buckets are counted on the monotonic clock,
-// so setting the machine's time back corrupts nothing. It is lost when the
-// agent restarts (the deploy records keep the deploys).
+// crashes, stops and starts. Memory is bounded whatever the traffic,
+// recording a request allocates nothing, and buckets are counted on the
+// monotonic clock, so setting the machine's time back corrupts nothing.
+// Opened on a folder (Open), each slot's history is a file mapped into
+// memory, so it survives the agent's and the workspace's restarts.
 package history
 
 import (
@@ -26,6 +26,9 @@ const (
 	CoarseLen  = 1440
 	// MaxEvents is how many events a slot keeps (the oldest go first).
 	MaxEvents = 64
+	// maxRef and maxDetail bound an event's texts (longer ones are cut).
+	maxRef    = 32
+	maxDetail = 45
 	// latencyBuckets is the latency histogram's size: below 0.5 ms, then
 	// doubling bounds (0.5–1 ms, 1–2 ms … 4.096–8.192 s), then the rest.
 	latencyBuckets = 16
@@ -33,12 +36,12 @@ const (
 )
 
 // BytesPerSlot is the memory a Slot takes, whatever the traffic: 100 bytes
-// per bucket × (360 + 1440) buckets (the rings), and 64 events of 56
-// bytes, its start and five words (checked by a test). The events' texts
-// (a deploy id, an exit status) are strings the agent already has. A
-// ring's pages become resident as its buckets are first written: after an
-// hour the 36 KB of the 10-second ring, after a day all 180 KB.
-const BytesPerSlot = 183648
+// per bucket × (360 + 1440) buckets (the rings), 64 events of 88 bytes, a
+// 48-byte header (the store, which is also the file's layout), and the
+// Slot's own few words (checked by a test). A ring's pages become resident
+// as its buckets are first written: after an hour the 36 KB of the
+// 10-second ring, after a day all 180 KB.
+const BytesPerSlot = 185768
 
 // Class is what a response was: its status class, or the slot's own 503
 // (the app was down or failed before answering).
@@ -77,15 +80,45 @@ const (
 	Crash    Kind = "crash"
 	Restart  Kind = "restart"
 	Stop     Kind = "stop"
+	Start    Kind = "start"
 )
 
+// kinds numbers the kinds in the store (0 is no event): only add at the end.
+var kinds = [...]Kind{1: Deploy, 2: Rollback, 3: Crash, 4: Restart, 5: Stop, 6: Start}
+
 // event is something that happened to a slot, at a time on the
-// history's monotonic clock.
+// history's monotonic clock: 88 bytes, with its texts inline so that it
+// can live in the store.
 type event struct {
-	at     time.Duration
-	kind   Kind
-	ref    string // the deploy record's id, when there is one
-	detail string
+	at        time.Duration
+	kind      uint8 // an index of kinds
+	refLen    uint8
+	detailLen uint8
+	ref       [maxRef]byte // the deploy record's id, when there is one
+	detail    [maxDetail]byte
+}
+
+// newEvent makes an event, cutting texts that are too long.
+func newEvent(at time.Duration, kind Kind, ref, detail string) event {
+	e := event{at: at}
+	for i, k := range kinds {
+		if k == kind && i > 0 {
+			e.kind = uint8(i)
+		}
+	}
+	e.refLen = uint8(copy(e.ref[:], ref))
+	e.detailLen = uint8(copy(e.detail[:], detail))
+	return e
+}
+
+// public is the event as Read returns it; ok is false for a slot of the
+// store that holds no event (or one this version does not know).
+func (e *event) public(label func(time.Duration) time.Time) (Event, bool) {
+	if e.kind == 0 || int(e.kind) >= len(kinds) {
+		return Event{}, false
+	}
+	return Event{Kind: kinds[e.kind], At: label(e.at),
+		DeployID: string(e.ref[:min(int(e.refLen), maxRef)]), Detail: string(e.detail[:min(int(e.detailLen), maxDetail)])}, true
 }
 
 // Clock tells the time. Now must carry a monotonic reading (time.Now's
@@ -108,7 +141,8 @@ type History struct {
 	slots map[string]*Slot
 }
 
-// New makes an empty history of the named slots on the system clock.
+// New makes an empty history of the named slots on the system clock, kept
+// in memory only.
 func New(names []string) *History { return NewWithClock(names, systemClock{}) }
 
 // NewWithClock is New with another clock (tests).
@@ -116,7 +150,8 @@ func NewWithClock(names []string, c Clock) *History {
 	h := &History{slots: make(map[string]*Slot, len(names))}
 	base := c.Now()
 	for _, name := range names {
-		h.slots[name] = newSlot(c, base)
+		mem, st := anonStore()
+		h.slots[name] = newSlot(c, base, mem, st)
 	}
 	return h
 }
@@ -126,35 +161,44 @@ func (h *History) Slot(name string) *Slot { return h.slots[name] }
 
 // Slot is one slot's history. Its methods are safe for concurrent use.
 type Slot struct {
-	clock   Clock
-	base    time.Time // when the history began; times are kept as offsets from it
-	mu      sync.Mutex
-	rings   *rings
-	events  [MaxEvents]event
-	nEvents int // events recorded in all; the ring holds the last MaxEvents
+	clock Clock
+	base  time.Time // when the history began; times are kept as offsets from it
+	mu    sync.Mutex
+	store *store
+	mem   []byte // the store's mapping (nil when it is on the heap)
+	file  bool   // mem maps the slot's history file
 }
 
-// rings are a slot's buckets: 180,000 bytes, mapped outside the Go heap
-// when the system allows, so that they count in the agent's RSS only as
-// their pages are first written, and not in the garbage collector's heap
-// goal (which would let that much more garbage pile up under load). They
-// hold no pointers.
-type rings struct {
+// store is a slot's buckets and events: 185 KB, mapped outside the Go
+// heap when the system allows (from a file, or anonymous memory), so that
+// they count in the agent's RSS only as their pages are first written,
+// and not in the garbage collector's heap goal (which would let that much
+// more garbage pile up under load). It holds no pointers: its bytes are
+// the history file's format.
+type store struct {
+	header header
 	fine   [FineLen]bucket
 	coarse [CoarseLen]bucket
+	events [MaxEvents]event
 }
 
-// newSlot makes a slot's history with its rings mapped, unmapped when
-// the slot is garbage.
-func newSlot(c Clock, base time.Time) *Slot {
-	s := &Slot{clock: c, base: base}
-	mem, err := unix.Mmap(-1, 0, int(unsafe.Sizeof(rings{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+// anonStore maps an anonymous store, or makes one on the heap when the
+// system refuses (the same, less frugal).
+func anonStore() ([]byte, *store) {
+	mem, err := unix.Mmap(-1, 0, int(unsafe.Sizeof(store{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {
-		s.rings = new(rings) // on the heap: the same, less frugal
-		return s
+		return nil, new(store)
 	}
-	s.rings = (*rings)(unsafe.Pointer(&mem[0]))
-	runtime.AddCleanup(s, func(mem []byte) { _ = unix.Munmap(mem) }, mem)
+	return mem, (*store)(unsafe.Pointer(&mem[0]))
+}
+
+// newSlot makes a slot's history on st, mapped as mem (unmapped when the
+// slot is garbage).
+func newSlot(c Clock, base time.Time, mem []byte, st *store) *Slot {
+	s := &Slot{clock: c, base: base, store: st, mem: mem}
+	if mem != nil {
+		runtime.AddCleanup(s, func(mem []byte) { _ = unix.Munmap(mem) }, mem)
+	}
 	return s
 }
 
@@ -167,7 +211,8 @@ func (s *Slot) Request(code int, start time.Time, took time.Duration, local bool
 	l := latencyBucket(took)
 	now := start.Sub(s.base) + took
 	s.mu.Lock()
-	for _, b := range [2]*bucket{at(s.rings.fine[:], FineStep, now), at(s.rings.coarse[:], CoarseStep, now)} {
+	s.store.header.last = max(s.store.header.last, now)
+	for _, b := range [2]*bucket{at(s.store.fine[:], FineStep, now), at(s.store.coarse[:], CoarseStep, now)} {
 		if c < classes {
 			b.classes[c]++
 		}
@@ -181,7 +226,8 @@ func (s *Slot) Sample(cpu float64, rss uint64) {
 	kib := uint32(min(rss>>10, 1<<32-1))
 	s.mu.Lock()
 	now := s.elapsed()
-	for _, b := range [2]*bucket{at(s.rings.fine[:], FineStep, now), at(s.rings.coarse[:], CoarseStep, now)} {
+	s.store.header.last = max(s.store.header.last, now)
+	for _, b := range [2]*bucket{at(s.store.fine[:], FineStep, now), at(s.store.coarse[:], CoarseStep, now)} {
 		b.cpuSum += float32(cpu)
 		b.samples++
 		b.rssKiB = max(b.rssKiB, kib)
@@ -194,8 +240,10 @@ func (s *Slot) Sample(cpu float64, rss uint64) {
 func (s *Slot) Mark(kind Kind, ref, detail string, ago time.Duration) {
 	s.mu.Lock()
 	at := s.elapsed() - max(ago, 0)
-	s.events[s.nEvents%MaxEvents] = event{at: at, kind: kind, ref: ref, detail: detail}
-	s.nEvents++
+	h := &s.store.header
+	s.store.events[h.events%MaxEvents] = newEvent(at, kind, ref, detail)
+	h.events++
+	h.last = max(h.last, at)
 	s.mu.Unlock()
 }
 

@@ -57,8 +57,14 @@ func TestBytesPerSlotIsTheSlotsSize(t *testing.T) {
 	if got := unsafe.Sizeof(bucket{}); got != 100 {
 		t.Errorf("a bucket takes %d bytes, the comment says 100", got)
 	}
-	if got := unsafe.Sizeof(Slot{}) + unsafe.Sizeof(rings{}); got != BytesPerSlot {
-		t.Fatalf("a Slot and its rings take %d bytes, BytesPerSlot says %d", got, BytesPerSlot)
+	if got := unsafe.Sizeof(event{}); got != 88 {
+		t.Errorf("an event takes %d bytes, the comment says 88", got)
+	}
+	if got := unsafe.Sizeof(header{}); got != 48 {
+		t.Errorf("the header takes %d bytes, the comment says 48", got)
+	}
+	if got := unsafe.Sizeof(Slot{}) + unsafe.Sizeof(store{}); got != BytesPerSlot {
+		t.Fatalf("a Slot and its store take %d bytes, BytesPerSlot says %d", got, BytesPerSlot)
 	}
 }
 

@@ -46,8 +46,8 @@ type Series struct {
 	Range Range `json:"range"`
 	// StepSeconds is the length of a bucket.
 	StepSeconds int `json:"step_seconds"`
-	// Since is when the history began: it is kept in memory only, so it
-	// starts again when the agent does.
+	// Since is when the history began: when its file was made, or, for a
+	// history in memory only, when the agent started.
 	Since time.Time `json:"since"`
 	// From and To bound the range (To is now); the buckets may begin later
 	// than From, at Since.
@@ -119,9 +119,9 @@ func (s *Slot) ReadMerged(r Range, per int) Series {
 	per = max(per, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	step, ring := r.Step(), s.rings.fine[:]
+	step, ring := r.Step(), s.store.fine[:]
 	if r == Day {
-		ring = s.rings.coarse[:]
+		ring = s.store.coarse[:]
 	}
 	now, wall := s.elapsed(), s.clock.Wall()
 	// A time on the monotonic clock, labelled with the wall clock of now.
@@ -168,10 +168,10 @@ func (s *Slot) ReadMerged(r Range, per int) Series {
 		out.MemoryBytes = append(out.MemoryBytes, mem)
 	}
 	start := time.Duration(first) * step
-	for i := max(0, s.nEvents-MaxEvents); i < s.nEvents; i++ {
-		e := s.events[i%MaxEvents]
-		if e.at >= start {
-			out.Events = append(out.Events, Event{Kind: e.kind, At: label(e.at), DeployID: e.ref, Detail: e.detail})
+	for i := range min(s.store.header.events, MaxEvents) {
+		e := &s.store.events[i]
+		if ev, ok := e.public(label); ok && e.at >= start {
+			out.Events = append(out.Events, ev)
 		}
 	}
 	slices.SortStableFunc(out.Events, func(a, b Event) int { return a.At.Compare(b.At) })

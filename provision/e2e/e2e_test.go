@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -145,6 +146,11 @@ func TestCoderWorkspace(t *testing.T) {
 		t.Fatalf("slot a serves release %q, the deploy made %q", release, rec.Release)
 	}
 
+	requestsBefore, eventsBefore := w.history(ctx, t, "a")
+	if requestsBefore < 1 || !strings.Contains(eventsBefore, "deploy:"+rec.ID) {
+		t.Fatalf("slot a's history before the stop: %d requests, events %s", requestsBefore, eventsBefore)
+	}
+
 	// Stop: Docker gives slotagent its grace, and it stops cleanly.
 	vol := w.volumeDir(ctx, t, ws.ID)
 	start = time.Now()
@@ -172,6 +178,12 @@ func TestCoderWorkspace(t *testing.T) {
 	figs.add("start → app serving through Coder", time.Since(start))
 	if got := w.currentRelease(ctx, t, "a"); got != release {
 		t.Fatalf("after the restart slot a serves %q, before it served %q", got, release)
+	}
+	// The history is on the home volume: what it had before the stop is
+	// still there, and the agent's start is recorded after it.
+	if n, events := w.history(ctx, t, "a"); n < requestsBefore || !strings.HasPrefix(events, eventsBefore) ||
+		!strings.HasSuffix(events, "start:agent started") {
+		t.Fatalf("slot a's history after stop and start: %d requests (were %d), events %s (were %s)", n, requestsBefore, events, eventsBefore)
 	}
 
 	header := fmt.Sprintf("a real Coder %s server and Docker %s on this machine", w.coderVersion(ctx), w.dockerVersion(ctx))
@@ -459,6 +471,33 @@ func (w *world) mustGet(ctx context.Context, t *testing.T, slug, path string, wa
 		t.Fatalf("GET %s%s through Coder: %d %v\n%.400s", w.appHost(slug), path, code, err, body)
 	}
 	return body
+}
+
+// history is slot's requests over the last hour, summed, and its events
+// as "kind:deploy_id or detail", comma-separated.
+func (w *world) history(ctx context.Context, t *testing.T, slot string) (uint32, string) {
+	t.Helper()
+	var h struct {
+		Requests []uint32 `json:"requests"`
+		Events   []struct {
+			Kind     string `json:"kind"`
+			DeployID string `json:"deploy_id"`
+			Detail   string `json:"detail"`
+		} `json:"events"`
+	}
+	body := w.mustGet(ctx, t, "admin", "/api/slots/"+slot+"/history", http.StatusOK)
+	if err := json.Unmarshal([]byte(body), &h); err != nil {
+		t.Fatalf("slot %s's history: %v\n%.400s", slot, err, body)
+	}
+	var n uint32
+	for _, r := range h.Requests {
+		n += r
+	}
+	var events []string
+	for _, e := range h.Events {
+		events = append(events, e.Kind+":"+cmp.Or(e.DeployID, e.Detail))
+	}
+	return n, strings.Join(events, ",")
 }
 
 // deployRecord is the part of the agent's deploy record the test reads.
