@@ -3,8 +3,8 @@
 package testkit
 
 import (
-	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -67,7 +67,8 @@ func WriteAppIn(dir, src string) error {
 	return nil
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a free loopback port for a test's server; see
+// FreePortErr.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	port, err := FreePortErr()
@@ -77,31 +78,65 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
-// FreePortErr returns a loopback port that was free a moment ago and that
-// no earlier call in this process returned: the kernel may offer a port
-// again once its listener is closed, and two settings of one agent must
-// not get the same one.
+// FreePortErr returns a loopback port that is free and reserved for this
+// process, for a server that starts later (a child process, which cannot
+// be handed a listener). A port the kernel picks for ":0" would be one of
+// its ephemeral ports, which any connect or ":0" listener on the machine
+// may take before the server binds it; so the port comes from below the
+// ephemeral range (and below Kubernetes' node ports), and is reserved
+// against every other caller, in this process or another, by an abstract
+// unix socket named after it that lives as long as this process.
 func FreePortErr() (int, error) {
 	portsMu.Lock()
 	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("find a free port: %w", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if !handedOut[port] {
-			handedOut[port] = true
-			return port, nil
-		}
+	from, to, err := testPortBand()
+	if err != nil {
+		return 0, err
 	}
-	return 0, errors.New("find a free port: the kernel offered only ports handed out before")
+	for range 1000 {
+		port := from + rand.IntN(to-from)
+		if reserved[port] != nil {
+			continue
+		}
+		ln, err := net.Listen("unix", reservation(port))
+		if err != nil {
+			continue // another test process holds it
+		}
+		if !PortFree(port) {
+			_ = ln.Close()
+			continue
+		}
+		reserved[port] = ln
+		return port, nil
+	}
+	return 0, fmt.Errorf("find a free port: none free and unreserved among 1000 tries in %d-%d", from, to-1)
+}
+
+// reservation is the abstract unix socket that reserves port.
+func reservation(port int) string { return "@coder-slots-test-port-" + strconv.Itoa(port) }
+
+// testPortBand is where FreePortErr picks ports, [from, to): 20000 up to
+// 30000 (where Kubernetes' node ports begin) or the kernel's ephemeral
+// range, whichever is lower.
+func testPortBand() (from, to int, err error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0, fmt.Errorf("find a free port: %w", err)
+	}
+	lo, err := strconv.Atoi(strings.Fields(string(b) + " ?")[0])
+	if err != nil {
+		return 0, 0, fmt.Errorf("find a free port: ip_local_port_range %q: %w", b, err)
+	}
+	from, to = 20000, min(30000, lo)
+	if to-from < 1000 {
+		return 0, 0, fmt.Errorf("find a free port: the ephemeral ports begin at %d, leaving no band for test ports above %d", lo, from)
+	}
+	return from, to, nil
 }
 
 var (
-	portsMu   sync.Mutex
-	handedOut = map[int]bool{} // ports FreePortErr returned
+	portsMu  sync.Mutex
+	reserved = map[int]net.Listener{} // ports FreePortErr returned, with their reservations
 )
 
 // WaitHTTP polls url until it answers with status want, or fails the test
