@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/coder-slots/coder-slots/agent/internal/atomicfile"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
 
@@ -294,17 +295,12 @@ func linkTree(ctx context.Context, src, dst, oldRoot, newRoot string, place func
 }
 
 // writeMarker writes the lock hash atomically: a rename never changes a file
-// that might be hard-linked elsewhere.
+// that might be hard-linked elsewhere. The release's files come from the
+// pushed tree, so nothing there is followed: the temporary file is made
+// anew under a random name (O_EXCL: a link in its place is refused) and
+// the rename replaces whatever is at path, a link included.
 func writeMarker(path, hash string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(hash+"\n"), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.Write(path, []byte(hash+"\n"), 0o644)
 }
 
 // env is the environment of the install and build commands.

@@ -225,6 +225,55 @@ func TestInstallReusesNodeModules(t *testing.T) {
 	}
 }
 
+// TestInstallWritesNothingThroughTheTreesLinks: a pushed tree's symlinks
+// where Install writes its marker, or its node_modules, must not make it
+// write or delete anything they point to: a file outside the release, the
+// agent's state file, a file that does not exist yet.
+func TestInstallWritesNothingThroughTheTreesLinks(t *testing.T) {
+	t.Parallel()
+	pkg := map[string]string{"package.json": `{"name":"app","version":"1.0.0"}`, "package-lock.json": `{"name":"app","lockfileVersion":3,"packages":{}}`}
+	for _, target := range []string{"victim", "state.json", "new-file"} {
+		t.Run(target, func(t *testing.T) {
+			outside, dataDir := t.TempDir(), t.TempDir()
+			victim, state := filepath.Join(outside, "victim"), filepath.Join(dataDir, "state.json")
+			keepDir := filepath.Join(outside, "modules")
+			writeFiles(t, outside, map[string]string{"victim": "mine\n", "modules/keep.js": "keep\n"})
+			writeFiles(t, dataDir, map[string]string{"state.json": `{"slots":{}}` + "\n"})
+			target := map[string]string{"victim": victim, "state.json": state, "new-file": filepath.Join(dataDir, "new-file")}[target]
+			r, _ := newRunner(t)
+			prev := t.TempDir()
+			writeFiles(t, prev, pkg)
+			p := mustDetect(t, prev, Options{Start: "node server.js"})
+			writeFiles(t, prev, map[string]string{"node_modules/x/index.js": "", LockHashFile: p.LockHash + "\n"})
+			dir := t.TempDir()
+			writeFiles(t, dir, pkg)
+			for name, to := range map[string]string{LockHashFile + ".tmp": target, LockHashFile: victim, "node_modules": keepDir} {
+				if err := os.Symlink(to, filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reused, err := r.Install(context.Background(), dir, p, prev)
+			if err != nil || !reused {
+				t.Fatalf("Install: reused %v, %v", reused, err)
+			}
+			for path, want := range map[string]string{victim: "mine\n", state: `{"slots":{}}` + "\n", filepath.Join(keepDir, "keep.js"): "keep\n"} {
+				if got, err := os.ReadFile(path); err != nil || string(got) != want {
+					t.Errorf("%s = %q, %v; want %q untouched", path, got, err, want)
+				}
+			}
+			if _, err := os.Lstat(filepath.Join(dataDir, "new-file")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Install created a file through a dangling link: %v", err)
+			}
+			if got, err := os.ReadFile(filepath.Join(dir, LockHashFile)); err != nil || strings.TrimSpace(string(got)) != p.LockHash {
+				t.Errorf("%s = %q, %v; want %q", LockHashFile, got, err, p.LockHash)
+			}
+			if st, err := os.Lstat(filepath.Join(dir, "node_modules", "x", "index.js")); err != nil || !st.Mode().IsRegular() {
+				t.Errorf("node_modules was not rebuilt in the release: %v", err)
+			}
+		})
+	}
+}
+
 func TestInstallDoesNotReuseWithoutMarker(t *testing.T) {
 	needNpm(t)
 	t.Parallel()
