@@ -141,7 +141,7 @@ func slotKeys() []Key {
 }
 
 // Keys lists every setting with its environment variable, default and
-// meaning, for the README and `slotagent run --help`.
+// meaning, for docs/configuration.md and `slotagent run --help`.
 func Keys() []Key {
 	home, _ := os.UserHomeDir()
 	base := []Key{

@@ -209,18 +209,18 @@ func TestWriteExampleRefusesToOverwrite(t *testing.T) {
 	}
 }
 
-// The README's configuration table lists every key with its environment
+// docs/slotprov.md's configuration table lists every key with its environment
 // variables and flag.
-func TestREADMEListsEveryKey(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+func TestDocsListEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../docs/slotprov.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(b)
+	doc := string(b)
 	for _, k := range Keys() {
 		row := "| `" + k.Name + "` | `" + strings.Join(k.Env, "`, `") + "` | `--" + k.Flag + "` |"
-		if !strings.Contains(readme, row) {
-			t.Errorf("README lacks the row %s", row)
+		if !strings.Contains(doc, row) {
+			t.Errorf("docs/slotprov.md lacks the row %s", row)
 		}
 	}
 }
