@@ -21,8 +21,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
+
+	"github.com/coder-slots/coder-slots/agent/shell"
 )
 
 // Manager is a Node.js package manager.
@@ -343,7 +344,7 @@ func detectStart(dir, explicit string, m Manager, pj *packageJSON) (string, bool
 			if strings.HasPrefix(main, "-") {
 				main = "./" + main
 			}
-			return "node " + shellQuote(main), false, nil
+			return "node " + shell.Quote(main), false, nil
 		}
 	}
 	for _, name := range []string{"server.js", "index.js"} {
@@ -394,21 +395,11 @@ func isFile(path string) bool {
 	return err == nil && info.Mode().IsRegular()
 }
 
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./@%+=:,-]+$`)
-
-// shellQuote quotes s for sh when it contains anything but plain characters.
-func shellQuote(s string) string {
-	if shellSafe.MatchString(s) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // commandLine renders an argument list as a command line for messages.
 func commandLine(argv []string) string {
 	parts := make([]string, len(argv))
 	for i, a := range argv {
-		parts[i] = shellQuote(a)
+		parts[i] = shell.Quote(a)
 	}
 	return strings.Join(parts, " ")
 }

@@ -334,17 +334,3 @@ func TestLockHash(t *testing.T) {
 		}
 	}
 }
-
-func TestShellQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		"server.js":   "server.js",
-		"a b":         "'a b'",
-		"it's":        `'it'\''s'`,
-		"$(rm -rf x)": "'$(rm -rf x)'",
-		"":            "''",
-	} {
-		if got := shellQuote(in); got != want {
-			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

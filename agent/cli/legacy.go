@@ -29,7 +29,7 @@ func importLegacyCmd() *cobra.Command {
 				if err := source.ValidateRepo(s.Repository); err != nil {
 					return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)
 				}
-				if err := source.ValidateRef(cmd.Context(), s.Branch); err != nil {
+				if err := source.ValidateRef(s.Branch); err != nil {
 					return fmt.Errorf("%s: slot %s: %w", args[0], s.Name, err)
 				}
 				if err := deploy.ValidateEnv(s.Environment); err != nil {

@@ -26,7 +26,7 @@ func (d *Deployer) Deploy(name string, req Request) (Record, error) {
 		if err := source.ValidateRepo(req.Repo); err != nil {
 			return Record{}, invalid("%v", err)
 		}
-		if err := source.ValidateRef(d.ctx, req.Ref); err != nil {
+		if err := source.ValidateRef(req.Ref); err != nil {
 			return Record{}, invalid("%v", err)
 		}
 	}

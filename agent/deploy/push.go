@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/coder-slots/coder-slots/agent/source"
 	"github.com/coder-slots/coder-slots/agent/state"
@@ -24,6 +25,9 @@ func GitRepo(dataDir, slot string) string {
 type Push struct {
 	// Branch is the pushed branch (without refs/heads/).
 	Branch string `json:"branch"`
+	// Old is the commit the push expects the branch at: git's old value,
+	// the null id (all zeros) when the push creates the branch.
+	Old string `json:"old"`
 	// Commit is the pushed commit's full id.
 	Commit string `json:"commit"`
 	// Quarantine is the push's object directory (GIT_QUARANTINE_PATH of
@@ -38,13 +42,17 @@ type pushSource struct {
 }
 
 // check validates p for slot's repository repo and returns the
-// quarantine as an absolute, clean path.
+// quarantine as an absolute, clean path. (What needs the repository's
+// refs is checked by checkRef, under the slot's reservation.)
 func (p Push) check(repo string) (string, error) {
-	if !isHex(p.Commit) {
-		return "", invalid("pushed commit %q is not a full commit id", p.Commit)
+	if !isHex(p.Commit) || isNull(p.Commit) {
+		return "", invalid("pushed commit %q is not a full commit id (deleting a branch is refused)", p.Commit)
 	}
-	if p.Branch == "" || strings.HasPrefix(p.Branch, "-") {
-		return "", invalid("pushed branch %q is not valid", p.Branch)
+	if !isHex(p.Old) {
+		return "", invalid("old value %q of the pushed branch is not a full commit id (all zeros for a new branch)", p.Old)
+	}
+	if err := source.ValidateBranch(p.Branch); err != nil {
+		return "", invalid("%v", err)
 	}
 	if p.Quarantine == "" {
 		return "", nil
@@ -77,10 +85,56 @@ func isHex(s string) bool {
 	return (len(s) == 40 || len(s) == 64) && strings.Trim(strings.ToLower(s), "0123456789abcdef") == ""
 }
 
+// isNull reports whether the object id s is git's null id.
+func isNull(s string) bool { return strings.Trim(s, "0") == "" }
+
+// checkRef applies the push rules that need the repository, against the
+// branch's value now (the caller holds the slot, so no other push moves
+// it meanwhile): the branch is still where the push expects it, and the
+// push keeps every commit it had (a fast-forward).
+func (p Push) checkRef(ctx context.Context, g *source.Git) error {
+	switch ok, err := g.HasCommit(ctx, strings.ToLower(p.Commit)); {
+	case err != nil:
+		return err
+	case !ok:
+		return invalid("commit %s is not in the slot's repository nor in the push's quarantine", shortCommit(p.Commit))
+	}
+	cur, err := g.Branch(ctx, p.Branch)
+	if err != nil {
+		return err
+	}
+	old := strings.ToLower(p.Old)
+	if isNull(old) {
+		old = ""
+	}
+	switch {
+	case cur != old && cur == "":
+		return invalid("branch %s does not exist in the slot's repository any more (expected at %s)", p.Branch, shortCommit(old))
+	case cur != old && old == "":
+		return invalid("branch %s was created meanwhile, at %s: fetch it, merge, and push again", p.Branch, shortCommit(cur))
+	case cur != old:
+		return invalid("branch %s moved to %s since this push began (it expected %s): fetch, merge, and push again", p.Branch, shortCommit(cur), shortCommit(old))
+	case cur == "":
+		return nil
+	}
+	ok, err := g.IsAncestor(ctx, cur, strings.ToLower(p.Commit))
+	switch {
+	case err != nil:
+		return fmt.Errorf("check that the push is a fast-forward: %w", err)
+	case !ok:
+		return invalid("force-push refused: %s does not contain %s, the commit %s points at, so commits would be lost; pull and merge (or rebase) first, or push under a new branch name",
+			shortCommit(p.Commit), shortCommit(cur), p.Branch)
+	}
+	return nil
+}
+
 // Push starts deploying a pushed commit into the slot, with trigger
 // git-push; the caller (the repository's pre-receive hook) follows the
-// deploy and lets git move the branch only when it succeeds. A refused
-// push (ErrInvalid, ErrBusy) changes nothing.
+// deploy and lets git move the branch only when it succeeds. Every push
+// rule is applied here, whoever asks (the hook is only the first check):
+// a valid branch name, full commit ids, no deletion, the quarantine inside
+// the slot's repository, the branch still at p.Old, and a fast-forward. A
+// refused push (ErrInvalid, ErrBusy) changes nothing.
 func (d *Deployer) Push(name string, p Push) (Record, error) {
 	if d.slots(name) == nil {
 		return Record{}, invalid("unknown slot %q", name)
@@ -93,6 +147,11 @@ func (d *Deployer) Push(name string, p Push) (Record, error) {
 	ps := &pushSource{repo: repo, quarantine: q, commit: strings.ToLower(p.Commit)}
 	var slotEnv map[string]string
 	j, err := d.begin(name, TriggerGitPush, func(ss state.Slot, r *Record) (bool, error) {
+		ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+		defer cancel()
+		if err := p.checkRef(ctx, &source.Git{CacheDir: repo, Env: d.cfg.Env, Quarantine: q}); err != nil {
+			return false, err
+		}
 		r.Repo, r.Ref, r.Commit = repo, p.Branch, ps.commit
 		slotEnv = ss.Env
 		return true, nil

@@ -1,10 +1,15 @@
 package deploy
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/source"
 )
 
 func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
@@ -25,6 +30,7 @@ func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	const sha = "0123456789abcdef0123456789abcdef01234567"
+	const zero = "0000000000000000000000000000000000000000"
 	ok := []struct{ repo, quarantine, want string }{
 		{repo, q, q},
 		{repo, filepath.Join(repo, ".", "objects", "tmp_objdir-incoming-abc"), q},
@@ -32,7 +38,7 @@ func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
 		{repo, "", ""},
 	}
 	for _, c := range ok {
-		got, err := Push{Branch: "main", Commit: sha, Quarantine: c.quarantine}.check(c.repo)
+		got, err := Push{Branch: "main", Old: zero, Commit: sha, Quarantine: c.quarantine}.check(c.repo)
 		if err != nil || got != c.want {
 			t.Errorf("%s in %s: %q, %v", c.quarantine, c.repo, got, err)
 		}
@@ -41,18 +47,76 @@ func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
 		p    Push
 		want string
 	}{
-		{Push{Branch: "main", Commit: sha, Quarantine: other}, "is not a folder of the slot's repository"},
-		{Push{Branch: "main", Commit: sha, Quarantine: filepath.Join(repo, "objects", "..", "..", "b.git", "objects", "x")}, "is not a folder"},
-		{Push{Branch: "main", Commit: sha, Quarantine: "objects/tmp_objdir-incoming-abc"}, "is not a folder"},
-		{Push{Branch: "main", Commit: sha, Quarantine: filepath.Join(repo, "objects", "tmp_objdir-incoming-gone")}, "does not exist"},
-		{Push{Branch: "main", Commit: sha, Quarantine: repo}, "is not a folder"},
-		{Push{Branch: "main", Commit: "HEAD", Quarantine: q}, "not a full commit id"},
-		{Push{Branch: "-x", Commit: sha, Quarantine: q}, "branch"},
-		{Push{Commit: sha, Quarantine: q}, "branch"},
+		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: other}, "is not a folder of the slot's repository"},
+		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: filepath.Join(repo, "objects", "..", "..", "b.git", "objects", "x")}, "is not a folder"},
+		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: "objects/tmp_objdir-incoming-abc"}, "is not a folder"},
+		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: filepath.Join(repo, "objects", "tmp_objdir-incoming-gone")}, "does not exist"},
+		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: repo}, "is not a folder"},
+		{Push{Branch: "main", Old: zero, Commit: "HEAD", Quarantine: q}, "not a full commit id"},
+		{Push{Branch: "-x", Old: zero, Commit: sha, Quarantine: q}, "invalid branch name"},
+		{Push{Old: zero, Commit: sha, Quarantine: q}, "invalid branch name"},
+		// The API applies the push rules itself (issue 25).
+		{Push{Branch: "main", Old: sha, Commit: zero, Quarantine: q}, "deleting a branch is refused"},
+		{Push{Branch: "main", Old: "--all", Commit: sha, Quarantine: q}, "is not a full commit id"},
+		{Push{Branch: "main", Commit: sha, Quarantine: q}, "is not a full commit id"},
+		{Push{Branch: "main\ndeploy succeeded", Old: zero, Commit: sha, Quarantine: q}, "invalid branch name"},
+		{Push{Branch: "FETCH_HEAD", Old: zero, Commit: sha, Quarantine: q}, "invalid branch name"},
+		{Push{Branch: "refs/heads/main", Old: zero, Commit: sha, Quarantine: q}, "invalid branch name"},
 	}
 	for _, c := range bad {
 		if _, err := c.p.check(repo); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.p, err, c.want)
+		}
+	}
+}
+
+// git runs git in dir and returns its output.
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@e", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@e")
+	out, err := reaper.Output(context.Background(), cmd)
+	if err != nil {
+		t.Fatalf("git %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestPushCheckRefAgainstTheBranchNow(t *testing.T) {
+	work := t.TempDir()
+	git(t, work, "init", "-q", "-b", "main")
+	commit := func(msg string) string {
+		git(t, work, "commit", "-q", "--allow-empty", "-m", msg)
+		return git(t, work, "rev-parse", "HEAD")
+	}
+	a := commit("a")
+	b := commit("b")
+	git(t, work, "checkout", "-q", "-b", "side", a)
+	c := commit("c")
+	repo := filepath.Join(t.TempDir(), "r.git")
+	git(t, work, "clone", "-q", "--bare", work, repo)
+	git(t, work, "--git-dir="+repo, "update-ref", "refs/heads/main", b)
+	g := &source.Git{CacheDir: repo}
+	const zero = "0000000000000000000000000000000000000000"
+	cases := []struct {
+		p    Push
+		want string
+	}{
+		{Push{Branch: "main", Old: b, Commit: b}, ""},
+		{Push{Branch: "new", Old: zero, Commit: c}, ""},
+		// The race of issue 25: pushes A→B and A→C from the same base,
+		// C checked once main is at B.
+		{Push{Branch: "main", Old: a, Commit: c}, "branch main moved to " + b[:7] + " since this push began (it expected " + a[:7] + ")"},
+		{Push{Branch: "main", Old: zero, Commit: c}, "branch main was created meanwhile, at " + b[:7]},
+		{Push{Branch: "gone", Old: a, Commit: c}, "branch gone does not exist in the slot's repository any more"},
+		{Push{Branch: "side", Old: c, Commit: b}, "force-push refused: " + b[:7] + " does not contain " + c[:7]},
+		{Push{Branch: "main", Old: b, Commit: strings.Repeat("ab", 20)}, "commit abababa is not in the slot's repository"},
+	}
+	for _, tc := range cases {
+		err := tc.p.checkRef(context.Background(), g)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: %v, want %q", tc.p, err, tc.want)
 		}
 	}
 }

@@ -32,10 +32,17 @@ func TestCheckPolicy(t *testing.T) {
 		{"delete", []Update{{c1, zero, "refs/heads/main"}}, "", "use `slotagent stop a`"},
 		{"tag", []Update{{zero, c1, "refs/tags/v1"}}, "", "tags are not deployed"},
 		{"note", []Update{{zero, c1, "refs/notes/commits"}}, "", "only branches are deployed, not refs/notes/commits"},
-		{"shell", []Update{{zero, c1, "refs/heads/x$(reboot)"}}, "", `branch name "x$(reboot)" is refused`},
-		{"backtick", []Update{{zero, c1, "refs/heads/a`id`"}}, "", "is refused"},
-		{"quote", []Update{{zero, c1, "refs/heads/it's"}}, "", "is refused"},
-		{"dash", []Update{{zero, c1, "refs/heads/-x"}}, "", "is refused"},
+		{"dash", []Update{{zero, c1, "refs/heads/-x"}}, "", `invalid branch name "-x"`},
+		// Names git would read as another ref (issue 25): git-remote
+		// would print a push of something else.
+		{"HEAD", []Update{{zero, c1, "refs/heads/HEAD"}}, "", `invalid branch name "HEAD"`},
+		{"FETCH_HEAD", []Update{{zero, c1, "refs/heads/FETCH_HEAD"}}, "", `invalid branch name "FETCH_HEAD"`},
+		{"refs in refs", []Update{{zero, c1, "refs/heads/refs/heads/main"}}, "", `invalid branch name "refs/heads/main"`},
+		{"tags/", []Update{{zero, c1, "refs/heads/tags/v1"}}, "", `invalid branch name "tags/v1"`},
+		{"heads/", []Update{{zero, c1, "refs/heads/heads/x"}}, "", `invalid branch name "heads/x"`},
+		// What git allows in a branch name is pushed (the printed
+		// commands quote it).
+		{"shell characters", []Update{{zero, c1, "refs/heads/x$(reboot)"}}, "x$(reboot)", ""},
 	}
 	for _, c := range cases {
 		branch, _, err := Check("a", c.updates)
@@ -87,10 +94,27 @@ func TestDescribe(t *testing.T) {
 			t.Errorf("workspace %q: %+v %v", ws, r, err)
 		}
 	}
+	// A branch name with characters sh reads is quoted in the command.
+	repo := filepath.Join(t.TempDir(), "git", "b.git")
+	if err := os.MkdirAll(repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeHead(t, repo, "refs/heads/x$(reboot)")
+	if r, err := Describe(repo, "b", "", "dev"); err != nil || r.Commands[1] != "git push slot-b 'x$(reboot)'" {
+		t.Errorf("%q %v", r.Commands, err)
+	}
 	for _, bad := range []string{"/home/coder/my data/git/b.git", "/srv/a'b/git/b.git", "/srv/$(x)/git/b.git"} {
 		if _, err := Describe(bad, "b", "/home/coder", "dev"); err == nil || !strings.Contains(err.Error(), "cannot be used as a git remote") {
 			t.Errorf("%s: %v", bad, err)
 		}
+	}
+}
+
+// writeHead points repo's HEAD at ref.
+func writeHead(t *testing.T, repo, ref string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(repo, "HEAD"), []byte("ref: "+ref+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

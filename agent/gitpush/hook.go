@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
-	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/source"
 )
 
 // Agent is what the hook needs from the running agent (over its control
@@ -56,14 +54,11 @@ func ParseUpdates(r io.Reader) ([]Update, error) {
 // deleted).
 func isZero(id string) bool { return strings.Trim(id, "0") == "" }
 
-// branchName is a branch name the hook deploys: git's own rules
-// (check-ref-format, which receive-pack enforces) narrowed to characters
-// no shell or URL gives a meaning to.
-var branchName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._/-]*$`)
-
 // Check applies the push policy to the updates of one push and returns
-// the branch to deploy: one branch per push, not deleted, a plain name.
-// (Whether the update is a fast-forward needs the objects: see Run.)
+// the branch to deploy: one branch per push, not deleted, a name that
+// source.ValidateBranch accepts.
+// (The agent applies these rules again, and those that need the
+// repository: see deploy.Deployer.Push.)
 func Check(slot string, updates []Update) (branch string, u Update, err error) {
 	switch {
 	case len(updates) == 0:
@@ -84,8 +79,9 @@ func Check(slot string, updates []Update) (branch string, u Update, err error) {
 		return "", u, fmt.Errorf("only branches are deployed, not %s", u.Ref)
 	case isZero(u.New):
 		return "", u, fmt.Errorf("deleting branch %s is refused: the slot would lose what it deploys; to take the app down, use `slotagent stop %s` in the workspace", name, slot)
-	case !branchName.MatchString(name):
-		return "", u, fmt.Errorf("branch name %q is refused: use letters, digits and . _ - / only", name)
+	}
+	if err := source.ValidateBranch(name); err != nil {
+		return "", u, err
 	}
 	return name, u, nil
 }
@@ -133,13 +129,8 @@ func (h *Hook) Run(ctx context.Context, in io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if !isZero(u.Old) {
-		if err := fastForward(ctx, u); err != nil {
-			return err
-		}
-	}
 	agent := h.Dial(dataDir)
-	rec, err := agent.Push(ctx, slot, deploy.Push{Branch: branch, Commit: u.New, Quarantine: h.Quarantine})
+	rec, err := agent.Push(ctx, slot, deploy.Push{Branch: branch, Old: u.Old, Commit: u.New, Quarantine: h.Quarantine})
 	if err != nil {
 		return err
 	}
@@ -162,22 +153,6 @@ func (h *Hook) Run(ctx context.Context, in io.Reader) error {
 	}
 	fmt.Fprintf(h.Out, "slotagent: slot %s serves %s (release %s)\n", slot, shortID(u.New), rec.Release)
 	return nil
-}
-
-// fastForward refuses an update that would drop commits from the branch.
-func fastForward(ctx context.Context, u Update) error {
-	cmd := exec.Command("git", "merge-base", "--is-ancestor", u.Old, u.New)
-	_, err := reaper.Output(ctx, cmd)
-	var ee *reaper.ExitError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ee) && ee.Exit.Code == 1:
-		return fmt.Errorf("force-push refused: %s does not contain %s, the commit %s points at, so commits would be lost; pull and merge (or rebase) first, or push under a new branch name",
-			shortID(u.New), shortID(u.Old), strings.TrimPrefix(u.Ref, "refs/heads/"))
-	default:
-		return fmt.Errorf("check that the push is a fast-forward: %w", err)
-	}
 }
 
 // outsideQuarantine is the hook's environment without the variables that

@@ -38,6 +38,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/shell"
 )
 
 // HookName is the name git runs the hook under; the slotagent binary
@@ -197,7 +198,7 @@ func Describe(repo, slot, home, workspace string) (Remote, error) {
 		r.URL = r.Host + ":" + r.Path
 	}
 	name := "slot-" + slot
-	r.Commands = []string{"git remote add " + name + " " + r.URL, "git push " + name + " " + r.Branch}
+	r.Commands = []string{"git remote add " + name + " " + r.URL, "git push " + name + " " + shell.Quote(r.Branch)}
 	return r, nil
 }
 

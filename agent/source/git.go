@@ -243,19 +243,32 @@ func (g *Git) fetch(ctx context.Context, log io.Writer, repo string, refspecs ..
 	return fetchResult{}, nil
 }
 
-// hasCommit reports whether the cache holds the commit sha.
-func (g *Git) hasCommit(ctx context.Context, sha string) (bool, error) {
-	_, _, err := runGit(ctx, gitEnv(g.Env), "", nil, nil, g.gitDir(), "cat-file", "-e", sha+"^{commit}")
+// HasCommit reports whether the cache (or the quarantine) holds the
+// commit sha.
+func (g *Git) HasCommit(ctx context.Context, sha string) (bool, error) {
+	if !isCommitID(sha) {
+		return false, fmt.Errorf("look up commit %q: not a full commit id", sha)
+	}
+	return g.yesNo(ctx, "look up commit "+sha, anyExit, "cat-file", "-e", sha+"^{commit}")
+}
+
+// anyExit, as yesNo's no, takes every non-zero exit for "no".
+const anyExit = -1
+
+// yesNo runs a git command that answers yes by exiting 0 and no by
+// exiting with code no (anyExit: any code); what names it in errors.
+func (g *Git) yesNo(ctx context.Context, what string, no int, args ...string) (bool, error) {
+	_, _, err := runGit(ctx, g.readEnv(), "", nil, nil, append([]string{g.gitDir()}, args...)...)
 	var ee *reaper.ExitError
 	switch {
 	case err == nil:
 		return true, nil
 	case ctx.Err() != nil:
 		return false, ctx.Err()
-	case errors.As(err, &ee):
+	case errors.As(err, &ee) && (no == anyExit || ee.Exit.Code == no):
 		return false, nil
 	default:
-		return false, fmt.Errorf("look up commit %s: %w", sha, err)
+		return false, fmt.Errorf("%s: %w", what, err)
 	}
 }
 
@@ -284,7 +297,7 @@ func (g *Git) Fetch(ctx context.Context, repo, ref string) (string, error) {
 	if err := ValidateRepo(repo); err != nil {
 		return "", err
 	}
-	if err := ValidateRef(ctx, ref); err != nil {
+	if err := ValidateRef(ref); err != nil {
 		return "", err
 	}
 	if err := g.ensureCache(ctx); err != nil {
@@ -333,7 +346,7 @@ func (g *Git) Fetch(ctx context.Context, repo, ref string) (string, error) {
 // uploadpack.allowReachableSHA1InWant, else by fetching every branch and
 // tag and looking for it there.
 func (g *Git) fetchCommit(ctx context.Context, repo, sha string) (string, error) {
-	if ok, err := g.hasCommit(ctx, sha); err != nil || ok {
+	if ok, err := g.HasCommit(ctx, sha); err != nil || ok {
 		return sha, err
 	}
 	// A refusal is expected from some servers: keep it out of the log.
@@ -342,14 +355,14 @@ func (g *Git) fetchCommit(ctx context.Context, repo, sha string) (string, error)
 		return "", direct
 	}
 	if direct == nil {
-		if ok, err := g.hasCommit(ctx, sha); err != nil || ok {
+		if ok, err := g.HasCommit(ctx, sha); err != nil || ok {
 			return sha, err
 		}
 	}
 	if _, err := g.fetch(ctx, g.Log, repo, "+refs/heads/*:"+refHeads+"*", "+refs/tags/*:"+refTags+"*"); err != nil {
 		return "", err
 	}
-	ok, err := g.hasCommit(ctx, sha)
+	ok, err := g.HasCommit(ctx, sha)
 	if err != nil {
 		return "", err
 	}
@@ -436,4 +449,36 @@ func prepareDest(dest string) (cleanup func(), err error) {
 			_ = os.RemoveAll(filepath.Join(dest, e.Name()))
 		}
 	}, nil
+}
+
+// Branch returns the commit refs/heads/<name> points to in the cache
+// repository, "" when there is no such branch.
+func (g *Git) Branch(ctx context.Context, name string) (string, error) {
+	if err := ValidateBranch(name); err != nil {
+		return "", err
+	}
+	ref := "refs/heads/" + name
+	out, _, err := runGit(ctx, gitEnv(g.Env), "", nil, nil, g.gitDir(), "for-each-ref", "--format=%(objectname) %(refname)", ref)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", fmt.Errorf("read branch %s: %w", name, err)
+	}
+	// The pattern also matches the refs below ref (refs/heads/main/x).
+	for _, line := range strings.Split(out, "\n") {
+		if sha, r, ok := strings.Cut(line, " "); ok && r == ref {
+			return sha, nil
+		}
+	}
+	return "", nil
+}
+
+// IsAncestor reports whether commit old is new or one of its ancestors,
+// reading the quarantine's objects too; both must be full commit ids.
+func (g *Git) IsAncestor(ctx context.Context, old, new string) (bool, error) {
+	if !isCommitID(old) || !isCommitID(new) {
+		return false, fmt.Errorf("compare commits: %q and %q must be full commit ids", old, new)
+	}
+	return g.yesNo(ctx, "compare commits "+old+" and "+new, 1, "merge-base", "--is-ancestor", "--end-of-options", old, new)
 }

@@ -10,18 +10,14 @@
 package source
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"unicode"
-
-	"github.com/coder-slots/coder-slots/agent/reaper"
 )
 
 // allowedSchemes are the URL schemes a repository may use; the same list is
@@ -141,26 +137,14 @@ func isCommitID(ref string) bool {
 }
 
 // ValidateRef reports whether ref may be deployed: empty (the remote's
-// default branch), a full 40- or 64-hex commit id, or a branch or tag name
-// that `git check-ref-format --branch` accepts and that does not start
-// with "-".
-func ValidateRef(ctx context.Context, ref string) error {
+// default branch), a full 40- or 64-hex commit id, or a branch or tag
+// name that ValidateBranch accepts.
+func ValidateRef(ref string) error {
 	if ref == "" || isCommitID(ref) {
 		return nil
 	}
-	if strings.HasPrefix(ref, "-") {
-		return fmt.Errorf("invalid ref %q: must not start with \"-\"", ref)
-	}
-	cmd := exec.Command("git", "check-ref-format", "--branch", ref)
-	cmd.Env = gitEnv(nil)
-	cmd.Dir = "/"
-	_, err := reaper.Output(ctx, cmd)
-	var ee *reaper.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return fmt.Errorf("invalid ref %q: not a valid branch or tag name (git check-ref-format)", ref)
-	case err != nil:
-		return fmt.Errorf("check ref %q: %w", ref, err)
+	if reason := branchProblem(ref); reason != "" {
+		return fmt.Errorf("invalid ref %q: %s", ref, reason)
 	}
 	return nil
 }

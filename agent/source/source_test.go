@@ -113,16 +113,17 @@ func TestValidateRepo(t *testing.T) {
 
 func TestValidateRef(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	for _, ref := range []string{"", "main", "feature/x", "v1.2.3", "refs/heads/main",
+	for _, ref := range []string{"", "main", "feature/x", "v1.2.3",
 		strings.Repeat("a1", 20), strings.Repeat("0f", 32), strings.Repeat("AB", 20)} {
-		if err := ValidateRef(ctx, ref); err != nil {
+		if err := ValidateRef(ref); err != nil {
 			t.Errorf("ValidateRef(%q) = %v, want nil", ref, err)
 		}
 	}
 	for _, ref := range []string{"a..b", "-x", "--upload-pack=x", "x y", "refs/heads/../x", "HEAD~1",
-		"HEAD", "x^", "x:y", "a/.b", "x.lock", "@{-1}", "trailing/", "ctl\x01"} {
-		err := ValidateRef(ctx, ref)
+		"HEAD", "x^", "x:y", "a/.b", "x.lock", "@{-1}", "trailing/", "ctl\x01",
+		// Names git reads as another ref (issue 25).
+		"FETCH_HEAD", "ORIG_HEAD", "@", "refs/heads/main", "tags/v1", "heads/main"} {
+		err := ValidateRef(ref)
 		if err == nil {
 			t.Errorf("ValidateRef(%q) = nil, want an error", ref)
 			continue

@@ -7,8 +7,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -21,6 +24,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/reaper"
@@ -65,6 +69,26 @@ func (a *agent) deploys() []deploy.Record {
 	var list admin.DeployList
 	a.apiJSON("/api/slots/a/deploys", &list)
 	return list.Deploys
+}
+
+// controlPost posts body as JSON to the agent's control socket and returns
+// the status and the answer.
+func controlPost(t *testing.T, a *agent, path string, body any) (int, string) {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", config.SocketPath(a.dataDir))
+	}}}
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Post("http://slotagent"+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(answer)
 }
 
 // pushAgent starts an agent, makes the sample app's work tree and asks
@@ -212,7 +236,9 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 		{"force-push", []string{"--force", repo, "main"}, "force-push refused"},
 		{"delete", []string{repo, ":main"}, "use `slotagent stop a`"},
 		{"tag", []string{repo, "v1"}, "tags are not deployed"},
-		{"shell metacharacters", []string{repo, "HEAD:refs/heads/x$(touch${IFS}" + evil + ")"}, "is refused: use letters"},
+		{"shell metacharacters", []string{repo, "HEAD:refs/heads/tags/x$(touch${IFS}" + evil + ")"}, `invalid branch name "tags/x$(touch`},
+		{"a pseudo-ref's name", []string{repo, "HEAD:refs/heads/FETCH_HEAD"}, `invalid branch name "FETCH_HEAD"`},
+		{"a full ref as a branch name", []string{repo, "HEAD:refs/heads/refs/heads/main"}, `invalid branch name "refs/heads/main"`},
 		{"two branches", []string{repo, "HEAD:refs/heads/one", "HEAD:refs/heads/two"}, "push one branch at a time"},
 		{"not a branch", []string{repo, "HEAD:refs/notes/x"}, "only branches are deployed"},
 	}
@@ -235,6 +261,29 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 	}
 	if _, b := body(t, a.url("a", "/")); b != "hello v1 1m" {
 		t.Fatalf("slot a serves %q", b)
+	}
+
+	// The push endpoint applies every push rule itself (the hook is only
+	// the first check).
+	const null = "0000000000000000000000000000000000000000"
+	for _, c := range []struct {
+		p    deploy.Push
+		want string
+	}{
+		{deploy.Push{Branch: "main\ndeploy succeeded: forged", Old: null, Commit: v1}, "invalid branch name"},
+		{deploy.Push{Branch: "FETCH_HEAD", Old: null, Commit: v1}, "invalid branch name"},
+		{deploy.Push{Branch: "main", Old: null, Commit: v1}, "branch main was created meanwhile"},
+		{deploy.Push{Branch: "main", Old: v1, Commit: null}, "deleting a branch is refused"},
+		{deploy.Push{Branch: "main", Old: "--all", Commit: v1}, "is not a full commit id"},
+		{deploy.Push{Branch: "main", Old: v1, Commit: gitRun(t, work, "rev-parse", "HEAD")}, "is not in the slot's repository"},
+	} {
+		code, answer := controlPost(t, a, "/api/slots/a/push", c.p)
+		if code != 400 || !strings.Contains(answer, c.want) {
+			t.Errorf("POST push %+v over the control socket: %d %s, want 400 %q", c.p, code, answer, c.want)
+		}
+	}
+	if after := a.deploys(); len(after) != len(before) {
+		t.Fatalf("refused API pushes deployed: %d records, were %d", len(after), len(before))
 	}
 
 	// A slot that does not exist: no repository for it, and a repository
