@@ -381,3 +381,27 @@ func TestEcosystemRevealsOverTheControlSocketOnly(t *testing.T) {
 		t.Errorf("control socket: %+v", f)
 	}
 }
+
+func TestPushIsServedOnTheControlSocketOnly(t *testing.T) {
+	a, _ := newTestAPI(t)
+	browser, err := a.Browser(Hosts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"branch": "main", "old": "` + strings.Repeat("0", 40) + `", "commit": "` + strings.Repeat("1", 40) + `"}`
+	req := func() *http.Request {
+		r := httptest.NewRequest("POST", "/api/slots/a/push", strings.NewReader(body))
+		r.Host = "127.0.0.1:9000"
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Sec-Fetch-Site", "same-origin")
+		return r
+	}
+	var e Error
+	if rec := call(t, browser, req(), &e); rec.Code != 403 || !strings.Contains(e.Error, "control socket only") {
+		t.Fatalf("push on the admin port: %d %+v", rec.Code, e)
+	}
+	// Over the control socket it reaches the agent (the fake has no git).
+	if rec := call(t, a.Control(), req(), &e); rec.Code == 403 || !strings.Contains(e.Details+e.Error, "no git in this test") {
+		t.Fatalf("push on the control socket: %d %+v", rec.Code, e)
+	}
+}

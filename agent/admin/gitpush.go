@@ -30,7 +30,13 @@ func (a *API) gitRoutes() {
 		}
 		writeJSON(w, http.StatusOK, r)
 	}))
+	// Only the hook starts a push's deploy, over the control socket: the
+	// admin port never does.
 	a.mux.HandleFunc("POST /api/slots/{slot}/push", a.withSlot(func(w http.ResponseWriter, r *http.Request, name string) {
+		if !fromControl(r) {
+			writeError(w, http.StatusForbidden, "git push deploys are started over the control socket only", "push to the slot's git repository (slotagent git-remote "+name+")")
+			return
+		}
 		var p deploy.Push
 		if !readJSON(w, r, &p) {
 			return

@@ -91,6 +91,22 @@ func controlPost(t *testing.T, a *agent, path string, body any) (int, string) {
 	return resp.StatusCode, string(answer)
 }
 
+// rawHTTP sends req as is to 127.0.0.1:port and returns all the answer.
+func rawHTTP(t *testing.T, port int, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
 // pushAgent starts an agent, makes the sample app's work tree and asks
 // for slot a's remote; it returns the agent, the work tree and slot a's
 // repository.
@@ -264,7 +280,7 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 	}
 
 	// The push endpoint applies every push rule itself (the hook is only
-	// the first check).
+	// the first check), and only on the control socket. and only on the control socket.
 	const null = "0000000000000000000000000000000000000000"
 	for _, c := range []struct {
 		p    deploy.Push
@@ -281,6 +297,12 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 		if code != 400 || !strings.Contains(answer, c.want) {
 			t.Errorf("POST push %+v over the control socket: %d %s, want 400 %q", c.p, code, answer, c.want)
 		}
+	}
+	raw := `{"branch":"main","old":"` + v1 + `","commit":"` + v1 + `"}`
+	status := rawHTTP(t, a.ports["admin"], "POST /api/slots/a/push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"+
+		"Sec-Fetch-Site: same-origin\r\nContent-Length: "+strconv.Itoa(len(raw))+"\r\nConnection: close\r\n\r\n"+raw)
+	if !strings.HasPrefix(status, "HTTP/1.1 403 ") || !strings.Contains(status, "control socket only") {
+		t.Errorf("push on the admin port:\n%s", status)
 	}
 	if after := a.deploys(); len(after) != len(before) {
 		t.Fatalf("refused API pushes deployed: %d records, were %d", len(after), len(before))
