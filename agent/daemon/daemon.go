@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,6 +96,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 	a.killLeftovers()
 	a.refreshGitHooks()
 	a.sup = supervisor.New(cfg.LogDir(), logs.Options{MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups}, 2*time.Second)
+	a.sup.RecordWith(a.recordGroups)
 	a.preparePostgres()
 	if err := a.listen(); err != nil {
 		return nil, err
@@ -108,11 +110,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 		}
 	}
 	a.rehydrate()
-	a.stateMu.Lock()
-	a.st.Groups = a.groups()
-	err := a.saveLocked(a.st)
-	a.stateMu.Unlock()
-	if err != nil {
+	if err := a.saveGroups(); err != nil {
 		return nil, fmt.Errorf("save state: %w", err)
 	}
 	a.serve()
@@ -185,8 +183,11 @@ func (a *Agent) refreshGitHooks() {
 }
 
 // killLeftovers ends the process groups an earlier agent recorded, when
-// their leaders are still the same processes (PID and start time match).
+// their leaders are still the same processes (PID and start time match),
+// and the recorded members of groups whose stop had begun, each when it is
+// still the same process.
 func (a *Agent) killLeftovers() {
+	a.killMembers()
 	groups := a.st.Groups
 	if len(groups) == 0 {
 		return
@@ -217,6 +218,27 @@ func (a *Agent) killLeftovers() {
 		}
 	}
 	a.st.Groups = nil
+}
+
+// killMembers kills the recorded members of groups whose stop had begun
+// (with SIGKILL: the earlier agent had asked them to stop already) and
+// waits until they are gone.
+func (a *Agent) killMembers() {
+	var killed []procgroup.Identity
+	for name, ids := range a.st.Members {
+		for _, id := range ids {
+			if procgroup.Kill(id, syscall.SIGKILL) {
+				a.log.Warn("killing a process left stopping by an earlier agent", "process", name, "pid", id.PID)
+				killed = append(killed, id)
+			}
+		}
+	}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if !slices.ContainsFunc(killed, procgroup.Identity.Alive) {
+			break
+		}
+	}
+	a.st.Members = nil
 }
 
 // listen binds every port before any app starts, so a port that is taken
@@ -395,14 +417,27 @@ func (a *Agent) saveOnChange() {
 		case <-a.quit:
 			return
 		}
-		a.stateMu.Lock()
-		a.st.Groups = a.groups()
-		err := a.saveLocked(a.st)
-		a.stateMu.Unlock()
-		if err != nil {
-			a.log.Error("save state", "err", err)
-		}
+		a.recordGroups()
 	}
+}
+
+// recordGroups saves the running process groups, logging a failure: the
+// supervisor's processes wait for it before their commands run and before
+// their stop signals (see supervisor.Supervisor.RecordWith).
+func (a *Agent) recordGroups() {
+	if err := a.saveGroups(); err != nil {
+		a.log.Error("save state", "err", err)
+	}
+}
+
+// saveGroups saves the state with the running process groups and the
+// members of those being stopped.
+func (a *Agent) saveGroups() error {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.st.Groups = a.groups()
+	a.st.Members = a.sup.Members()
+	return a.saveLocked(a.st)
 }
 
 // groups are the running process groups: the supervised processes' and
@@ -459,7 +494,7 @@ func (a *Agent) Shutdown() error {
 		a.log.Warn("history not written", "err", err)
 	}
 	a.stateMu.Lock()
-	a.st.Groups = nil
+	a.st.Groups, a.st.Members = nil, nil
 	err := a.saveLocked(a.st)
 	a.stateMu.Unlock()
 	a.lock.Close()

@@ -92,6 +92,17 @@ func KillGroup(id Identity, sig syscall.Signal) (bool, error) {
 	return true, nil
 }
 
+// Kill sends sig to the process id when it still exists with the same
+// start time and is not a zombie, and reports whether it did. PIDs 0 and 1
+// are refused. As with KillGroup, a PID reused between the check and the
+// kill is not guarded against.
+func Kill(id Identity, sig syscall.Signal) bool {
+	if id.PID <= 1 || !id.Alive() {
+		return false
+	}
+	return syscall.Kill(id.PID, sig) == nil
+}
+
 // GroupAlive reports whether any process is left in process group pgid
 // (kill(-pgid, 0) succeeds, or fails only for lack of permission).
 // Zombies count until their parent reaps them.

@@ -37,6 +37,11 @@ type State struct {
 	// Groups maps process name to the leader of a running process group,
 	// to kill after an unclean stop.
 	Groups map[string]procgroup.Identity `json:"groups,omitempty"`
+	// Members maps process name to the processes of its group as they were
+	// when the group's stop began, to kill one by one (each when its PID
+	// and start time still match) after an unclean stop: the leader may
+	// have exited first, and its group cannot be found by it.
+	Members map[string][]procgroup.Identity `json:"members,omitempty"`
 }
 
 // Slot is one slot's desired state and releases.
@@ -103,6 +108,7 @@ func (s *State) Clone() *State {
 		Version: s.Version,
 		Slots:   make(map[string]*Slot, len(s.Slots)),
 		Groups:  maps.Clone(s.Groups),
+		Members: maps.Clone(s.Members),
 	}
 	if c.Groups == nil {
 		c.Groups = map[string]procgroup.Identity{}

@@ -3,8 +3,11 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -102,11 +105,15 @@ type Process struct {
 	sink *logs.Sink
 	// groupsChanged is called when the process's group starts or ends.
 	groupsChanged func()
+	// record, when set, records the groups durably; see
+	// Supervisor.RecordWith.
+	record func()
 
 	mu       sync.Mutex
 	info     Info
 	leader   procgroup.Identity
-	stopCh   chan struct{} // closed to ask the loop to stop; nil when no loop runs
+	members  []procgroup.Identity // the group's processes when its stop began
+	stopCh   chan struct{}        // closed to ask the loop to stop; nil when no loop runs
 	loopDone chan struct{}
 	grace    time.Duration // SIGTERM→SIGKILL wait of the stop under way
 	hurry    chan struct{} // closed to send SIGKILL now, ending a stop's wait early
@@ -126,6 +133,15 @@ func (p *Process) Info() Info {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.info
+}
+
+// Members returns the processes of the group as they were when its stop
+// began (the leader may exit first and leave the others draining), or nil
+// when no stop is under way.
+func (p *Process) Members() []procgroup.Identity {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.members)
 }
 
 // Leader returns the identity of the running process group leader, if any.
@@ -263,7 +279,7 @@ func (p *Process) loop(stop, done chan struct{}) {
 		}
 		p.mu.Lock()
 		hadGroup := p.leader.PID != 0
-		p.leader = procgroup.Identity{} // gone; Groups() must not list it while waiting
+		p.leader, p.members = procgroup.Identity{}, nil // gone; Groups() must not list it while waiting
 		p.info.PID, p.info.CPU, p.info.Memory = 0, 0, 0
 		p.info.LastExit, p.info.ExitCode, p.info.ExitedAt = exit.String(), exit.Code, exit.At
 		if err != nil {
@@ -333,7 +349,7 @@ func (p *Process) finish(status Status, reason string) {
 	p.info.Reason = reason
 	p.info.PID, p.info.CPU, p.info.Memory = 0, 0, 0
 	hadGroup := p.leader.PID != 0
-	p.leader = procgroup.Identity{}
+	p.leader, p.members = procgroup.Identity{}, nil
 	p.stopCh, p.loopDone = nil, nil
 	p.mu.Unlock()
 	if hadGroup {
@@ -349,7 +365,7 @@ var (
 // runOnce starts the process and waits until it exits, is stopped (returns
 // errStopped) or passes its memory limit (returns a reason).
 func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
-	child, logged, err := p.spawn()
+	child, logged, gate, err := p.spawn()
 	if err != nil {
 		return reaper.Exit{}, "", err
 	}
@@ -372,7 +388,10 @@ func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
 	p.info.Status, p.info.PID, p.info.StartedAt = Online, child.Pid, time.Now()
 	p.lastCPU, p.lastAt = 0, time.Now()
 	p.mu.Unlock()
-	p.groupsChanged()
+	p.recordGroups()
+	// Recorded: the command may run now.
+	_, _ = gate.Write([]byte("\n"))
+	gate.Close()
 
 	var memCheck <-chan time.Time
 	if pol := p.spec.Policy; pol.MaxMemory > 0 && pol.MemoryCheckInterval > 0 {
@@ -407,34 +426,69 @@ func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-// spawn starts the process; logged closes once its output pipes are
-// closed and every line is written.
-func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, err error) {
-	if len(p.spec.Command) == 0 {
-		return nil, nil, errEmptyCommand
+// recordGroups has the process's group recorded: durably and at once
+// with a recorder, else by a signal on the supervisor's Changes.
+func (p *Process) recordGroups() {
+	if p.record != nil {
+		p.record()
+	} else {
+		p.groupsChanged()
 	}
+}
+
+// gateScript runs the process's command (its arguments) once the agent
+// writes a line to fd 3, which it does when the new group is recorded; when
+// the agent dies first, the read ends with end-of-file and the command
+// never runs. No shell stays: it execs the command.
+const gateScript = `IFS= read -r _ <&3 || exit 125; exec 3<&-; exec "$@"`
+
+// spawn starts the process, held at its gate until the caller writes a
+// line to gate and closes it; logged closes once its output pipes are
+// closed and every line is written.
+func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, gate *os.File, err error) {
+	if len(p.spec.Command) == 0 {
+		return nil, nil, nil, errEmptyCommand
+	}
+	path := p.spec.Command[0]
+	if !strings.Contains(path, "/") || filepath.IsAbs(path) {
+		// Found on the agent's PATH, as exec.Command does, and a missing
+		// program fails the start rather than the gate's exec.
+		if path, err = exec.LookPath(path); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("gate pipe: %w", err)
+	}
+	defer gateR.Close()
 	outW, outDone, err := p.sink.Pipe(logs.Stdout)
 	if err != nil {
-		return nil, nil, fmt.Errorf("log pipe: %w", err)
+		gateW.Close()
+		return nil, nil, nil, fmt.Errorf("log pipe: %w", err)
 	}
 	errW, errDone, err := p.sink.Pipe(logs.Stderr)
 	if err != nil {
+		gateW.Close()
 		outW.Close()
 		<-outDone
-		return nil, nil, fmt.Errorf("log pipe: %w", err)
+		return nil, nil, nil, fmt.Errorf("log pipe: %w", err)
 	}
-	cmd := exec.Command(p.spec.Command[0], p.spec.Command[1:]...)
+	args := append([]string{"-c", gateScript, "slotagent-gate", path}, p.spec.Command[1:]...)
+	cmd := exec.Command("/bin/sh", args...)
 	cmd.Dir = p.spec.Dir
 	cmd.Env = p.spec.Env
 	cmd.Stdout, cmd.Stderr = outW, errW
+	cmd.ExtraFiles = []*os.File{gateR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.spec.Credential}
 	child, err = reaper.Start(cmd)
 	outW.Close()
 	errW.Close()
 	if err != nil {
+		gateW.Close()
 		<-outDone
 		<-errDone
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	both := make(chan struct{})
 	go func() {
@@ -442,7 +496,7 @@ func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, err erro
 		<-errDone
 		close(both)
 	}()
-	return child, both, nil
+	return child, both, gateW, nil
 }
 
 // terminate ends the process group of child and every descendant that left
@@ -451,6 +505,14 @@ func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, err erro
 func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	pgid := child.Pid
 	strays := descendants(child, nil)
+	if len(strays) > 0 {
+		// The leader may exit on the signal and leave the others
+		// draining: recorded by identity, they are found without it.
+		p.mu.Lock()
+		p.members = strays
+		p.mu.Unlock()
+		p.recordGroups()
+	}
 	sig := p.spec.stopSignal()
 	signalAll(pgid, strays, sig)
 	if grace > 0 {

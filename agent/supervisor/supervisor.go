@@ -6,6 +6,7 @@ package supervisor
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -20,11 +21,13 @@ type Supervisor struct {
 	logOpts logs.Options
 	changes chan struct{}
 
-	mu    sync.Mutex
-	procs map[string]*Process
-	sinks map[string]*logs.Sink
-	done  chan struct{}
-	once  sync.Once // closes done
+	mu     sync.Mutex
+	record func()
+	procs  map[string]*Process
+	gone   map[*Process]bool // removed, and still stopping
+	sinks  map[string]*logs.Sink
+	done   chan struct{}
+	once   sync.Once // closes done
 }
 
 // New returns a supervisor writing logs under logDir and sampling CPU and
@@ -35,6 +38,7 @@ func New(logDir string, logOpts logs.Options, sampleEvery time.Duration) *Superv
 		logOpts: logOpts,
 		changes: make(chan struct{}, 1),
 		procs:   map[string]*Process{},
+		gone:    map[*Process]bool{},
 		sinks:   map[string]*logs.Sink{},
 		done:    make(chan struct{}),
 	}
@@ -57,6 +61,20 @@ func (s *Supervisor) notify() {
 	}
 }
 
+// RecordWith makes record the way process groups are recorded (see Groups
+// and Members): every process calls it, and waits until it returns, after
+// its group is spawned and before its command runs (the group waits at a
+// gate, and never runs its command if the agent dies first), and before
+// its stop signal. record must save what Groups and Members return
+// durably; so an agent killed at any moment leaves no process that the
+// next agent cannot find. Ends of groups are signalled on Changes as
+// before. Call it before adding processes.
+func (s *Supervisor) RecordWith(record func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.record = record
+}
+
 // Add registers a process, stopped, replacing none: the name must be new.
 func (s *Supervisor) Add(spec Spec) (*Process, error) {
 	s.mu.Lock()
@@ -72,7 +90,7 @@ func (s *Supervisor) Add(spec Spec) (*Process, error) {
 		return nil, err
 	}
 	sink.SetSecretsOf(spec.Name, spec.Secrets)
-	p := &Process{spec: spec, sink: sink, groupsChanged: s.notify, info: Info{Name: spec.Name, Status: Stopped}}
+	p := &Process{spec: spec, sink: sink, groupsChanged: s.notify, record: s.record, info: Info{Name: spec.Name, Status: Stopped}}
 	s.procs[spec.Name] = p
 	return p, nil
 }
@@ -102,6 +120,9 @@ func (s *Supervisor) Remove(name string, grace time.Duration) {
 	s.mu.Lock()
 	p := s.procs[name]
 	delete(s.procs, name)
+	if p != nil {
+		s.gone[p] = true // its group is listed until it is stopped
+	}
 	s.mu.Unlock()
 	if p != nil {
 		p.mu.Lock()
@@ -109,6 +130,9 @@ func (s *Supervisor) Remove(name string, grace time.Duration) {
 		p.mu.Unlock()
 		p.StopWithin(grace)
 		p.sink.DropSecretsOf(name) // it writes no more
+		s.mu.Lock()
+		delete(s.gone, p)
+		s.mu.Unlock()
 	}
 }
 
@@ -132,12 +156,42 @@ func (s *Supervisor) List() []*Process {
 	return out
 }
 
-// Groups returns the leader of every running process group by process name.
+// Groups returns the leader of every running process group by process
+// name, those of removed processes still stopping included.
 func (s *Supervisor) Groups() map[string]procgroup.Identity {
 	out := map[string]procgroup.Identity{}
-	for _, p := range s.List() {
+	for key, p := range s.everyProcess() {
 		if id, ok := p.Leader(); ok {
-			out[p.spec.Name] = id
+			out[key] = id
+		}
+	}
+	return out
+}
+
+// everyProcess returns the processes by name, and the removed ones still
+// stopping by name plus " (removed)" and, when a new process took the name
+// again, their PID.
+func (s *Supervisor) everyProcess() map[string]*Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := maps.Clone(s.procs)
+	for p := range s.gone {
+		key := p.spec.Name + " (removed)"
+		if _, taken := out[key]; taken {
+			key = fmt.Sprintf("%s (removed, pid %d)", p.spec.Name, p.Info().PID)
+		}
+		out[key] = p
+	}
+	return out
+}
+
+// Members returns, by process name, the processes of every group whose
+// stop has begun (see Process.Members).
+func (s *Supervisor) Members() map[string][]procgroup.Identity {
+	out := map[string][]procgroup.Identity{}
+	for key, p := range s.everyProcess() {
+		if m := p.Members(); len(m) > 0 {
+			out[key] = m
 		}
 	}
 	return out

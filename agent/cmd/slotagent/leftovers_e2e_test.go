@@ -1,0 +1,225 @@
+package main
+
+// After a kill -9 of the agent, the next one kills every app process the
+// dead one had started (DESIGN.md, "State and rehydrate"): these tests
+// kill the agent right after restarts, and during a stop, a restart and a
+// rollback, with apps started through a package manager (npm start: npm →
+// sh → node, one process group), and check that no process whose working
+// directory lies in the data dir survives.
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/state"
+)
+
+// npmRelease writes the app src, started by `npm start` into the data dir (as a
+// deploy would) and returns its release.
+func npmRelease(t *testing.T, dataDir, slotName, id, src string, env map[string]string) state.Release {
+	t.Helper()
+	dir := filepath.Join(dataDir, "apps", slotName, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "server.js"), src)
+	writeFile(t, filepath.Join(dir, "package.json"), `{"name": "app", "version": "1.0.0", "private": true, "scripts": {"start": "node server.js"}}`)
+	return state.Release{ID: id, Dir: dir, Command: "npm start", Env: env, CreatedAt: time.Now().UTC()}
+}
+
+// writeNPMState gives each slot of rels its releases (the last one current)
+// and saves the state file.
+func writeNPMState(t *testing.T, dataDir string, rels map[string][]state.Release) {
+	t.Helper()
+	testkit.NeedNode(t)
+	st := state.New()
+	for name, rs := range rels {
+		st.Slots[name] = &state.Slot{Desired: state.DesiredRunning, Current: rs[len(rs)-1].ID, Releases: rs}
+	}
+	if err := state.Save(filepath.Join(dataDir, "state.json"), st); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// strays lists the processes whose working directory lies in dir and whose
+// process group is not one of keep.
+func strays(dir string, keep map[int]bool) []string {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []string
+	for _, p := range procs {
+		cwd, err := os.Readlink(filepath.Join(p, "cwd"))
+		if err != nil || (cwd != dir && !strings.HasPrefix(cwd, dir+"/")) {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join(p, "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name: state, ppid, pgrp.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) < 3 || f[0] == "Z" {
+			continue
+		}
+		if pgrp, _ := strconv.Atoi(f[2]); keep[pgrp] {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+		out = append(out, filepath.Base(p)+" "+strings.ReplaceAll(strings.TrimSpace(string(cmd)), "\x00", " "))
+	}
+	return out
+}
+
+// noStrays fails the test when, after a short wait for exits under way, a
+// process in the data dir is not in one of the agent's process groups
+// (the leaders listed by status; none when the agent is down). It kills
+// what it finds, so one failure does not leak into other tests.
+func (a *agent) noStrays(when string, running bool) {
+	a.t.Helper()
+	keep := map[int]bool{}
+	if running {
+		for _, p := range a.processes().Processes {
+			if p.Type == "app" && p.PID != 0 {
+				keep[p.PID] = true
+			}
+		}
+	}
+	var left []string
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if left = strays(a.dataDir, keep); len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, l := range left {
+		if pid, err := strconv.Atoi(strings.Fields(l)[0]); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	a.t.Fatalf("%s: %d processes of an earlier agent survive:\n%s\nagent log:\n%s", when, len(left), strings.Join(left, "\n"), a.stderr())
+}
+
+// serves waits until slot answers its app's greeting.
+func (a *agent) serves(slotName, version string) {
+	a.t.Helper()
+	getUntil(a.t, a.url(slotName, "/"), "hello from "+slotName+" "+version, 20*time.Second)
+}
+
+// TestKill9RightAfterRestartsLeavesNoApp is issue 25's sequence: ten rounds
+// of restart b, restart a, kill -9, run; then a clean stop.
+func TestKill9RightAfterRestartsLeavesNoApp(t *testing.T) {
+	a := newAgent(t)
+	writeNPMState(t, a.dataDir, map[string][]state.Release{
+		"a": {npmRelease(t, a.dataDir, "a", "r1", testkit.HelloApp, nil)},
+		"b": {npmRelease(t, a.dataDir, "b", "r1", testkit.HelloApp, nil)},
+	})
+	a.start()
+	for round := 1; round <= 10; round++ {
+		a.serves("a", "v1")
+		a.serves("b", "v1")
+		a.noStrays("round "+strconv.Itoa(round), true)
+		a.mustCLI("restart", "b")
+		a.mustCLI("restart", "a")
+		a.signal(syscall.SIGKILL)
+		a.wait(5 * time.Second)
+		a.start()
+	}
+	a.serves("a", "v1")
+	a.serves("b", "v1")
+	a.noStrays("after the last round", true)
+	a.signal(syscall.SIGTERM)
+	a.wait(15 * time.Second)
+	a.noStrays("after a clean stop", false)
+}
+
+// TestKill9DuringStopRestartAndRollback kills the agent while it waits for
+// an app that ignores SIGTERM to stop (a stop, a restart, the old release
+// of a rollback), and while a rollback's release starts.
+func TestKill9DuringStopRestartAndRollback(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		// ready is when the agent is killed.
+		ready func(a *agent)
+	}{
+		{"stop", []string{"stop", "a"}, func(a *agent) {
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if _, b := body(a.t, a.url("a", "/")); strings.Contains(b, "ready for deployment") {
+					return // the placeholder, while the app stops
+				}
+				if time.Now().After(deadline) {
+					a.t.Fatal("slot a never went back to its placeholder")
+				}
+			}
+		}},
+		{"restart", []string{"restart", "a"}, func(a *agent) { a.waitStatus("a", "stopping") }},
+		{"rollback", []string{"rollback", "a", "r1"}, func(a *agent) { a.serves("a", "v1") }},
+		{"rollback start", []string{"rollback", "a", "r1"}, func(a *agent) {
+			a.waitProcessIn(filepath.Join(a.dataDir, "apps", "a", "r1"))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAgent(t)
+			writeNPMState(t, a.dataDir, map[string][]state.Release{"a": {
+				npmRelease(t, a.dataDir, "a", "r1", stubbornApp, map[string]string{"VERSION": "v1"}),
+				npmRelease(t, a.dataDir, "a", "r2", stubbornApp, map[string]string{"VERSION": "v2"}),
+			}})
+			a.start()
+			a.serves("a", "v2")
+			_, pidText := body(t, a.url("a", "/pid"))
+			old, _ := strconv.Atoi(pidText)
+			cmd := exec.Command(binary, tc.args...)
+			cmd.Env = a.env
+			client, err := reaper.Start(cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.ready(a)
+			a.signal(syscall.SIGKILL)
+			a.wait(5 * time.Second)
+			<-client.Done()
+			if tc.name != "rollback start" && !testkit.PIDAlive(old) {
+				t.Fatalf("the old app (pid %d) is gone before the agent was killed: the test shows nothing", old)
+			}
+			a.start()
+			a.noStrays("after "+tc.name+" and kill -9", true)
+			a.signal(syscall.SIGTERM)
+			a.wait(15 * time.Second)
+			a.noStrays("after a clean stop", false)
+		})
+	}
+}
+
+// waitStatus waits until the app of slotName has status want.
+func (a *agent) waitStatus(slotName, want string) {
+	a.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for _, p := range a.processes().Processes {
+			if p.Slot == slotName && p.Status == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("slot %s never was %s: %+v", slotName, want, a.processes())
+		}
+	}
+}
+
+// waitProcessIn waits until a process runs in dir.
+func (a *agent) waitProcessIn(dir string) {
+	a.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(strays(dir, nil)) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			a.t.Fatalf("no process ever ran in %s", dir)
+		}
+	}
+}
