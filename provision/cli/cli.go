@@ -206,7 +206,7 @@ func planCmd() *cobra.Command {
 			}
 			// What push would give the template's variables; unset ones
 			// keep the defaults the render wrote.
-			ws.Variables = map[string]string{}
+			ws.Variables = render.ClusterVariables(c)
 			if c.AppHost != "" {
 				ws.Variables[render.VarAppHost] = c.AppHost
 			}

@@ -80,6 +80,15 @@ func workspaceEndToEnd(t *testing.T, rc, bin, target string) {
 		fmt.Fprintf(&yaml, "  - name: %s\n    port: %d\n", name, ports[i+1])
 	}
 	dir := t.TempDir()
+	if target == config.TargetKubernetes {
+		// The provisioner's kubeconfig must exist; a plan of new resources
+		// never reaches the cluster it names.
+		kc := filepath.Join(dir, "kubeconfig")
+		if err := os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: none, cluster: {server: \"https://127.0.0.1:1\"}}]\ncontexts: [{name: none, context: {cluster: none}}]\ncurrent-context: none\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&yaml, "kubernetes:\n  config_path: %s\n", kc)
+	}
 	file := writeConfig(t, dir, yaml.String())
 	c, err := config.Load(file, nil)
 	if err != nil {

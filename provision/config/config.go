@@ -209,6 +209,11 @@ func Keys() []Key {
 		k("kubernetes.image_pull_secret", "", "kubernetes: the secret the pod pulls image.ref with; empty: none"),
 		k("kubernetes.service_account", "", "kubernetes: the pod's service account; empty: the namespace's default"),
 		k("kubernetes.termination_grace_seconds", 15, "kubernetes: seconds Kubernetes waits after SIGTERM before it kills the pod (termination_grace_period_seconds); above shutdown_timeout_seconds"),
+		k("kubernetes.host_network", false, "kubernetes: the pod on its node's network (its ports are the node's), for clusters where the pod must reach Coder on the node; DNS policy ClusterFirstWithHostNet"),
+		k("kubernetes.image_pull_policy", "", `kubernetes: "Always", "IfNotPresent" (e.g. images loaded on the nodes) or "Never"; empty: Kubernetes decides (Always for a :latest tag)`),
+		k("kubernetes.config_path", "", "kubernetes: the kubeconfig file Coder's provisioner reads (the kube_config_path variable's default; push sets it too); empty: in-cluster, the provisioner's service account"),
+		k("kubernetes.config_context", "", "kubernetes: the kubeconfig context (kube_config_context); empty: the file's current context"),
+		k("kubernetes.start_timeout_seconds", 300, "kubernetes: how long a build waits for the pod to be available before it fails (an image that cannot be pulled, a volume that never binds)"),
 		k("terraform_config", "", "Terraform CLI config for validate and plan (TF_CLI_CONFIG_FILE), e.g. .cache/tf-mirror/terraformrc"),
 	}
 }

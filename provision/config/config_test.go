@@ -158,6 +158,12 @@ func TestBadInput(t *testing.T) {
 		{"toleration effect", "kubernetes:\n  tolerations:\n    - key: a\n      operator: Exists\n      effect: Evict\n", nil, `kubernetes.tolerations[0].effect: "Evict" is not`},
 		{"toleration seconds", "kubernetes:\n  tolerations:\n    - key: a\n      operator: Exists\n      effect: NoSchedule\n      toleration_seconds: 60\n", nil, "kubernetes.tolerations[0].toleration_seconds: only a NoExecute toleration"},
 		{"unknown toleration key", "kubernetes:\n  tolerations:\n    - key: a\n      operater: Exists\n", nil, "kubernetes.tolerations[0].operater: unknown key (did you mean kubernetes.tolerations[0].operator?)"},
+		{"pull policy", "kubernetes:\n  image_pull_policy: ifnotpresent\n", nil, `kubernetes.image_pull_policy: "ifnotpresent" is not Always, IfNotPresent, Never (or empty: Kubernetes decides)`},
+		{"relative kubeconfig", "", map[string]string{"SLOTPROV_KUBERNETES_CONFIG_PATH": "kube/config"}, `kubernetes.config_path: "kube/config" is neither absolute nor under ~/`},
+		{"kubeconfig with a newline", "kubernetes:\n  config_path: \"/etc/kube\\nconfig\"\n", nil, `kubernetes.config_path: "/etc/kube\nconfig" has control characters`},
+		{"context without a kubeconfig", "kubernetes:\n  config_context: prod\n", nil, `kubernetes.config_context: "prod" needs kubernetes.config_path (in-cluster has no contexts)`},
+		{"start timeout", "kubernetes:\n  start_timeout_seconds: 5\n", nil, "kubernetes.start_timeout_seconds: 5 is not between 10 and 3600"},
+		{"host network not a bool", "kubernetes:\n  host_network: maybe\n", nil, "kubernetes.host_network: want true or false"},
 		{"tolerations not a list", "kubernetes:\n  tolerations: a\n", nil, "kubernetes.tolerations: want a list of tolerations"},
 	}
 	for _, tc := range cases {
@@ -286,7 +292,9 @@ func TestKubernetesKeys(t *testing.T) {
 	want := Kubernetes{
 		Namespace: "workspaces", StorageClass: "fast-ssd", HomeSize: "20Gi", CPURequest: "250m", MemoryRequest: "512Mi",
 		ImagePullSecret: "regcred", ServiceAccount: "coder-workspace", TerminationGraceSeconds: 20,
-		NodeSelector: map[string]string{"kubernetes.io/arch": "amd64"},
+		HostNetwork: true, ImagePullPolicy: "IfNotPresent", ConfigPath: "/etc/coder/kubeconfig", ConfigContext: "staging",
+		StartTimeoutSeconds: 120,
+		NodeSelector:        map[string]string{"kubernetes.io/arch": "amd64"},
 		Tolerations: []Toleration{
 			{Key: "dedicated", Operator: "Equal", Value: "coder", Effect: "NoExecute", Seconds: &sec},
 			{Key: "gpu", Operator: "Exists"},

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/cast"
 	yaml "go.yaml.in/yaml/v3"
@@ -45,6 +46,23 @@ type Kubernetes struct {
 	// TerminationGraceSeconds is how long Kubernetes waits after the
 	// SIGTERM before it kills the pod: above ShutdownTimeoutSeconds.
 	TerminationGraceSeconds int
+	// HostNetwork puts the pod on its node's network (its ports are the
+	// node's), for clusters where the pod must reach Coder on the node.
+	HostNetwork bool
+	// ImagePullPolicy is the container's: one of PullPolicies, or empty
+	// (Kubernetes decides: Always for a :latest tag, else IfNotPresent).
+	ImagePullPolicy string
+	// ConfigPath is the kubeconfig file the provisioner reads (the default
+	// of the template's kube_config_path variable); empty: in-cluster, the
+	// provisioner's own service account.
+	ConfigPath string
+	// ConfigContext is the kubeconfig context; empty: the file's current
+	// one.
+	ConfigContext string
+	// StartTimeoutSeconds bounds how long a build waits for the pod to be
+	// available: an image that cannot be pulled or a pod that cannot be
+	// scheduled fails the build then.
+	StartTimeoutSeconds int
 	// NodeSelector, Labels and Annotations come from slots.yaml only (their
 	// keys keep their case there).
 	NodeSelector map[string]string
@@ -52,6 +70,9 @@ type Kubernetes struct {
 	Labels       map[string]string
 	Annotations  map[string]string
 }
+
+// PullPolicies are the container image pull policies Kubernetes knows.
+var PullPolicies = []string{"Always", "IfNotPresent", "Never"}
 
 // Toleration is one of the pod's tolerations.
 type Toleration struct {
@@ -188,6 +209,11 @@ func (d *decoder) kubernetes() Kubernetes {
 		ImagePullSecret:         d.str("kubernetes.image_pull_secret"),
 		ServiceAccount:          d.str("kubernetes.service_account"),
 		TerminationGraceSeconds: d.int("kubernetes.termination_grace_seconds"),
+		HostNetwork:             d.bool("kubernetes.host_network"),
+		ImagePullPolicy:         d.str("kubernetes.image_pull_policy"),
+		ConfigPath:              d.str("kubernetes.config_path"),
+		ConfigContext:           d.str("kubernetes.config_context"),
+		StartTimeoutSeconds:     d.int("kubernetes.start_timeout_seconds"),
 		NodeSelector:            d.stringMap(keyNodeSelector),
 		Labels:                  d.stringMap(keyLabels),
 		Annotations:             d.stringMap(keyAnnotations),
@@ -302,6 +328,21 @@ func (c *Config) checkKubernetes() error {
 			return fmt.Errorf("%s: %s is above the %s limit %s (resources)", r.key, r.val, r.res, limits[r.res])
 		}
 	}
+	if k.ImagePullPolicy != "" && !slices.Contains(PullPolicies, k.ImagePullPolicy) {
+		return fmt.Errorf("kubernetes.image_pull_policy: %q is not %s (or empty: Kubernetes decides)", k.ImagePullPolicy, strings.Join(PullPolicies, ", "))
+	}
+	if err := checkConfigPath(k.ConfigPath); err != nil {
+		return fmt.Errorf("kubernetes.config_path: %w", err)
+	}
+	if k.ConfigContext != "" && k.ConfigPath == "" {
+		return fmt.Errorf("kubernetes.config_context: %q needs kubernetes.config_path (in-cluster has no contexts)", k.ConfigContext)
+	}
+	if strings.ContainsFunc(k.ConfigContext, unicode.IsControl) {
+		return fmt.Errorf("kubernetes.config_context: %q has control characters", k.ConfigContext)
+	}
+	if t := k.StartTimeoutSeconds; t < 10 || t > 3600 {
+		return fmt.Errorf("kubernetes.start_timeout_seconds: %d is not between 10 and 3600", t)
+	}
 	if err := checkLabels(keyLabels, k.Labels, true); err != nil {
 		return err
 	}
@@ -312,6 +353,21 @@ func (c *Config) checkKubernetes() error {
 		return err
 	}
 	return checkTolerations(k.Tolerations)
+}
+
+// checkConfigPath checks a kubeconfig path for the provisioner: empty
+// (in-cluster), absolute, or under the provisioner's home (~/); Coder runs
+// Terraform in a temporary directory, so a relative path means nothing.
+func checkConfigPath(p string) error {
+	switch {
+	case p == "":
+		return nil
+	case strings.ContainsFunc(p, unicode.IsControl):
+		return fmt.Errorf("%q has control characters", p)
+	case !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "~/"):
+		return fmt.Errorf("%q is neither absolute nor under ~/ (Coder runs Terraform in a temporary directory); empty means in-cluster", p)
+	}
+	return nil
 }
 
 // checkLabels checks label (or, with values false, annotation) keys and

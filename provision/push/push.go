@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,6 +101,18 @@ type pusher struct {
 	res    *Result
 }
 
+// clusterVariables are the kubernetes template's kubeconfig variables,
+// when slots.yaml (or its environment or flags) sets them: where Coder's
+// provisioner finds the cluster is known where the template is pushed.
+func clusterVariables(c *config.Config) []codersdk.VariableValue {
+	m := render.ClusterVariables(c)
+	var vars []codersdk.VariableValue
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		vars = append(vars, codersdk.VariableValue{Name: name, Value: m[name]})
+	}
+	return vars
+}
+
 func (p *pusher) logf(format string, args ...any) { fmt.Fprintf(p.o.Log, format+"\n", args...) }
 
 func (p *pusher) run(ctx context.Context, tar []byte) error {
@@ -136,10 +150,10 @@ func (p *pusher) run(ctx context.Context, tar []byte) error {
 		StorageMethod: codersdk.ProvisionerStorageMethodFile,
 		FileID:        up.ID,
 		Provisioner:   codersdk.ProvisionerTypeTerraform,
-		UserVariableValues: []codersdk.VariableValue{
+		UserVariableValues: append([]codersdk.VariableValue{
 			{Name: render.VarAppHost, Value: p.res.AppHost},
 			{Name: render.VarAppURLStyle, Value: p.res.URLStyle},
-		},
+		}, clusterVariables(c)...),
 	}
 	if template != nil {
 		req.TemplateID = template.ID

@@ -134,6 +134,40 @@ func TestConfiguredSettingsWin(t *testing.T) {
 	}
 }
 
+// Where Coder's provisioner finds the cluster is known where the template is
+// pushed: push passes the kubeconfig variables that the config sets, and
+// only to a kubernetes template.
+func TestPushSetsTheClusterVariables(t *testing.T) {
+	srv, o, _ := setup(t)
+	o.Config.Kubernetes.ConfigPath, o.Config.Kubernetes.ConfigContext = "/srv/coder/kubeconfig", "lab"
+	res, err := Push(ctx(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, vars, _ := srv.TemplateVersion(res.VersionID)
+	if got := variables(vars); len(got) != 2 {
+		t.Fatalf("a docker template got %v", got)
+	}
+	o.Config.Target, o.Name = config.TargetKubernetes, "kube"
+	res, err = Push(ctx(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, vars, _ = srv.TemplateVersion(res.VersionID)
+	if got := variables(vars); got[render.VarKubeConfigPath] != "/srv/coder/kubeconfig" || got[render.VarKubeConfigContext] != "lab" || len(got) != 4 {
+		t.Fatalf("variables: %v", got)
+	}
+	o.Config.Kubernetes.ConfigPath, o.Config.Kubernetes.ConfigContext = "", ""
+	res, err = Push(ctx(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, vars, _ = srv.TemplateVersion(res.VersionID)
+	if got := variables(vars); len(got) != 2 {
+		t.Fatalf("unset kubeconfig settings keep the render's defaults, got %v", got)
+	}
+}
+
 func TestWarnsWhenNoProvisionerMatches(t *testing.T) {
 	srv, o, log := setup(t)
 	srv.Provisioners = 0

@@ -48,11 +48,33 @@ const (
 	KubernetesProviderVersionResources = ">= 2.0.0, < 3.0.0"
 )
 
-// Template variables of the kubernetes target.
+// Template variables of the kubernetes target; push sets the kubeconfig
+// ones when slots.yaml does.
 const (
-	VarNamespace     = "namespace"
-	VarUseKubeconfig = "use_kubeconfig"
+	VarNamespace         = "namespace"
+	VarKubeConfigPath    = "kube_config_path"
+	VarKubeConfigContext = "kube_config_context"
 )
+
+// ClusterVariables are the kubeconfig variables c sets, by name: what push
+// and plan pass to the template (unset ones keep the render's defaults).
+func ClusterVariables(c *config.Config) map[string]string {
+	vars := map[string]string{}
+	if c.Target != config.TargetKubernetes {
+		return vars
+	}
+	if c.Kubernetes.ConfigPath != "" {
+		vars[VarKubeConfigPath] = c.Kubernetes.ConfigPath
+	}
+	if c.Kubernetes.ConfigContext != "" {
+		vars[VarKubeConfigContext] = c.Kubernetes.ConfigContext
+	}
+	return vars
+}
+
+// serviceAccountToken is where a pod finds its service account's token:
+// with no kubeconfig, the provisioner must be such a pod.
+const serviceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 // Names inside the pod spec.
 const (
@@ -113,16 +135,51 @@ func (w *writer) kubernetesVariables(b *hclwrite.Body, c *config.Config) {
 		"error_message", str("namespace must be a DNS-1123 label: lower-case letters, digits and '-', at most 63."))
 	b.AppendNewline()
 
-	v = b.AppendNewBlock("variable", []string{VarUseKubeconfig}).Body()
+	v = b.AppendNewBlock("variable", []string{VarKubeConfigPath}).Body()
 	attrs(v,
-		"type", w.expr("bool"),
-		"description", str("true: the provisioner uses ~/.kube/config (Coder runs outside the cluster); false: the in-cluster service account (Coder runs in the cluster)."),
-		"default", lit(cty.False))
+		"type", w.expr("string"),
+		"description", str("The kubeconfig file Coder's provisioner reads (an absolute path or under ~/), for a Coder outside the cluster; empty: in-cluster, the provisioner's own service account."),
+		"default", str(c.Kubernetes.ConfigPath))
+	val = v.AppendNewBlock("validation", nil).Body()
+	attrs(val,
+		"condition", w.expr(`var.kube_config_path == "" || startswith(var.kube_config_path, "/") || startswith(var.kube_config_path, "~/")`),
+		"error_message", str("kube_config_path must be empty (in-cluster), absolute, or under ~/: Coder runs Terraform in a temporary directory."))
+	b.AppendNewline()
+
+	v = b.AppendNewBlock("variable", []string{VarKubeConfigContext}).Body()
+	attrs(v,
+		"type", w.expr("string"),
+		"description", str("The kubeconfig context; empty: the file's current context (or the provider's KUBE_CTX)."),
+		"default", str(c.Kubernetes.ConfigContext))
 	b.AppendNewline()
 
 	p := b.AppendNewBlock("provider", []string{"kubernetes"}).Body()
-	attrs(p, "config_path", w.expr(`var.use_kubeconfig ? "~/.kube/config" : null`))
+	comment(p,
+		"An empty config_path is in-cluster with both provider lines: left null,",
+		"1.x would read KUBECONFIG or ~/.kube/config and, finding none, talk to",
+		"localhost. The data source coder_workspace checks first that there is",
+		"a cluster to find.")
+	attrs(p,
+		"config_path", w.expr("var.kube_config_path"),
+		"config_context", w.expr(`var.kube_config_context != "" ? var.kube_config_context : null`))
 	b.AppendNewline()
+}
+
+// clusterPreconditions are the checks on data.coder_workspace.me, which
+// every resource waits for: a template that finds no cluster fails the
+// build saying which setting to use, before the provider dials anything.
+func (w *writer) clusterPreconditions(b *hclwrite.Body) {
+	lc := b.AppendNewBlock("lifecycle", nil).Body()
+	pre := lc.AppendNewBlock("precondition", nil).Body()
+	attrs(pre,
+		// Conditionals, not ||: Terraform evaluates both sides of ||, and
+		// fileexists("") fails on the directory ".".
+		"condition", w.expr(`var.kube_config_path == "" ? true : fileexists(pathexpand(var.kube_config_path))`),
+		"error_message", w.expr(`"No kubeconfig at \"${var.kube_config_path}\" on Coder's provisioner: set the template variable kube_config_path (slotprov: kubernetes.config_path) to a file it can read, or to \"\" when Coder runs in the cluster."`))
+	pre = lc.AppendNewBlock("precondition", nil).Body()
+	attrs(pre,
+		"condition", w.expr(`var.kube_config_path != "" ? true : fileexists("`+serviceAccountToken+`")`),
+		"error_message", str("kube_config_path is empty (in-cluster), but Coder's provisioner runs in no Kubernetes pod (no "+serviceAccountToken+"): set the template variable kube_config_path (slotprov: kubernetes.config_path) to a kubeconfig file."))
 }
 
 // kubernetesResources is the workspace on Kubernetes: its labels, the home
@@ -198,12 +255,18 @@ func (w *writer) deployment(b *hclwrite.Body, c *config.Config) {
 	k := c.Kubernetes
 	r := b.AppendNewBlock("resource", []string{"kubernetes_deployment", "workspace"}).Body()
 	comment(r,
-		"One pod while the workspace runs, none while it is stopped. Coder waits",
-		"for the agent, not for the rollout.")
-	attrs(r, "wait_for_rollout", lit(cty.False))
+		"One pod while the workspace runs, none while it is stopped. A start",
+		"waits for the pod (bounded by the progress deadline): an image that",
+		"cannot be pulled or a pod that cannot be scheduled fails the build.")
+	attrs(r, "wait_for_rollout", lit(cty.True))
+	to := r.AppendNewBlock("timeouts", nil).Body()
+	backstop := strconv.Itoa(k.StartTimeoutSeconds+60) + "s"
+	attrs(to, "create", str(backstop), "update", str(backstop))
 	w.metadata(r, c, `"coder-${local.owner}-${local.workspace}"`, "local.workspace_labels")
 	spec := r.AppendNewBlock("spec", nil).Body()
-	attrs(spec, "replicas", w.expr("data.coder_workspace.me.start_count"))
+	attrs(spec,
+		"replicas", w.expr("data.coder_workspace.me.start_count"),
+		"progress_deadline_seconds", num(k.StartTimeoutSeconds))
 	sel := spec.AppendNewBlock("selector", nil).Body()
 	attrs(sel, "match_labels", w.expr("local.selector_labels"))
 	st := spec.AppendNewBlock("strategy", nil).Body()
@@ -220,6 +283,10 @@ func (w *writer) deployment(b *hclwrite.Body, c *config.Config) {
 	attrs(pod,
 		"hostname", w.expr("local.workspace"),
 		"termination_grace_period_seconds", num(k.TerminationGraceSeconds))
+	if k.HostNetwork {
+		comment(pod, "The node's network: with it, only this DNS policy keeps the cluster's DNS.")
+		attrs(pod, "host_network", lit(cty.True), "dns_policy", str("ClusterFirstWithHostNet"))
+	}
 	if k.ServiceAccount != "" {
 		attrs(pod, "service_account_name", str(k.ServiceAccount))
 	}
@@ -250,6 +317,11 @@ func (w *writer) deployment(b *hclwrite.Body, c *config.Config) {
 	attrs(ct,
 		"name", str(k8sContainer),
 		"image", str(c.Image.Ref),
+	)
+	if k.ImagePullPolicy != "" {
+		attrs(ct, "image_pull_policy", str(k.ImagePullPolicy))
+	}
+	attrs(ct,
 		"command", lit(cty.ListVal([]cty.Value{cty.StringVal(images.Entrypoint[0]), cty.StringVal(images.Entrypoint[1])})))
 	env := ct.AppendNewBlock("dynamic", []string{"env"}).Body()
 	attrs(env, "for_each", w.expr("local.container_env"))

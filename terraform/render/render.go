@@ -74,7 +74,7 @@ func MainFile(c *config.Config) ([]byte, error) {
 	b.AppendNewline()
 	w.terraformBlock(b, c)
 	w.variables(b, c)
-	w.dataSources(b)
+	w.dataSources(b, c)
 	w.locals(b, c)
 	w.agentBlock(b, c)
 	w.apps(b, c)
@@ -155,9 +155,12 @@ func (w *writer) variables(b *hclwrite.Body, c *config.Config) {
 	b.AppendNewline()
 }
 
-func (w *writer) dataSources(b *hclwrite.Body) {
+func (w *writer) dataSources(b *hclwrite.Body, c *config.Config) {
 	for _, name := range []string{"coder_provisioner", "coder_workspace", "coder_workspace_owner"} {
-		b.AppendNewBlock("data", []string{name, "me"})
+		d := b.AppendNewBlock("data", []string{name, "me"}).Body()
+		if name == "coder_workspace" && c.Target == config.TargetKubernetes {
+			w.clusterPreconditions(d)
+		}
 	}
 	b.AppendNewline()
 }

@@ -218,7 +218,8 @@ func TestRerenderReplacesItsOwnFiles(t *testing.T) {
 
 // The kubernetes render has the same agent, apps, locals and container
 // environment as the Docker one, and Coder's labels; none of the Docker
-// resources.
+// resources. By default: in-cluster, a bounded wait for the rollout, and
+// neither host network nor a pull policy.
 func TestKubernetesSharesTheWorkspace(t *testing.T) {
 	docker, err := MainFile(load(t, "app_host: '*.coder.example.com'\n"))
 	if err != nil {
@@ -230,7 +231,9 @@ func TestKubernetesSharesTheWorkspace(t *testing.T) {
 	}
 	shared := func(main []byte) string {
 		s := string(main)
-		start := strings.Index(s, "data \"coder_provisioner\"")
+		// The data sources differ: on Kubernetes coder_workspace checks
+		// that there is a cluster to find.
+		start := strings.Index(s, "data \"coder_workspace_owner\"")
 		end := strings.Index(s, "  container_env = merge(")
 		rest := s[end:]
 		return s[start:end] + rest[:strings.Index(rest, "CODER_AGENT_INIT_SCRIPT")] + s[strings.Index(s, "resource \"coder_agent\""):strings.LastIndex(s, "resource \"coder_app\"")]
@@ -241,7 +244,13 @@ func TestKubernetesSharesTheWorkspace(t *testing.T) {
 	main := string(k8s)
 	for _, want := range append([]string{
 		`CODER_AGENT_INIT_SCRIPT = coder_agent.main.init_script`,
-		`replicas = data.coder_workspace.me.start_count`,
+		`replicas                  = data.coder_workspace.me.start_count`,
+		`progress_deadline_seconds = 300`,
+		`wait_for_rollout = true`,
+		`create = "360s"`,
+		`config_path    = var.kube_config_path`,
+		`default     = ""`,
+		`: fileexists("/var/run/secrets/kubernetes.io/serviceaccount/token")`,
 		`type = "Recreate"`,
 		`command = ["slotagent", "run"]`,
 		`for_each = local.container_env`,
@@ -253,7 +262,7 @@ func TestKubernetesSharesTheWorkspace(t *testing.T) {
 			t.Errorf("the kubernetes main.tf lacks %q", want)
 		}
 	}
-	for _, docker := range []string{"docker", "host.docker.internal"} {
+	for _, docker := range []string{"docker", "host.docker.internal", "host_network", "image_pull_policy"} {
 		if strings.Contains(main, docker) {
 			t.Errorf("the kubernetes main.tf mentions %q", docker)
 		}

@@ -260,12 +260,32 @@ func kubernetesYAML(t *testing.T) string {
 	return string(b)
 }
 
+// kubeconfig writes a kubeconfig for a cluster that is not there and
+// points the kubernetes templates that tests render at it: the provider
+// reads it, and a plan of new resources makes no API call.
+func kubeconfig(t *testing.T) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	conf := `apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: staging, context: {cluster: none, user: none}}]
+current-context: staging
+`
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SLOTPROV_KUBERNETES_CONFIG_PATH", path)
+}
+
 // On Kubernetes, workspace dev of alice gets the same apps and environment
 // as on Docker, in a Deployment with a home PVC; planned offline, with no
-// cluster and no kubeconfig.
+// cluster.
 func TestPlanDevAliceKubernetes(t *testing.T) {
 	t.Setenv("HOME", t.TempDir()) // no ~/.kube/config
 	t.Setenv("KUBECONFIG", "")
+	kubeconfig(t)
 	rc := tfmirror.Require(t)
 	// The sample switches PostgreSQL off.
 	docker, err := Runner{CLIConfig: rc}.Plan(ctx(t), template(t, "postgres:\n  enabled: false\n"), Workspace{Name: "dev", Owner: "alice"})
@@ -307,10 +327,32 @@ func TestPlanDevAliceKubernetes(t *testing.T) {
 
 // The 63-character precondition is the agent's, the same on Kubernetes.
 func TestPlanRefusesLongHostLabelsKubernetes(t *testing.T) {
+	kubeconfig(t)
 	dir := template(t, "target: kubernetes\n")
 	_, err := Runner{CLIConfig: tfmirror.Require(t)}.Plan(ctx(t), dir, Workspace{
 		Name: "a-rather-long-workspace-name-here", Owner: "someone-with-a-long-name"})
 	if err == nil || !strings.Contains(err.Error(), "first label longer than DNS's 63 characters") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A template that finds no cluster fails the plan with a line naming the
+// setting to change, before the provider dials anything (hashicorp/kubernetes
+// 1.13.4 would otherwise talk to localhost:80).
+func TestPlanWithoutACluster(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBECONFIG", "")
+	rc := tfmirror.Require(t)
+	if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/token"); err == nil {
+		t.Skip("this test runs in a Kubernetes pod: in-cluster would work")
+	}
+	_, err := Runner{CLIConfig: rc}.Plan(ctx(t), template(t, "target: kubernetes\n"), Workspace{Name: "dev", Owner: "alice"})
+	if err == nil || !strings.Contains(err.Error(), "kube_config_path is empty (in-cluster), but Coder's provisioner runs in no Kubernetes pod") {
+		t.Fatalf("in-cluster outside a pod: %v", err)
+	}
+	t.Setenv("SLOTPROV_KUBERNETES_CONFIG_PATH", "~/.kube/lab-config")
+	_, err = Runner{CLIConfig: rc}.Plan(ctx(t), template(t, "target: kubernetes\n"), Workspace{Name: "dev", Owner: "alice"})
+	if err == nil || !strings.Contains(err.Error(), `No kubeconfig at "~/.kube/lab-config" on Coder's provisioner`) || strings.Contains(err.Error(), "localhost") {
+		t.Fatalf("a kubeconfig that is not there: %v", err)
 	}
 }
