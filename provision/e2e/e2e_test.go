@@ -197,6 +197,15 @@ func TestCoderWorkspace(t *testing.T) {
 // setUp starts Docker, builds the images, starts PostgreSQL and Coder and
 // makes its first user; everything stops when the test ends.
 func setUp(ctx context.Context, t *testing.T) *world {
+	w := newWorld(t)
+	w.dockerAndImage(ctx, t)
+	w.coderServer(ctx, t)
+	return w
+}
+
+// newWorld checks what make e2e builds first and makes the run's
+// temporary folder.
+func newWorld(t *testing.T) *world {
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -218,39 +227,59 @@ func setUp(ctx context.Context, t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(tmp) })
-	w := &world{root: root, cache: cache, tmp: tmp}
+	return &world{root: root, cache: cache, tmp: tmp}
+}
 
-	step := func(name string, f func() error) {
-		start := time.Now()
-		if err := f(); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		t.Logf("%s: %s", name, time.Since(start).Round(time.Millisecond))
+// step runs one part of the set-up, fails the test with its error and
+// logs how long it took.
+func step(t *testing.T, name string, f func() error) {
+	t.Helper()
+	start := time.Now()
+	if err := f(); err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
-	step("dockerd", func() (err error) {
-		w.docker, err = startDocker(ctx, cache)
+	t.Logf("%s: %s", name, time.Since(start).Round(time.Millisecond))
+}
+
+// dockerAndImage starts the harness's dockerd (stopped when the test ends)
+// and builds the base images and the workspace image on it.
+func (w *world) dockerAndImage(ctx context.Context, t *testing.T) {
+	step(t, "dockerd", func() (err error) {
+		w.docker, err = startDocker(ctx, w.cache)
 		return err
 	})
-	t.Cleanup(w.docker.stop)
+	t.Cleanup(func() { w.docker.stop() })
 	var bases baseTags
-	step("base images", func() (err error) {
-		bases, err = w.docker.baseImages(ctx, cache)
+	step(t, "base images", func() (err error) {
+		bases, err = w.docker.baseImages(ctx, w.cache)
 		return err
 	})
-	step("workspace image", func() error { return w.docker.workspaceImage(ctx, root, bases) })
-	step("coder binary", func() (err error) {
-		w.coderBin, err = coderBinary(ctx, root, cache)
+	step(t, "workspace image", func() error { return w.docker.workspaceImage(ctx, w.root, bases) })
+}
+
+// coderServer builds Coder and starts it with a PostgreSQL of its own.
+func (w *world) coderServer(ctx context.Context, t *testing.T) {
+	step(t, "coder binary", func() (err error) {
+		w.coderBin, err = coderBinary(ctx, w.root, w.cache)
 		return err
 	})
 	var pg *daemon
 	var pgURL string
-	step("PostgreSQL for Coder", func() (err error) {
-		pg, pgURL, err = startPostgres(ctx, filepath.Join(tmp, "pg"))
+	step(t, "PostgreSQL for Coder", func() (err error) {
+		pg, pgURL, err = startPostgres(ctx, filepath.Join(w.tmp, "pg"))
 		return err
 	})
 	t.Cleanup(func() { pg.stop(syscall.SIGINT, 15*time.Second) })
-	step("coder server", func() error { return w.startCoder(ctx, t, pgURL) })
-	return w
+	step(t, "coder server", func() error { return w.startCoder(ctx, t, pgURL) })
+}
+
+// dockerHost is the harness's dockerd, or none once it is stopped (the
+// Kubernetes test stops it before its cluster starts).
+func (w *world) dockerHost() string {
+	if w.docker == nil {
+		return ""
+	}
+	return w.docker.host
 }
 
 // startCoder runs the Coder server on loopback with its built-in
@@ -288,7 +317,7 @@ func (w *world) startCoder(ctx context.Context, t *testing.T, pgURL string) erro
 		"CODER_DERP_SERVER_STUN_ADDRESSES=disable",
 		"CODER_PROVISIONER_DAEMONS=2",
 		"TF_CLI_CONFIG_FILE=" + filepath.Join(w.root, ".cache", "tf-mirror", "terraformrc"),
-		"DOCKER_HOST=" + w.docker.host,
+		"DOCKER_HOST=" + w.dockerHost(),
 	}, nil, "server")
 	if err != nil {
 		return err

@@ -1,0 +1,368 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/coder/coder/v2/codersdk"
+)
+
+// The Kubernetes workspace's namespace, storage class and home volume.
+const (
+	kubeNamespace    = "coder-slots-e2e"
+	kubeStorageClass = "e2e-local"
+	kubeTemplate     = "coder-slots-e2e-kube"
+)
+
+// TestKubernetesWorkspace is TestCoderWorkspace on a one-node Kubernetes
+// built here: the same template rendered for target kubernetes, pushed to
+// a real Coder, a workspace created, the apps healthy, a deploy, a clean
+// stop (the pod ends within its grace), a start on the same volume and
+// release, and a delete that leaves neither Deployment nor PVC. Docker
+// builds the image and is stopped before the cluster starts.
+func TestKubernetesWorkspace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+	defer cancel()
+	w := newWorld(t)
+	var figs figures
+
+	var kubeBin string
+	step(t, "kubernetes binaries", func() (err error) {
+		kubeBin, err = kubeBinaries(ctx, w.root, w.cache)
+		return err
+	})
+	w.dockerAndImage(ctx, t)
+	var archive, imageID string
+	step(t, "workspace image saved", func() (err error) {
+		archive, imageID, err = w.docker.saveImage(ctx, workspaceImage, w.cache)
+		return err
+	})
+	// One engine at a time on this machine: Docker's is done.
+	w.docker.stop()
+	w.docker = nil
+
+	var k *kubeCluster
+	start := time.Now()
+	step(t, "kubernetes cluster", func() (err error) {
+		k, err = startKube(ctx, kubeBin, w.cache, t.Logf)
+		return err
+	})
+	figs.add("cluster up (containerd, etcd, control plane, kubelet: node Ready)", time.Since(start))
+	t.Cleanup(k.stop)
+	stopOnSignal(t, k)
+	step(t, "workspace image in the node's containerd", func() error {
+		return k.importImage(ctx, workspaceImage, imageID, archive)
+	})
+	pv := k.path("pv", "home")
+	step(t, "namespace, storage class and home volume", func() error { return k.machineObjects(ctx, t, pv) })
+	w.coderServer(ctx, t)
+
+	// Render for the cluster: the pod on the node's network (it reaches
+	// Coder on loopback), the image loaded on the node, the provisioner's
+	// kubeconfig; validate with the real Terraform; push with slotprov.
+	tpl := filepath.Join(w.tmp, "template-kube")
+	cfg := filepath.Join(w.tmp, "slots-kube.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`app_host: "*.coder.localhost:%d"
+app_url_style: short
+target: kubernetes
+image:
+  ref: %s
+kubernetes:
+  namespace: %s
+  storage_class: %s
+  home_size: 1Gi
+  host_network: true
+  image_pull_policy: IfNotPresent
+  config_path: %s
+  start_timeout_seconds: 120
+`, w.port, workspaceImage, kubeNamespace, kubeStorageClass, k.kubeconfig))
+	slotprov := filepath.Join(w.root, "bin", "slotprov")
+	rc := filepath.Join(w.root, ".cache", "tf-mirror", "terraformrc")
+	mustRun(ctx, t, nil, slotprov, "render", "-c", cfg, "-o", tpl)
+	mustRun(ctx, t, nil, slotprov, "validate", tpl, "--terraform-config", rc)
+	coderEnv := []string{"CODER_URL=" + w.url, "CODER_SESSION_TOKEN=" + w.token}
+	start = time.Now()
+	mustRun(ctx, t, coderEnv, slotprov, "push", tpl, "-c", cfg, "--name", kubeTemplate, "--activate")
+	figs.add("slotprov push → template active", time.Since(start))
+	org, err := w.client.OrganizationByName(ctx, codersdk.DefaultOrganization)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := w.client.TemplateByName(ctx, org.ID, kubeTemplate)
+	if err != nil {
+		t.Fatalf("the template slotprov pushed: %v", err)
+	}
+
+	// A workspace: the build (which waits for the pod), the agent ready,
+	// all six apps healthy.
+	start = time.Now()
+	ws, err := w.client.CreateUserWorkspace(ctx, codersdk.Me, codersdk.CreateWorkspaceRequest{TemplateID: tmpl.ID, Name: workspaceName})
+	if err != nil {
+		t.Fatalf("create workspace: %v", err)
+	}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			w.deleteWorkspace(t, ws.ID)
+		}
+	})
+	w.waitBuild(ctx, t, ws.LatestBuild.ID)
+	figs.add("create → build done (pod available)", time.Since(start))
+	firstPod := k.followPodLog(ctx, t, w, ws.ID)
+	w.waitHealthy(ctx, t, ws.ID)
+	figs.add("create → agent ready, six apps healthy", time.Since(start))
+
+	// The panel and a placeholder through Coder's subdomain proxy.
+	if body := w.mustGet(ctx, t, "admin", "/", http.StatusOK); !strings.Contains(body, "slot-b") && !strings.Contains(body, "Slot B") {
+		t.Fatalf("the panel through Coder does not list the slots:\n%.400s", body)
+	}
+	if body := w.mustGet(ctx, t, "slot-b", "/", http.StatusOK); !strings.Contains(body, "admin--"+workspaceName+"--"+owner) {
+		t.Fatalf("slot b's placeholder through Coder does not link the panel's URL:\n%.400s", body)
+	}
+
+	// A real app deployed through the agent's API behind Coder's proxy.
+	repo := gitDaemon(ctx, t, w.tmp)
+	start = time.Now()
+	rec := w.deploy(ctx, t, repo)
+	figs.add("deploy (git fetch, npm ci, health gate, cutover)", time.Since(start))
+	appBody := w.mustGet(ctx, t, "slot-a", "/", http.StatusOK)
+	if !strings.Contains(appBody, "e2e-app is-number=true slot=a") {
+		t.Fatalf("slot a through Coder does not serve the app:\n%.400s", appBody)
+	}
+	if got := w.currentRelease(ctx, t, "a"); got != rec.Release {
+		t.Fatalf("slot a serves release %q, the deploy made %q", got, rec.Release)
+	}
+
+	// Stop: the pod gets its SIGTERM and grace, slotagent stops cleanly and
+	// leaves nothing running in its state on the volume.
+	start = time.Now()
+	w.transition(ctx, t, ws.ID, codersdk.WorkspaceTransitionStop)
+	figs.add("stop (build done)", time.Since(start))
+	k.waitNoPod(ctx, t, ws.ID)
+	figs.add("stop → pod gone", time.Since(start))
+	k.waitLogEnd(t)
+	w.checkCleanStop(t, pv)
+
+	// Start: a new pod on the same volume serves the same release.
+	start = time.Now()
+	w.transition(ctx, t, ws.ID, codersdk.WorkspaceTransitionStart)
+	secondPod := k.followPodLog(ctx, t, w, ws.ID)
+	if secondPod == firstPod {
+		t.Fatalf("the start reused pod %s", firstPod)
+	}
+	err = waitFor(ctx, 5*time.Minute, 250*time.Millisecond, "slot a serving again", func() error {
+		code, body, err := w.get(ctx, "slot-a", "/")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || body != appBody {
+			return fmt.Errorf("%d %.200s", code, body)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	figs.add("start → app serving through Coder", time.Since(start))
+	if got := w.currentRelease(ctx, t, "a"); got != rec.Release {
+		t.Fatalf("after the restart slot a serves %q, before it served %q", got, rec.Release)
+	}
+
+	// Delete: neither the Deployment nor the home PVC is left.
+	start = time.Now()
+	deleted = true
+	w.deleteWorkspace(t, ws.ID)
+	figs.add("delete (build done)", time.Since(start))
+	if out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "deployments,persistentvolumeclaims", "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("after the delete the namespace still has %q (%v)", out, err)
+	}
+	k.waitNoPod(ctx, t, ws.ID)
+
+	header := fmt.Sprintf("a real Coder %s server and Kubernetes %s (containerd %s) on this machine", w.coderVersion(ctx), k.version(ctx), containerdVersion(ctx))
+	t.Logf("make e2e figures (Kubernetes), %s:\n%s", header, figs.table())
+}
+
+// saveImage writes `docker save` of ref into the cache, once per image ID,
+// and returns the archive and the ID.
+func (e *dockerEngine) saveImage(ctx context.Context, ref, cache string) (string, string, error) {
+	out, err := e.docker(ctx, nil, "image", "inspect", "--format", "{{.Id}}", ref)
+	if err != nil {
+		return "", "", err
+	}
+	id := strings.TrimSpace(out)
+	archive := filepath.Join(cache, "workspace-image-"+strings.TrimPrefix(id, "sha256:")[:16]+".tar")
+	if _, err := os.Stat(archive); err == nil {
+		return archive, id, nil
+	}
+	old, _ := filepath.Glob(filepath.Join(cache, "workspace-image-*.tar"))
+	for _, o := range old {
+		os.Remove(o)
+	}
+	if _, err := e.docker(ctx, nil, "save", "-o", archive+".tmp", ref); err != nil {
+		return "", "", err
+	}
+	return archive, id, os.Rename(archive+".tmp", archive)
+}
+
+// stopOnSignal stops the cluster and exits when the test is interrupted:
+// what kubelet changed on the host is put back even then.
+func stopOnSignal(t *testing.T, k *kubeCluster) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sig:
+			fmt.Fprintf(os.Stderr, "e2e: %s: stopping the cluster\n", s)
+			k.stop()
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	t.Cleanup(func() {
+		signal.Stop(sig)
+		close(done)
+	})
+}
+
+// machineObjects makes what this machine's cluster needs and a real one
+// has already: the namespace, a storage class that binds on first use and
+// a hostPath volume for it whose folder uid 1000 (the image's coder) owns
+// (fsGroup does not apply to hostPath).
+func (k *kubeCluster) machineObjects(ctx context.Context, t *testing.T, pv string) error {
+	if err := os.MkdirAll(pv, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chown(pv, 1000, 1000); err != nil {
+		return err
+	}
+	objects := fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: %[2]s}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-home}
+spec:
+  capacity: {storage: 20Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: %[2]s
+  hostPath: {path: %[3]q, type: Directory}
+`, kubeNamespace, kubeStorageClass, pv)
+	t.Logf("machine-specific step (a real cluster has its own namespace and storage):\n%s", objects)
+	if _, err := k.kubectl(ctx, strings.NewReader(objects), "apply", "-f", "-"); err != nil {
+		return err
+	}
+	return waitFor(ctx, time.Minute, 200*time.Millisecond, "the namespace's default service account", func() error {
+		_, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "serviceaccount", "default")
+		return err
+	})
+}
+
+// workspaceSelector selects the workspace's pods by the template's label.
+func workspaceSelector(id uuid.UUID) string { return "com.coder.workspace.id=" + id.String() }
+
+// followPodLog waits for the workspace's pod to run, copies its output
+// (slotagent's log) into a file until the pod ends, and returns the pod's
+// name; the stop check reads the file.
+func (k *kubeCluster) followPodLog(ctx context.Context, t *testing.T, w *world, id uuid.UUID) string {
+	t.Helper()
+	var pod string
+	err := waitFor(ctx, 3*time.Minute, 250*time.Millisecond, "the workspace's pod running", func() error {
+		out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "pods", "-l", workspaceSelector(id),
+			"--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
+		if err != nil {
+			return err
+		}
+		names := strings.Fields(out)
+		if len(names) != 1 {
+			return fmt.Errorf("running pods: %q", out)
+		}
+		pod = names[0]
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.containerLog = filepath.Join(w.tmp, "pod-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".log")
+	k.podLog, err = startDaemon(filepath.Join(k.bin, "kubectl"), w.containerLog, nil, nil,
+		"--kubeconfig", k.kubeconfig, "-n", kubeNamespace, "logs", "--follow", "--timestamps", "pod/"+pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := k.podLog
+	t.Cleanup(func() { d.stop(syscall.SIGTERM, 5*time.Second) })
+	return pod
+}
+
+// waitLogEnd waits for the followed pod's log to end with the pod.
+func (k *kubeCluster) waitLogEnd(t *testing.T) {
+	t.Helper()
+	select {
+	case <-k.podLog.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("kubectl logs --follow did not end with the pod")
+	}
+}
+
+// waitNoPod waits until the workspace has no pod at all (a terminating
+// pod still counts).
+func (k *kubeCluster) waitNoPod(ctx context.Context, t *testing.T, id uuid.UUID) {
+	t.Helper()
+	err := waitFor(ctx, time.Minute, 200*time.Millisecond, "the workspace's pod gone", func() error {
+		out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "pods", "-l", workspaceSelector(id), "-o", "name")
+		if err == nil && strings.TrimSpace(out) != "" {
+			err = fmt.Errorf("pods: %s", strings.TrimSpace(out))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// version is the cluster's Kubernetes version.
+func (k *kubeCluster) version(ctx context.Context) string {
+	out, err := k.kubectl(ctx, nil, "version", "-o", "json")
+	var v struct {
+		ServerVersion struct{ GitVersion string } `json:"serverVersion"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &v) != nil {
+		return "?"
+	}
+	return v.ServerVersion.GitVersion
+}
+
+func containerdVersion(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "containerd", "--version").Output()
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return "?"
+	}
+	return f[2]
+}
