@@ -76,6 +76,10 @@ func ClusterVariables(c *config.Config) map[string]string {
 // with no kubeconfig, the provisioner must be such a pod.
 const serviceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
+// BuildAnnotation is on the pod template, with the time the build was
+// planned: every build rolls out a new ReplicaSet.
+const BuildAnnotation = "coder-slots/build-planned-at"
+
 // Names inside the pod spec.
 const (
 	// workspaceUID is the image's user coder (images/Dockerfile).
@@ -275,9 +279,15 @@ func (w *writer) deployment(b *hclwrite.Body, c *config.Config) {
 	tpl := spec.AppendNewBlock("template", nil).Body()
 	tm := tpl.AppendNewBlock("metadata", nil).Body()
 	attrs(tm, "labels", w.expr("local.workspace_labels"))
+	comment(tm,
+		"A new pod template on every build: with strategy Recreate, a start's",
+		"pod is made only once the stopped one is gone (a terminating pod",
+		"still counts), so two pods never share the home volume or the ports.")
+	build := `{ "` + BuildAnnotation + `" = plantimestamp() }`
 	if len(k.Annotations) > 0 {
-		attrs(tm, "annotations", w.expr("local.annotations"))
+		build = "merge(local.annotations, " + build + ")"
 	}
+	attrs(tm, "annotations", w.expr(build))
 
 	pod := tpl.AppendNewBlock("spec", nil).Body()
 	attrs(pod,
