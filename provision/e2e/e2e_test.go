@@ -373,6 +373,15 @@ func (w *world) startCoder(ctx context.Context, t *testing.T, pgURL string) erro
 // Coder still answers for after a delete.
 func (w *world) waitBuild(ctx context.Context, t *testing.T, id uuid.UUID) {
 	t.Helper()
+	b := w.finishBuild(ctx, t, id)
+	if b.Job.Status != codersdk.ProvisionerJobSucceeded {
+		t.Fatalf("the %s build %s: %s\n%s", b.Transition, b.Job.Status, b.Job.Error, w.buildLog(ctx, b.ID))
+	}
+}
+
+// finishBuild waits for a workspace build to end, whatever its outcome.
+func (w *world) finishBuild(ctx context.Context, t *testing.T, id uuid.UUID) codersdk.WorkspaceBuild {
+	t.Helper()
 	var b codersdk.WorkspaceBuild
 	err := waitFor(ctx, 15*time.Minute, 500*time.Millisecond, "workspace build", func() error {
 		var err error
@@ -389,9 +398,7 @@ func (w *world) waitBuild(ctx context.Context, t *testing.T, id uuid.UUID) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Job.Status != codersdk.ProvisionerJobSucceeded {
-		t.Fatalf("the %s build %s: %s\n%s", b.Transition, b.Job.Status, b.Job.Error, w.buildLog(ctx, b.ID))
-	}
+	return b
 }
 
 func (w *world) buildLog(ctx context.Context, build uuid.UUID) string {

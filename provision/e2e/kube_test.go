@@ -68,8 +68,7 @@ func TestKubernetesWorkspace(t *testing.T) {
 	step(t, "workspace image in the node's containerd", func() error {
 		return k.importImage(ctx, workspaceImage, imageID, archive)
 	})
-	pv := k.path("pv", "home")
-	step(t, "namespace, storage class and home volume", func() error { return k.machineObjects(ctx, t, pv) })
+	step(t, "namespace, storage class and home volumes", func() error { return k.machineObjects(ctx, t) })
 	w.coderServer(ctx, t)
 
 	// Render for the cluster: the pod on the node's network (it reaches
@@ -150,6 +149,7 @@ kubernetes:
 
 	// Stop: the pod gets its SIGTERM and grace, slotagent stops cleanly and
 	// leaves nothing running in its state on the volume.
+	pv := k.homeDir(ctx, t, ws.ID)
 	start = time.Now()
 	w.transition(ctx, t, ws.ID, codersdk.WorkspaceTransitionStop)
 	figs.add("stop (build done)", time.Since(start))
@@ -192,6 +192,10 @@ kubernetes:
 		t.Fatalf("after the delete the namespace still has %q (%v)", out, err)
 	}
 	k.waitNoPod(ctx, t, ws.ID)
+
+	// Faults: each fails the build with a clear line within a bounded
+	// time, and the delete leaves nothing.
+	k.faults(ctx, t, w, tpl, cfg, &figs)
 
 	header := fmt.Sprintf("a real Coder %s server and Kubernetes %s (containerd %s) on this machine", w.coderVersion(ctx), k.version(ctx), containerdVersion(ctx))
 	t.Logf("make e2e figures (Kubernetes), %s:\n%s", header, figs.table())
@@ -240,17 +244,16 @@ func stopOnSignal(t *testing.T, k *kubeCluster) {
 	})
 }
 
+// kubeHomeVolumes are the hostPath volumes the test makes: the workspace
+// binds one, the fault with a missing image the other; then none is left,
+// which the fault with a volume that never binds needs.
+var kubeHomeVolumes = []string{"e2e-home-1", "e2e-home-2"}
+
 // machineObjects makes what this machine's cluster needs and a real one
 // has already: the namespace, a storage class that binds on first use and
-// a hostPath volume for it whose folder uid 1000 (the image's coder) owns
+// hostPath volumes for it whose folders uid 1000 (the image's coder) owns
 // (fsGroup does not apply to hostPath).
-func (k *kubeCluster) machineObjects(ctx context.Context, t *testing.T, pv string) error {
-	if err := os.MkdirAll(pv, 0o755); err != nil {
-		return err
-	}
-	if err := os.Chown(pv, 1000, 1000); err != nil {
-		return err
-	}
+func (k *kubeCluster) machineObjects(ctx context.Context, t *testing.T) error {
 	objects := fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: %[1]s}
@@ -260,17 +263,27 @@ kind: StorageClass
 metadata: {name: %[2]s}
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
----
+`, kubeNamespace, kubeStorageClass)
+	for _, name := range kubeHomeVolumes {
+		dir := k.path("pv", name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chown(dir, 1000, 1000); err != nil {
+			return err
+		}
+		objects += fmt.Sprintf(`---
 apiVersion: v1
 kind: PersistentVolume
-metadata: {name: e2e-home}
+metadata: {name: %s}
 spec:
   capacity: {storage: 20Gi}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
-  storageClassName: %[2]s
-  hostPath: {path: %[3]q, type: Directory}
-`, kubeNamespace, kubeStorageClass, pv)
+  storageClassName: %s
+  hostPath: {path: %q, type: Directory}
+`, name, kubeStorageClass, dir)
+	}
 	t.Logf("machine-specific step (a real cluster has its own namespace and storage):\n%s", objects)
 	if _, err := k.kubectl(ctx, strings.NewReader(objects), "apply", "-f", "-"); err != nil {
 		return err
@@ -280,6 +293,87 @@ spec:
 		return err
 	})
 }
+
+// homeDir is the folder of the volume the workspace's home PVC is bound to.
+func (k *kubeCluster) homeDir(ctx context.Context, t *testing.T, id uuid.UUID) string {
+	t.Helper()
+	out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "pvc", "-l", "com.coder.workspace.id="+id.String(), "-o", "jsonpath={.items[*].spec.volumeName}")
+	if err != nil || len(strings.Fields(out)) != 1 {
+		t.Fatalf("the workspace's home PVC: %q %v", out, err)
+	}
+	dir, err := k.kubectl(ctx, nil, "get", "pv", strings.TrimSpace(out), "-o", "jsonpath={.spec.hostPath.path}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(dir)
+}
+
+// faults pushes templates that cannot work on this cluster and checks that
+// each workspace build fails within its bounded time with a line that
+// says why, and that deleting the workspace leaves no Deployment and no
+// PVC. The settings differ from cfg by slotprov's environment.
+func (k *kubeCluster) faults(ctx context.Context, t *testing.T, w *world, tpl, cfg string, figs *figures) {
+	slotprov := filepath.Join(w.root, "bin", "slotprov")
+	coderEnv := []string{"CODER_URL=" + w.url, "CODER_SESSION_TOKEN=" + w.token}
+	org, err := w.client.OrganizationByName(ctx, codersdk.DefaultOrganization)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const deadline = 15
+	for _, f := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		// The second volume binds; the image is nowhere to be pulled.
+		{"missing-image", []string{"SLOTPROV_IMAGE_REF=coder-slots/missing:e2e"}, "Deployment exceeded its progress deadline"},
+		// Both volumes are taken now: the claim never binds.
+		{"unbound-volume", nil, "Deployment exceeded its progress deadline"},
+		{"missing-namespace", []string{"SLOTPROV_KUBERNETES_NAMESPACE=absent"}, `namespaces "absent" not found`},
+		{"unreachable-cluster", []string{"SLOTPROV_KUBERNETES_CONFIG_PATH=" + k.unreachableKubeconfig(t)}, "connection refused"},
+	} {
+		env := append([]string{"SLOTPROV_KUBERNETES_START_TIMEOUT_SECONDS=" + strconv.Itoa(deadline)}, f.env...)
+		dir := tpl + "-" + f.name
+		mustRun(ctx, t, env, slotprov, "render", "-c", cfg, "-o", dir)
+		mustRun(ctx, t, append(env, coderEnv...), slotprov, "push", dir, "-c", cfg, "--name", "kube-"+f.name, "--activate")
+		tmpl, err := w.client.TemplateByName(ctx, org.ID, "kube-"+f.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		ws, err := w.client.CreateUserWorkspace(ctx, codersdk.Me, codersdk.CreateWorkspaceRequest{TemplateID: tmpl.ID, Name: f.name})
+		if err != nil {
+			t.Fatalf("%s: create workspace: %v", f.name, err)
+		}
+		b := w.finishBuild(ctx, t, ws.LatestBuild.ID)
+		took := time.Since(start)
+		log := w.buildLog(ctx, b.ID)
+		if b.Job.Status != codersdk.ProvisionerJobFailed || !strings.Contains(b.Job.Error+log, f.want) {
+			t.Fatalf("%s: the build %s (%s), want a failure saying %q:\n%s", f.name, b.Job.Status, b.Job.Error, f.want, log)
+		}
+		if took > (deadline+120)*time.Second {
+			t.Errorf("%s: the build took %s to fail", f.name, took)
+		}
+		figs.add("fault "+f.name+": create → build failed", took)
+		t.Logf("%s: the build failed after %s: %s", f.name, took.Round(time.Second), oneLine(b.Job.Error))
+		w.deleteWorkspace(t, ws.ID)
+		out, err := k.kubectl(ctx, nil, "get", "deployments,persistentvolumeclaims", "--all-namespaces", "-l", workspaceSelector(ws.ID), "-o", "name")
+		if err != nil || strings.TrimSpace(out) != "" {
+			t.Fatalf("%s: after the delete %q is left (%v)", f.name, out, err)
+		}
+		k.waitNoPod(ctx, t, ws.ID)
+	}
+}
+
+// unreachableKubeconfig is a kubeconfig for a cluster that is not there.
+func (k *kubeCluster) unreachableKubeconfig(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "unreachable.kubeconfig")
+	writeFile(t, path, "apiVersion: v1\nkind: Config\nclusters: [{name: gone, cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}}]\nusers: [{name: gone, user: {token: none}}]\ncontexts: [{name: gone, context: {cluster: gone, user: gone}}]\ncurrent-context: gone\n")
+	return path
+}
+
+// oneLine joins a multi-line message.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // workspaceSelector selects the workspace's pods by the template's label.
 func workspaceSelector(id uuid.UUID) string { return "com.coder.workspace.id=" + id.String() }
