@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"html/template"
 	"math"
-	"net/url"
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/chart"
@@ -142,8 +141,8 @@ func eventMarkers(s history.Series, off int, col time.Duration, stamp, root stri
 			Title: string(e.Kind) + " at " + e.At.Local().Format(stamp)}
 		switch {
 		case e.DeployID != "":
-			m.Title += ": " + e.DeployID + " (" + e.Detail + "), open its record"
-			m.Href = root + "api/deploys/" + url.PathEscape(e.DeployID)
+			m.Title += ": " + e.DeployID + " (" + e.Detail + "), open its page"
+			m.Href = root + deployPage(e.DeployID)
 		case e.Kind == history.Crash:
 			m.Title += ": " + e.Detail
 			m.Href = "#app-log"

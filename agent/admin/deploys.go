@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
@@ -85,12 +86,16 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, name string) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	req.Origin = "panel"
+	if fromControl(r) {
+		req.Origin = "cli"
+	}
 	rec, err := a.d.Deploy(name, req)
 	if err != nil {
 		writeDeployError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, rec)
+	writeJSON(w, http.StatusAccepted, withPage(rec))
 }
 
 // RollbackRequest is the body of POST /api/slots/:slot/rollback.
@@ -109,7 +114,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, name string) {
 		writeDeployError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, rec)
+	writeJSON(w, http.StatusAccepted, withPage(rec))
 }
 
 // EnvRequest is the body of POST /api/slots/:slot/env.
@@ -180,13 +185,32 @@ func releaseList(ss state.Slot) ReleaseList {
 	return out
 }
 
+// DeployRecord is a deploy record as the API answers it: with the path
+// of its page in the panel.
+type DeployRecord struct {
+	deploy.Record
+	// Page is the deploy's page, relative to the panel's URL.
+	Page string `json:"page"`
+}
+
+// deployPage is the path of a deploy's page, relative to the panel's root.
+func deployPage(id string) string { return "deploys/" + url.PathEscape(id) }
+
+func withPage(rec deploy.Record) DeployRecord {
+	return DeployRecord{Record: rec, Page: deployPage(rec.ID)}
+}
+
 // DeployList is the answer of GET /api/slots/:slot/deploys.
 type DeployList struct {
-	Deploys []deploy.Record `json:"deploys"`
+	Deploys []DeployRecord `json:"deploys"`
 }
 
 func (a *API) deployList(w http.ResponseWriter, _ *http.Request, name string) {
-	writeJSON(w, http.StatusOK, DeployList{Deploys: a.d.List(name)})
+	list := DeployList{Deploys: []DeployRecord{}}
+	for _, rec := range a.d.List(name) {
+		list.Deploys = append(list.Deploys, withPage(rec))
+	}
+	writeJSON(w, http.StatusOK, list)
 }
 
 func (a *API) deployRecord(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +219,7 @@ func (a *API) deployRecord(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown deploy %q", r.PathValue("id")), "")
 		return
 	}
-	writeJSON(w, http.StatusOK, rec)
+	writeJSON(w, http.StatusOK, withPage(rec))
 }
 
 // deployLog streams a deploy's log until the deploy ends: Server-Sent

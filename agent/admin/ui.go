@@ -27,7 +27,8 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"size":  func(n int64) string { return humanize.Bytes(uint64(max(n, 0))) },
 	"ms":    humanize.Millis,
 	"short": shortID,
-	"when":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
+	"when":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05 MST") },
+	"page":  deployPage,
 }).ParseFS(webFS, "web/*.html"))
 
 func (a *API) uiRoutes() {
@@ -41,7 +42,15 @@ func (a *API) uiRoutes() {
 		http.ServeFileFS(w, r, static, name)
 	})
 	a.mux.HandleFunc("GET /{$}", a.dashboard)
-	a.mux.HandleFunc("GET /slots/{slot}", a.withSlot(a.slotPage))
+	a.mux.HandleFunc("GET /slots/{slot}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("slot")
+		if !config.ValidSlot(name) {
+			writePageError(w, r, http.StatusNotFound, fmt.Sprintf("unknown slot %q: slots are %s", name, strings.Join(config.SlotNames, ", ")))
+			return
+		}
+		a.slotPage(w, r, name)
+	})
+	a.mux.HandleFunc("GET /deploys/{id}", a.deployView)
 }
 
 // Row is one line of the dashboard.
@@ -105,7 +114,7 @@ func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
 	if a.hist != nil {
 		rng, err := history.ParseRange(r.URL.Query().Get("range"))
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid range", err.Error())
+			writePageError(w, r, http.StatusBadRequest, "invalid range: "+err.Error())
 			return
 		}
 		c := slotCharts(a.hist.History(name), rng, d.Root)
@@ -157,13 +166,34 @@ func render(w http.ResponseWriter, r *http.Request, page string, data any) {
 		}
 		name = part
 	}
+	renderCode(w, http.StatusOK, name, data)
+}
+
+// renderCode executes the template name as the answer, with status code.
+func renderCode(w http.ResponseWriter, code int, name string, data any) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+	w.WriteHeader(code)
 	if err := pages.ExecuteTemplate(w, name, data); err != nil {
 		fmt.Fprintf(w, "<p class=error>page failed: %s</p>", template.HTMLEscapeString(err.Error()))
 	}
+}
+
+// errorData is what an error page shows.
+type errorData struct {
+	Title, Root, Message string
+}
+
+// writePageError answers a page's request that failed with a page in the
+// panel's style (the API's errors are JSON).
+func writePageError(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	root := strings.Repeat("../", strings.Count(strings.TrimPrefix(r.URL.Path, "/"), "/"))
+	if root == "" {
+		root = "./"
+	}
+	renderCode(w, code, "error.html", errorData{Title: "error · slotagent", Root: root, Message: msg})
 }
 
 func shortID(s string) string {

@@ -32,7 +32,7 @@ func (d *Deployer) Deploy(name string, req Request) (Record, error) {
 	}
 	var slotEnv map[string]string
 	j, err := d.begin(name, TriggerDeploy, func(ss state.Slot, r *Record) (bool, error) {
-		r.Repo, r.Ref, r.Dir = source.Redact(req.Repo), req.Ref, req.Dir
+		r.Repo, r.Ref, r.Dir, r.Origin = source.Redact(req.Repo), req.Ref, req.Dir, req.Origin
 		slotEnv = ss.Env
 		return true, nil
 	})

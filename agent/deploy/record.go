@@ -47,9 +47,12 @@ type Stage struct {
 
 // Record is what is known of one deploy; credentials in Repo are redacted.
 type Record struct {
-	ID         string    `json:"id"`
-	Slot       string    `json:"slot"`
-	Trigger    Trigger   `json:"trigger"`
+	ID      string  `json:"id"`
+	Slot    string  `json:"slot"`
+	Trigger Trigger `json:"trigger"`
+	// Origin is where a deploy was asked for: "panel" (the admin port)
+	// or "cli" (the control socket); empty when not known.
+	Origin     string    `json:"origin,omitempty"`
 	Repo       string    `json:"repo,omitempty"`
 	Ref        string    `json:"ref,omitempty"`
 	Dir        string    `json:"dir,omitempty"`

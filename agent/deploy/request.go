@@ -19,6 +19,9 @@ type Request struct {
 	Env   map[string]string `json:"env,omitempty"`
 	Build string            `json:"build,omitempty"`
 	Start string            `json:"start,omitempty"`
+	// Origin is where the request came from ("panel" or "cli"), set by
+	// the admin API, never read from the body; it goes to the record.
+	Origin string `json:"-"`
 	// push is set for a deploy from `git push` (see Deployer.Push).
 	push *pushSource
 }

@@ -38,3 +38,16 @@ func Duration(d time.Duration) string {
 
 // Millis is Duration of a number of milliseconds.
 func Millis(ms int64) string { return Duration(time.Duration(ms) * time.Millisecond) }
+
+// Elapsed is how long a step took, to a tenth of a second: "0.4 s",
+// "12.3 s", "2 min 05 s".
+func Elapsed(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "—"
+	case d < time.Minute:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	default:
+		return fmt.Sprintf("%d min %02d s", int(d.Minutes()), int(d.Seconds())%60)
+	}
+}

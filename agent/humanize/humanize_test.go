@@ -21,3 +21,12 @@ func TestBytesAndDuration(t *testing.T) {
 		t.Errorf("Millis(90000) = %q", got)
 	}
 }
+
+func TestElapsed(t *testing.T) {
+	for in, want := range map[time.Duration]string{-time.Second: "—", 0: "0.0 s", 350 * time.Millisecond: "0.4 s",
+		12300 * time.Millisecond: "12.3 s", 125 * time.Second: "2 min 05 s"} {
+		if got := Elapsed(in); got != want {
+			t.Errorf("Elapsed(%s) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -43,8 +43,10 @@
       .then(html => { el.innerHTML = html; });
   }
   function refreshAll() { document.querySelectorAll('[data-live]').forEach(el => refresh(el).catch(() => {})); }
-  document.querySelectorAll('[data-live]').forEach(el => {
-    setInterval(() => { if (!document.hidden) refresh(el).catch(() => {}); }, Number(el.dataset.every) || 2000);
+  // A part refreshes while it has data-every (a finished deploy's page
+  // drops it).
+  document.querySelectorAll('[data-live][data-every]').forEach(el => {
+    setInterval(() => { if (!document.hidden && el.dataset.every) refresh(el).catch(() => {}); }, Number(el.dataset.every) || 2000);
   });
 
   function appendLine(pre, line) {
@@ -62,9 +64,10 @@
     if (source) source.close();
     card.hidden = false;
     pre.textContent = '';
-    badge.textContent = 'running';
-    badge.className = 'badge st-running';
+    const link = document.getElementById('deploy-link');
+    if (link) link.href = root + 'deploys/' + encodeURIComponent(id);
     source = new EventSource(root + 'api/deploys/' + encodeURIComponent(id) + '/log');
+    source.onopen = () => { if (!body.dataset.deploy) { badge.textContent = 'running'; badge.className = 'badge st-running'; } };
     source.onmessage = e => appendLine(pre, e.data);
     source.addEventListener('end', e => {
       source.close();
@@ -72,7 +75,9 @@
       const rec = JSON.parse(e.data);
       badge.textContent = rec.status;
       badge.className = 'badge st-' + rec.status;
-      if (rec.status !== 'succeeded' && rec.error) showError('Deploy ' + rec.status + ': ' + rec.error);
+      if (rec.status !== 'succeeded' && rec.error && !body.dataset.deploy) showError('Deploy ' + rec.status + ': ' + rec.error);
+      const live = document.getElementById('deploy-card');
+      if (live) delete live.dataset.every;
       refreshAll();
       loadAppLog();
     });
@@ -91,6 +96,7 @@
     act(async () => {
       if (btn.dataset.rollback) {
         const rec = await api('POST', 'api/slots/' + slot + '/rollback', { release: btn.dataset.rollback });
+        if (body.dataset.deploy) { location.href = root + rec.page; return; }
         followDeploy(rec.id);
       } else if (btn.dataset.action === 'restart') {
         await api('POST', 'api/restart/' + slot);
@@ -217,5 +223,6 @@
     });
   }
 
-  if (body.dataset.running) followDeploy(body.dataset.running);
+  if (body.dataset.deploy) followDeploy(body.dataset.deploy);
+  else if (body.dataset.running) followDeploy(body.dataset.running);
 })();
