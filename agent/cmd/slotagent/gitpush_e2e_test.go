@@ -65,7 +65,7 @@ func refOf(t *testing.T, repo, ref string) string {
 }
 
 // deploys lists slot a's deploy records, newest first.
-func (a *agent) deploys() []deploy.Record {
+func (a *agent) deploys() []admin.DeployRecord {
 	var list admin.DeployList
 	a.apiJSON("/api/slots/a/deploys", &list)
 	return list.Deploys
