@@ -4,6 +4,7 @@ package humanize
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -46,7 +47,7 @@ func Elapsed(d time.Duration) string {
 	case d < 0:
 		return "—"
 	case d < time.Minute:
-		return fmt.Sprintf("%.1f s", d.Seconds())
+		return fmt.Sprintf("%.1f s", math.Round(d.Seconds()*10)/10)
 	default:
 		return fmt.Sprintf("%d min %02d s", int(d.Minutes()), int(d.Seconds())%60)
 	}
