@@ -63,10 +63,11 @@ func (a *Agent) Slots() []slot.Status {
 // Processes are the supervised processes that are not slot apps.
 func (a *Agent) Processes() []supervisor.Info {
 	var out []supervisor.Info
-	for _, name := range []string{CoderAgentName, postgres.ProcessName} {
-		if p, ok := a.sup.Get(name); ok {
-			out = append(out, p.Info())
-		}
+	if p, ok := a.sup.Get(CoderAgentName); ok {
+		out = append(out, p.Info())
+	}
+	if p, ok := a.sup.Get(postgres.ProcessName); ok {
+		out = append(out, a.pg.ProcessInfo(p.Info()))
 	}
 	return out
 }

@@ -407,6 +407,19 @@ func (s *Server) psql(ctx context.Context, script string) (string, error) {
 	return psql(ctx, s.bins, s.opt.Settings.Port, s.creds.Passwords[Superuser], script)
 }
 
+// ProcessInfo is the supervised server's info for the process list:
+// launching, with the set-up's step as its reason, until the roles and
+// databases exist, so that online means usable.
+func (s *Server) ProcessInfo(info supervisor.Info) supervisor.Info {
+	s.mu.Lock()
+	ended, phase := s.setUpEnd, s.phase
+	s.mu.Unlock()
+	if !ended && info.Status == supervisor.Online {
+		info.Status, info.Reason = supervisor.Launching, phase
+	}
+	return info
+}
+
 // Close stops the set-up if it still runs; the supervisor stops the server.
 func (s *Server) Close() {
 	if s.cancel != nil {

@@ -481,3 +481,38 @@ func TestValidateNamesTheConfiguredPostgresAddress(t *testing.T) {
 		t.Errorf("validate: %d\n%s", code, out)
 	}
 }
+
+// TestPostgresOnlineMeansUsable: from the moment the process list says
+// postgres is online (on a first boot, initdb and all), a slot's database
+// takes its URL; before that the row says what the set-up is doing.
+func TestPostgresOnlineMeansUsable(t *testing.T) {
+	bins := needPostgres(t)
+	a := pgAgent(t)
+	a.startSlow()
+	steps := map[string]bool{}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var list admin.ProcessList
+		a.apiJSON("/api/processes", &list)
+		var row admin.ProcessRow
+		for _, p := range list.Processes {
+			if p.Name == postgres.ProcessName {
+				row = p
+			}
+		}
+		if row.Status == "online" {
+			break
+		}
+		steps[row.Status+" ("+row.Error+")"] = true
+		if time.Now().After(deadline) {
+			t.Fatalf("postgres never online: %+v\n%s", row, a.stderr())
+		}
+	}
+	url := strings.TrimSpace(a.mustCLI("db", "a", "url"))
+	cmd := exec.Command(bins.Psql, "-X", "-A", "-t", "-c", "SELECT current_user", "-d", url)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := reaper.Output(context.Background(), cmd)
+	if err != nil || strings.TrimSpace(string(out)) != "slot_a" {
+		t.Fatalf("psql right when postgres is online: %q %v (seen before: %v)", out, err, steps)
+	}
+	t.Logf("statuses before online: %v", steps)
+}
