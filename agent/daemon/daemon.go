@@ -257,6 +257,7 @@ func (a *Agent) listen() error {
 			AdminURL:    a.cfg.AdminURL,
 			Policy:      a.cfg.Policy,
 			BaseEnv:     appBaseEnv(),
+			Await:       a.awaited(sc.Name),
 			Observe:     observeRequest(metrics, a.hist.Slot(sc.Name)),
 			DBEnv:       a.pg.SlotEnv(sc.Name),
 			Log:         a.log.With("slot", sc.Name),
@@ -313,6 +314,17 @@ func (a *Agent) listen() error {
 	a.control = admin.NewServer(api.Control(), a.cfg.IdleTimeout)
 	a.controlLn = sln
 	return nil
+}
+
+// awaited is slot name's app when the state file has one to bring back:
+// the slot answers "starting" until it serves (see slot.Slot.Await),
+// never the empty slot's placeholder.
+func (a *Agent) awaited(name string) slot.Awaited {
+	ss := a.st.Slots[name]
+	if ss == nil || ss.Desired != state.DesiredRunning || ss.Current == "" {
+		return slot.Awaited{}
+	}
+	return slot.Awaited{Release: ss.Current, Reason: "release " + ss.Current + " is starting"}
 }
 
 // serve starts answering on the admin port and the control socket, once

@@ -491,7 +491,7 @@ func (d *Deployer) RehydrateAfter(name string, rel slot.Release, waiting string,
 	if err := d.reserve(name, "rehydrate of "+rel.ID); err != nil {
 		return err
 	}
-	s.SetError(waiting)
+	s.Await(slot.Awaited{Release: rel.ID, Reason: waiting})
 	go func() {
 		defer d.release(name)
 		err := ready(d.ctx)

@@ -33,7 +33,13 @@ func (s *Slot) pageData() pageData {
 }
 
 // placeholder answers for an empty slot: JSON health on /health, a page elsewhere.
+// While the slot awaits its app, it says so instead (see Await).
 func (s *Slot) placeholder(w http.ResponseWriter, r *http.Request) {
+	// A target set since the request was routed: the app just took over.
+	if s.waiting.Load() != nil || s.target.Load() != nil {
+		s.unavailable(w, r)
+		return
+	}
 	servePlaceholder(w, r, s.pageData())
 }
 
@@ -61,6 +67,9 @@ func servePlaceholder(w http.ResponseWriter, r *http.Request, d pageData) {
 func (s *Slot) unavailable(w http.ResponseWriter, _ *http.Request) {
 	d := s.pageData()
 	d.Status = "starting"
+	if w := s.waiting.Load(); w != nil {
+		d.Reason = w.Reason
+	}
 	if t := s.target.Load(); t != nil {
 		info := t.proc.Info()
 		d.Reason = info.Reason

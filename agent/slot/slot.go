@@ -52,6 +52,10 @@ type Config struct {
 	// time it took (a stream or a WebSocket is counted as it starts), and
 	// whether the slot answered it itself (503: the app was down).
 	Observe func(slot string, r relay.Response)
+	// Await, when its Release is set, is the deployed app the slot brings
+	// back (the agent's start): the slot answers as Await says from its
+	// first request.
+	Await Awaited
 	// IdleTimeout and MaxConns are the proxy's (relay.Server's; 0: its
 	// defaults, no cap); Refused, when set, is told of each connection
 	// closed over the cap.
@@ -83,6 +87,15 @@ type Slot struct {
 	target   atomic.Pointer[target]
 	retiring map[*target]*retiree // apps that lost the traffic and are still being drained or stopped
 	errMsg   atomic.Pointer[string]
+	waiting  atomic.Pointer[Awaited] // the app that has not started yet; see Await
+}
+
+// Awaited is a slot's app that has not started yet.
+type Awaited struct {
+	// Release is the release's ID.
+	Release string
+	// Reason says what it waits for.
+	Reason string
 }
 
 // retiree is an app being drained and stopped outside the slot's lock.
@@ -107,6 +120,9 @@ func Listen(cfg Config, sup *supervisor.Supervisor) (*Slot, error) {
 		return nil, fmt.Errorf("slot %s: listen on %s: %w", cfg.Name, addr, err)
 	}
 	s := &Slot{cfg: cfg, sup: sup, ln: ln, retiring: map[*target]*retiree{}}
+	if cfg.Await.Release != "" {
+		s.Await(cfg.Await)
+	}
 	s.srv = &relay.Server{
 		Route:       s.route,
 		Local:       http.HandlerFunc(s.placeholder),
@@ -192,6 +208,7 @@ func (s *Slot) Swap(c *Candidate) *Previous {
 	defer s.mu.Unlock()
 	old := s.target.Swap(c.t)
 	s.errMsg.Store(nil)
+	s.waiting.Store(nil)
 	if old != nil {
 		s.retiring[old] = &retiree{cut: make(chan struct{}), gone: make(chan struct{})}
 	}
@@ -303,6 +320,7 @@ func (s *Slot) Stop(grace time.Duration) {
 	if t := s.target.Swap(nil); t != nil {
 		s.retiring[t] = &retiree{cut: make(chan struct{}), gone: make(chan struct{})}
 	}
+	s.waiting.Store(nil)
 	all := maps.Clone(s.retiring)
 	for _, r := range all {
 		select { // closed under s.mu only
@@ -337,13 +355,26 @@ func (s *Slot) Restart() bool {
 }
 
 // SetError shows msg on the placeholder page and in the slot's status, for
-// an app that could not be brought back; empty clears it.
+// an app that could not be brought back; empty clears it. A slot that
+// awaited its app (see Await) serves its placeholder again.
 func (s *Slot) SetError(msg string) {
+	s.waiting.Store(nil)
 	if msg == "" {
 		s.errMsg.Store(nil)
 		return
 	}
 	s.errMsg.Store(&msg)
+}
+
+// Await says that the slot has a deployed app that has not started yet
+// (the agent's start, or the app waits for its database). Until an app
+// serves the slot, the slot is stopped or falls back to its placeholder
+// (SetError, Retire), it answers every request with 503, a Retry-After and
+// a page saying that the app is starting, never with the empty slot's
+// placeholder, it is not healthy (Serving), and its Status shows the
+// release launching, with the reason as its error.
+func (s *Slot) Await(app Awaited) {
+	s.waiting.Store(&app)
 }
 
 // Shutdown stops accepting requests, lets in-flight ones finish until ctx
@@ -377,6 +408,10 @@ func (s *Slot) Status() Status {
 	if msg := s.errMsg.Load(); msg != nil {
 		st.Error = *msg
 	}
+	if w := s.waiting.Load(); w != nil && s.target.Load() == nil {
+		st.Type, st.Release, st.Error = "app", w.Release, w.Reason
+		st.Process = &supervisor.Info{Name: ProcessName(s.cfg.Name) + "@" + w.Release, Status: supervisor.Launching, Reason: w.Reason}
+	}
 	if t := s.target.Load(); t != nil {
 		info := t.proc.Info()
 		st.Type, st.Release, st.Process = "app", t.release.ID, &info
@@ -391,6 +426,9 @@ func (s *Slot) Status() Status {
 // with a status below 500.
 func (s *Slot) Serving(ctx context.Context) (bool, string) {
 	t := s.target.Load()
+	if w := s.waiting.Load(); t == nil && w != nil {
+		return false, "app is starting: " + w.Reason
+	}
 	if t == nil {
 		return true, "placeholder"
 	}

@@ -457,3 +457,43 @@ func TestStopCutsTheStopOfAPreviousApp(t *testing.T) {
 	}
 	<-promoted
 }
+
+// TestAwaitedAppIsStartingNotEmpty: a slot whose app has not started yet
+// answers 503 "starting" with Retry-After everywhere (its /health too), is
+// not healthy and shows the release launching; the app serving, or a fall
+// back to the placeholder, ends it.
+func TestAwaitedAppIsStartingNotEmpty(t *testing.T) {
+	testkit.NeedNode(t)
+	s, base := newSlot(t)
+	s.Await(Awaited{Release: "r1", Reason: "release r1 starts once PostgreSQL is ready"})
+	for _, path := range []string{"/", "/health"} {
+		resp, body := get(t, base+path)
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "the app is starting") ||
+			!strings.Contains(body, "starts once PostgreSQL is ready") || strings.Contains(body, "ready for deployment") {
+			t.Fatalf("%s while awaited: %d %q %s", path, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	if ok, why := s.Serving(context.Background()); ok || !strings.Contains(why, "starting") {
+		t.Errorf("Serving while awaited: %v %q", ok, why)
+	}
+	if st := s.Status(); st.Type != "app" || st.Release != "r1" || st.Process == nil || st.Process.Status != supervisor.Launching ||
+		st.Error != "release r1 starts once PostgreSQL is ready" {
+		t.Errorf("Status while awaited: %+v", st)
+	}
+
+	// It fails to come back: the placeholder, with the reason.
+	s.SetError("release r1 could not be started")
+	if resp, body := get(t, base+"/"); resp.StatusCode != 200 || !strings.Contains(body, "ready for deployment") {
+		t.Fatalf("after the fall back: %d %s", resp.StatusCode, body)
+	}
+
+	// Awaited again, then its app serves.
+	s.Await(Awaited{Release: "r1", Reason: "release r1 is starting"})
+	if err := s.Run(Release{ID: "r1", Dir: testkit.WriteApp(t, testkit.HelloApp), Command: "node server.js"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitHTTP(t, base+"/health", 200, 10*time.Second)
+	if st := s.Status(); st.Error != "" || st.Process == nil || st.Process.Name != "slot-a@r1" {
+		t.Errorf("Status once the app serves: %+v", st)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	binenc "encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -417,7 +419,7 @@ func TestHangingPostgresHoldsNothingUp(t *testing.T) {
 	if msg := a.slotError("b"); msg != "release r1 starts once PostgreSQL is ready" {
 		t.Errorf("slot b shows %q", msg)
 	}
-	if code, b := body(t, a.url("b", "/")); code != 200 || !strings.Contains(b, "starts once PostgreSQL is ready") {
+	if code, b := body(t, a.url("b", "/")); code != 503 || !strings.Contains(b, "starts once PostgreSQL is ready") {
 		t.Errorf("slot b: %d %s", code, b)
 	}
 	if _, errOut, code := a.cli("stop", "b"); code == 0 || !strings.Contains(errOut, "rehydrate of r1") {
@@ -515,4 +517,61 @@ func TestPostgresOnlineMeansUsable(t *testing.T) {
 		t.Fatalf("psql right when postgres is online: %q %v (seen before: %v)", out, err, steps)
 	}
 	t.Logf("statuses before online: %v", steps)
+}
+
+// TestAwaitedAppNeverLooksEmpty: after a kill -9, the new agent brings
+// back slot a's app, which waits for PostgreSQL; from the slot's first
+// answer until the app's, the slot answers 503 with Retry-After and a
+// "starting" page: never the empty slot's placeholder, never a 200 its
+// app did not send.
+func TestAwaitedAppNeverLooksEmpty(t *testing.T) {
+	bins := needPostgres(t)
+	testkit.NeedNode(t)
+	a := pgAgent(t)
+	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st := state.New()
+	st.Slots["a"] = &state.Slot{Desired: state.DesiredRunning, Current: "r1", Releases: []state.Release{{ID: "r1",
+		Dir: testkit.WriteApp(t, testkit.DBHealthApp), Command: "node server.js", Env: map[string]string{"PSQL": bins.Psql},
+		CreatedAt: time.Now().UTC()}}}
+	if err := state.Save(filepath.Join(a.dataDir, "state.json"), st); err != nil {
+		t.Fatal(err)
+	}
+	a.startSlow()
+	getUntil(t, a.url("a", "/"), "db app", 60*time.Second)
+	a.signal(syscall.SIGKILL)
+	a.wait(5 * time.Second)
+
+	a.launch(exec.Command(binary, "run"))
+	client := &http.Client{Timeout: 5 * time.Second}
+	seen := map[string]int{}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot a never served its app; answers seen: %v\n%s", seen, a.stderr())
+		}
+		resp, err := client.Get(a.url("a", "/"))
+		if err != nil {
+			continue // not listening yet
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && string(b) == "db app" {
+			break
+		}
+		title := string(b)
+		if i, j := strings.Index(title, "<title>"), strings.Index(title, "</title>"); i >= 0 && j > i {
+			title = title[i+7 : j]
+		}
+		seen[fmt.Sprintf("%d %s", resp.StatusCode, title)]++
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "starting") {
+			t.Fatalf("while its app starts, slot a answered %d (Retry-After %q):\n%s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		}
+	}
+	// The app starts once PostgreSQL (killed with the old agent) is up
+	// again: the slot answered before it.
+	if len(seen) == 0 {
+		t.Fatal("the slot's first answer was the app's: the wait for PostgreSQL was not seen")
+	}
+	t.Logf("answers before the app's: %v", seen)
 }
