@@ -86,7 +86,7 @@ func printDatabase(w io.Writer, c *client) {
 func databaseChecks(c *client) []check {
 	var st postgres.Status
 	if err := c.call("GET", "/api/db", nil, &st); err != nil {
-		return []check{{"PostgreSQL", err}}
+		return []check{{name: "PostgreSQL", err: err}}
 	}
 	if st.State == postgres.StateOff {
 		return nil
@@ -103,5 +103,8 @@ func databaseChecks(c *client) []check {
 			err = fmt.Errorf("database %s is missing", db.Name)
 		}
 	}
-	return []check{{fmt.Sprintf("PostgreSQL on %s:%d online with every database", st.Host, st.Port), err}}
+	// Its set-up (initdb on a first boot), or its restart by the
+	// supervisor, may still end well.
+	starting := st.State == postgres.StateStarting || st.State == postgres.StateDown
+	return []check{{name: fmt.Sprintf("PostgreSQL on %s:%d online with every database", st.Host, st.Port), err: err, starting: starting}}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/ecosystem"
 	"github.com/coder-slots/coder-slots/agent/humanize"
 	"github.com/coder-slots/coder-slots/agent/state"
+	"github.com/coder-slots/coder-slots/agent/supervisor"
 )
 
 func statusCmd() *cobra.Command {
@@ -148,31 +149,70 @@ func configCmd() *cobra.Command {
 type check struct {
 	name string
 	err  error
+	// starting: it failed because something is still starting (the agent,
+	// a process launching, PostgreSQL's set-up), which --wait waits for.
+	starting bool
 }
 
 func validateCmd() *cobra.Command {
-	return &cobra.Command{
+	var wait time.Duration
+	cmd := &cobra.Command{
 		Use:   "validate",
 		Short: "Check that everything is up and answering; exit 1 naming what is not",
-		Args:  cobra.NoArgs,
+		Long: "Check that everything is up and answering; exit 1 naming what is not.\n" +
+			"--wait DURATION gives what is still starting (the agent, a process launching, PostgreSQL's first boot) " +
+			"that long, checking again every half second; anything else that fails ends the wait at once.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if wait < 0 {
+				return fmt.Errorf("--wait must not be negative, not %s", wait)
+			}
+			deadline := time.Now().Add(wait)
 			checks := runChecks(dataDir(cmd))
-			failed := 0
+			for stillStarting(checks) && time.Now().Before(deadline) {
+				time.Sleep(min(500*time.Millisecond, time.Until(deadline)))
+				checks = runChecks(dataDir(cmd))
+			}
+			failed, starting := 0, 0
 			for _, c := range checks {
-				if c.err != nil {
+				switch {
+				case c.err != nil && c.starting:
+					failed++
+					starting++
+					fmt.Fprintf(cmd.OutOrStdout(), "FAIL  %s: still starting: %v\n", c.name, c.err)
+				case c.err != nil:
 					failed++
 					fmt.Fprintf(cmd.OutOrStdout(), "FAIL  %s: %v\n", c.name, c.err)
-				} else {
+				default:
 					fmt.Fprintf(cmd.OutOrStdout(), "ok    %s\n", c.name)
 				}
 			}
 			if failed > 0 {
-				return fmt.Errorf("%d of %d checks failed", failed, len(checks))
+				err := fmt.Errorf("%d of %d checks failed", failed, len(checks))
+				if starting > 0 {
+					err = fmt.Errorf("%w, %d of them still starting after %s (--wait gives them longer)", err, starting, wait)
+				}
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "all %d checks passed\n", len(checks))
 			return nil
 		},
 	}
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to DURATION (e.g. 60s) for what is still starting instead of failing at once")
+	return cmd
+}
+
+// stillStarting reports whether some check failed and every failure is
+// something still starting.
+func stillStarting(checks []check) bool {
+	failed := false
+	for _, c := range checks {
+		if c.err != nil && !c.starting {
+			return false
+		}
+		failed = failed || c.err != nil
+	}
+	return failed
 }
 
 // runChecks is the old validation script's checks, for slotagent: agent up,
@@ -181,17 +221,17 @@ func runChecks(dir string) []check {
 	c := newClient(dir)
 	var about admin.About
 	if err := c.call("GET", "/healthz", nil, &about); err != nil {
-		return []check{{"agent answering on " + c.socket, err}}
+		return []check{{name: "agent answering on " + c.socket, err: err, starting: errors.As(err, new(errNotRunning))}}
 	}
-	checks := []check{{"agent answering on " + c.socket, nil}}
+	checks := []check{{name: "agent answering on " + c.socket}}
 	var warned error
 	if len(about.Warnings) > 0 {
 		warned = errors.New(strings.Join(about.Warnings, "; "))
 	}
-	checks = append(checks, check{"no problems at start", warned})
+	checks = append(checks, check{name: "no problems at start", err: warned})
 	var list admin.ProcessList
 	if err := c.call("GET", "/api/processes", nil, &list); err != nil {
-		return append(checks, check{"process list", err})
+		return append(checks, check{name: "process list", err: err})
 	}
 	sort.SliceStable(list.Processes, func(i, j int) bool { return list.Processes[i].Name < list.Processes[j].Name })
 	for _, p := range list.Processes {
@@ -204,39 +244,42 @@ func runChecks(dir string) []check {
 		case p.Error != "":
 			err = fmt.Errorf("%s instead of its app: %s", p.Type, p.Error)
 		}
-		checks = append(checks, check{"process " + p.Name + " online", err})
+		starting := p.Status == string(supervisor.Launching) || p.Status == string(supervisor.WaitingRestart)
+		checks = append(checks, check{name: "process " + p.Name + " online", err: err, starting: starting})
 	}
 	var slots admin.SlotList
 	if err := c.call("GET", "/api/slots", nil, &slots); err != nil {
-		return append(checks, check{"slot list", err})
+		return append(checks, check{name: "slot list", err: err})
 	}
 	host := about.Bind
 	if host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	checks = append(checks, check{fmt.Sprintf("admin port %d answering", about.AdminPort), probe(host, about.AdminPort, "/healthz")})
+	checks = append(checks, probe(fmt.Sprintf("admin port %d answering", about.AdminPort), host, about.AdminPort, "/healthz"))
 	for _, s := range slots.Slots {
-		checks = append(checks, check{fmt.Sprintf("slot %s port %d answering", s.Name, s.Port), probe(host, s.Port, "/health")})
+		checks = append(checks, probe(fmt.Sprintf("slot %s port %d answering", s.Name, s.Port), host, s.Port, "/health"))
 	}
-	checks = append(checks, check{"state file " + about.StatePath + " valid", validState(about.StatePath)})
-	checks = append(checks, check{"log dir " + about.LogDir + " writable", writable(about.LogDir)})
+	checks = append(checks, check{name: "state file " + about.StatePath + " valid", err: validState(about.StatePath)})
+	checks = append(checks, check{name: "log dir " + about.LogDir + " writable", err: writable(about.LogDir)})
 	checks = append(checks, databaseChecks(c)...)
 	return checks
 }
 
 var probeClient = &http.Client{Timeout: 5 * time.Second}
 
-// probe GETs path on host:port and wants a status below 500.
-func probe(host string, port int, path string) error {
+// probe is the check named name: a GET of path on host:port wants a
+// status below 500. A 503 is an app starting or restarting (the slot says
+// so while it waits for its app).
+func probe(name, host string, port int, path string) check {
 	resp, err := probeClient.Get("http://" + net.JoinHostPort(host, strconv.Itoa(port)) + path)
 	if err != nil {
-		return err
+		return check{name: name, err: err}
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 500 {
-		return fmt.Errorf("answers %s", resp.Status)
+		return check{name: name, err: fmt.Errorf("answers %s", resp.Status), starting: resp.StatusCode == http.StatusServiceUnavailable}
 	}
-	return nil
+	return check{name: name}
 }
 
 func validState(path string) error {

@@ -575,3 +575,54 @@ func TestAwaitedAppNeverLooksEmpty(t *testing.T) {
 	}
 	t.Logf("answers before the app's: %v", seen)
 }
+
+// TestValidateWaitsForWhatIsStarting: right after a first boot, PostgreSQL
+// is still being set up; validate --wait waits for it and passes.
+func TestValidateWaitsForWhatIsStarting(t *testing.T) {
+	needPostgres(t)
+	a := pgAgent(t)
+	a.startSlow()
+	var st postgres.Status
+	a.apiJSON("/api/db", &st)
+	if st.State != postgres.StateStarting {
+		t.Fatalf("PostgreSQL is %s right after a first boot: the test shows nothing", st.State)
+	}
+	out, errOut, code := a.cli("validate", "--wait", "90s")
+	if code != 0 || !strings.Contains(out, "ok    PostgreSQL on") || !strings.Contains(out, "checks passed") {
+		t.Fatalf("validate --wait: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestValidateWaitEndsWithAClearLine: what is still starting when the wait
+// ends is named as such, and a failure that is not starting ends the wait
+// at once.
+func TestValidateWaitEndsWithAClearLine(t *testing.T) {
+	a := newAgent(t)
+	port := testkit.FreePort(t)
+	// postgres --version hangs: the set-up stays at its first step for 10 s.
+	a.start("SLOTAGENT_POSTGRES_ENABLED=true", "SLOTAGENT_POSTGRES_BIN_DIR="+fakePostgres(t, "exec sleep 600"),
+		"SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(port))
+	began := time.Now()
+	out, errOut, code := a.cli("validate", "--wait", "2s")
+	took := time.Since(began)
+	want := fmt.Sprintf("FAIL  PostgreSQL on 127.0.0.1:%d online with every database: still starting: starting: checking the binaries and the data dir\n", port)
+	if code == 0 || !strings.Contains(out, want) || !strings.Contains(errOut, "checks failed, 1 of them still starting after 2s") {
+		t.Errorf("validate --wait 2s: exit %d\n%s%s", code, out, errOut)
+	}
+	if took < 2*time.Second || took > 8*time.Second {
+		t.Errorf("validate --wait 2s took %s", took)
+	}
+
+	b := newAgent(t)
+	b.start("SLOTAGENT_POSTGRES_ENABLED=true", "SLOTAGENT_POSTGRES_BIN_DIR="+fakePostgres(t, "echo not a postgres"),
+		"SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(testkit.FreePort(t)))
+	began = time.Now()
+	out, errOut, code = b.cli("validate", "--wait", "60s")
+	if took := time.Since(began); code == 0 || took > 20*time.Second || !strings.Contains(out, "online with every database: error: PostgreSQL: ") || !strings.Contains(out, "unexpected answer") ||
+		strings.Contains(errOut, "still starting") {
+		t.Errorf("validate --wait 60s with a PostgreSQL that cannot start: exit %d after %s\n%s%s", code, took, out, errOut)
+	}
+	if _, errOut, code := b.cli("validate", "--wait", "-1s"); code == 0 || !strings.Contains(errOut, "--wait must not be negative") {
+		t.Errorf("validate --wait -1s: exit %d %s", code, errOut)
+	}
+}
