@@ -46,10 +46,14 @@ const (
 // harness puts back what was there.
 var kubeletSysctls = []string{"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"}
 
-// kubeletFixedDirs are folders kubelet (device plugins) and the CNI
-// library (its cache) make at fixed places whatever their state dir; the
-// harness removes the ones they made.
-var kubeletFixedDirs = []string{"/var/lib/kubelet", "/var/lib/cni"}
+// kubeletFixedDirs are folders kubelet (device plugins, container log
+// links) and the CNI library (its cache) make at fixed places whatever
+// their state dir; the harness removes the ones they made.
+var kubeletFixedDirs = []string{"/var/lib/kubelet", "/var/lib/cni", kubeletContainerLogs}
+
+// kubeletContainerLogs is where kubelet links each container's log, a fixed
+// place too; the links into the cluster's folder are removed either way.
+const kubeletContainerLogs = "/var/log/containers"
 
 // kubeVersions are the Kubernetes and etcd versions the wrapper module
 // pins (provision/e2e/kbuild/go.mod).
@@ -675,6 +679,13 @@ func teardownKube(dir string) error {
 		roots, _ := filepath.Glob(pattern)
 		for _, r := range roots {
 			removeCgroupTree(r)
+		}
+	}
+	links, _ := os.ReadDir(kubeletContainerLogs)
+	for _, l := range links {
+		p := filepath.Join(kubeletContainerLogs, l.Name())
+		if target, err := os.Readlink(p); err == nil && strings.HasPrefix(target, dir+"/") {
+			os.Remove(p)
 		}
 	}
 	var errs []error
