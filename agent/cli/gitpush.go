@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -64,13 +65,19 @@ func gitRemoteCmd() *cobra.Command {
 }
 
 // gitHookCmd runs the pre-receive hook of a slot's repository: git runs
-// it in the repository with the pushed refs on stdin.
+// it (through the repository's hook script) in the repository with the
+// pushed refs on stdin.
 func gitHookCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    hookCmd,
+		Use:    hookCmd + " [" + gitpush.HookName + "]",
 		Short:  "Run the pre-receive hook of a slot's git repository (git runs it)",
 		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 1 || len(args) == 1 && args[0] != gitpush.HookName {
+				return fmt.Errorf("unknown hook %q: this binary runs %s", strings.Join(args, " "), gitpush.HookName)
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -2,6 +2,7 @@ package gitpush
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,8 +154,11 @@ func TestEnsureMakesTheRepositoryOnceAndRefreshRepointsTheHook(t *testing.T) {
 			t.Errorf("%s = %q, want %q", key, got, want)
 		}
 	}
-	if link, err := os.Readlink(filepath.Join(repo, "hooks", "pre-receive")); err != nil || link != "/usr/local/bin/slotagent" {
-		t.Fatalf("hook: %q %v", link, err)
+	if link, err := os.Readlink(filepath.Join(repo, "hooks", "slotagent")); err != nil || link != "/usr/local/bin/slotagent" {
+		t.Fatalf("hook's binary: %q %v", link, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(repo, "hooks", "pre-receive")); err != nil || string(b) != hookScript {
+		t.Fatalf("hook: %q %v", b, err)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(data, "git")); len(entries) != 1 {
 		t.Fatalf("left behind: %v", entries)
@@ -166,10 +170,62 @@ func TestEnsureMakesTheRepositoryOnceAndRefreshRepointsTheHook(t *testing.T) {
 	if err := Refresh(data, []string{"a", "c"}, "/opt/new/slotagent"); err != nil {
 		t.Fatal(err)
 	}
-	if link, _ := os.Readlink(filepath.Join(repo, "hooks", "pre-receive")); link != "/opt/new/slotagent" {
-		t.Fatalf("hook after refresh: %q", link)
+	if link, _ := os.Readlink(filepath.Join(repo, "hooks", "slotagent")); link != "/opt/new/slotagent" {
+		t.Fatalf("hook's binary after refresh: %q", link)
 	}
 	if _, err := os.Stat(filepath.Join(data, "git", "a.git")); !os.IsNotExist(err) {
 		t.Fatal("refresh made a repository")
+	}
+}
+
+// pushTo pushes a new commit of a fresh work tree to repo as branch and
+// returns git's output and whether the push succeeded.
+func pushTo(t *testing.T, repo, branch string) (string, bool) {
+	t.Helper()
+	work := t.TempDir()
+	gitOut(t, "-C", work, "init", "-q")
+	gitOut(t, "-C", work, "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x")
+	cmd := exec.Command("git", "-C", work, "push", repo, "HEAD:refs/heads/"+branch)
+	out, err := reaper.Output(context.Background(), cmd)
+	var ee *reaper.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	if ee != nil {
+		out = append(out, ee.Stderr...)
+	}
+	return string(out), err == nil
+}
+
+func TestTheHookFailsClosedWhenTheBinaryIsGone(t *testing.T) {
+	data := t.TempDir()
+	bin := filepath.Join(t.TempDir(), "slotagent")
+	// A stand-in for the binary: it records how the hook ran it.
+	args := filepath.Join(t.TempDir(), "args")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho \"$@\" > "+args+"\ncat >/dev/null\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := Ensure(context.Background(), data, "a", bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := pushTo(t, repo, "main"); !ok {
+		t.Fatalf("push through the stand-in refused:\n%s", out)
+	}
+	if b, _ := os.ReadFile(args); string(b) != "git-hook pre-receive\n" {
+		t.Fatalf("the hook ran the binary with %q", b)
+	}
+
+	// The binary moves away (an upgrade, another image): no push lands,
+	// whether an agent runs or not.
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	out, ok := pushTo(t, repo, "other")
+	if ok || !strings.Contains(out, "slotagent: push refused: this repository's hook cannot run slotagent") {
+		t.Fatalf("push with the binary gone:\n%s", out)
+	}
+	if refs := gitOut(t, "--git-dir="+repo, "for-each-ref", "--format=%(refname)"); refs != "refs/heads/main" {
+		t.Fatalf("refs after the refused push: %q", refs)
 	}
 }

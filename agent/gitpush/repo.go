@@ -1,7 +1,11 @@
 // Package gitpush makes `git push` deploy a slot. Each slot gets a bare
 // repository, <data dir>/git/<slot>.git (deploy.GitRepo), whose
-// pre-receive hook is the slotagent binary itself (a symlink to it: no
-// script is written, nothing from input is ever run by a shell). The hook
+// pre-receive hook runs the slotagent binary: hooks/pre-receive is a small
+// fixed script (hookScript: the same text in every repository, nothing
+// from input is written into it or run by a shell) that runs the binary
+// hooks/slotagent links to, and refuses the push when that binary is gone,
+// so a moved binary fails closed instead of letting git skip the hook. The
+// hook
 // asks the running agent, over its control socket, to deploy the pushed
 // commit, streams the deploy's log back to the pusher (git shows it as
 // "remote: …" lines) and exits non-zero when the deploy fails, so git does
@@ -42,15 +46,38 @@ import (
 )
 
 // HookName is the name git runs the hook under; the slotagent binary
-// reached through a link of that name runs the hook.
+// reached through a link of that name runs the hook (as the hook of a
+// repository made before hookScript existed, until the agent rewrites it).
 const HookName = "pre-receive"
+
+// binaryLink is the link, in the hooks folder, to the slotagent binary
+// that hookScript runs.
+const binaryLink = "slotagent"
+
+// hookScript is every hook of a slot repository: a fixed text (nothing
+// from input is ever written into it) that runs the slotagent binary
+// hooks/slotagent links to, and refuses when that binary is gone (a moved
+// or upgraded binary), so that no push lands unchecked even with the
+// agent down. git skips a hook that cannot be run, which a link straight
+// to the binary became when the binary moved.
+const hookScript = `#!/bin/sh
+# A hook of a coder-slots slot repository, written by slotagent: it runs
+# the slotagent binary that hooks/slotagent links to. Do not edit: the
+# agent writes it again at every start.
+bin="${0%/*}/slotagent"
+if [ ! -x "$bin" ]; then
+	echo "slotagent: push refused: this repository's hook cannot run slotagent ($bin links to a binary that is gone); start the agent (slotagent run) to repair it" >&2
+	exit 1
+fi
+exec "$bin" git-hook "${0##*/}" "$@"
+`
 
 // initialBranch is the branch a new repository deploys until another one
 // is pushed.
 const initialBranch = "main"
 
 // Ensure makes the slot's repository when it does not exist and points its
-// pre-receive hook at exe (the slotagent binary); it returns the
+// hook at exe (the slotagent binary); it returns the
 // repository's path. It is safe to call at any time and from several
 // goroutines.
 func Ensure(ctx context.Context, dataDir, slot, exe string) (string, error) {
@@ -62,21 +89,21 @@ func Ensure(ctx context.Context, dataDir, slot, exe string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("git repository of slot %s: %w", slot, err)
 	}
-	if err := linkHook(repo, exe); err != nil {
+	if err := installHooks(repo, exe); err != nil {
 		return "", fmt.Errorf("git repository of slot %s: %w", slot, err)
 	}
 	return repo, nil
 }
 
 // Refresh points the hook of every existing repository of slots at exe,
-// so that a moved binary still deploys pushes (a hook that git cannot run
-// would be skipped, and the push would land without a deploy).
+// so that a moved binary deploys pushes again (until then, the hook
+// refuses them).
 func Refresh(dataDir string, slots []string, exe string) error {
 	var errs []error
 	for _, s := range slots {
 		repo := deploy.GitRepo(dataDir, s)
 		if _, err := os.Stat(filepath.Join(repo, "HEAD")); err == nil {
-			errs = append(errs, linkHook(repo, exe))
+			errs = append(errs, installHooks(repo, exe))
 		}
 	}
 	return errors.Join(errs...)
@@ -121,26 +148,69 @@ func create(ctx context.Context, repo string) error {
 	return nil
 }
 
-// linkHook makes hooks/pre-receive a symlink to exe, replacing another
-// link atomically.
-func linkHook(repo, exe string) error {
-	hook := filepath.Join(repo, "hooks", HookName)
-	if cur, err := os.Readlink(hook); err == nil && cur == exe {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(hook), 0o755); err != nil {
+// installHooks writes hookScript as the repository's pre-receive hook and
+// points hooks/slotagent at exe, each replaced atomically when it differs.
+func installHooks(repo, exe string) error {
+	hooks := filepath.Join(repo, "hooks")
+	if err := os.MkdirAll(hooks, 0o755); err != nil {
 		return fmt.Errorf("create hooks folder: %w", err)
 	}
-	tmp := hook + ".new"
-	_ = os.Remove(tmp)
-	if err := os.Symlink(exe, tmp); err != nil {
-		return fmt.Errorf("link the pre-receive hook: %w", err)
+	if err := replaceLink(filepath.Join(hooks, binaryLink), exe); err != nil {
+		return fmt.Errorf("link the hook's binary: %w", err)
 	}
-	if err := os.Rename(tmp, hook); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("link the pre-receive hook: %w", err)
+	if err := writeScript(filepath.Join(hooks, HookName)); err != nil {
+		return fmt.Errorf("write the %s hook: %w", HookName, err)
 	}
 	return nil
+}
+
+// replaceLink makes path a symlink to target, replacing what is there.
+func replaceLink(path, target string) error {
+	if cur, err := os.Readlink(path); err == nil && cur == target {
+		return nil
+	}
+	tmp := path + ".new"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// writeScript makes path an executable file holding hookScript,
+// replacing what is there (a link from an older agent included).
+func writeScript(path string) error {
+	if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() && st.Mode().Perm() == 0o755 {
+		if b, err := os.ReadFile(path); err == nil && string(b) == hookScript {
+			return nil
+		}
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".hook-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.WriteString(hookScript)
+	if err == nil {
+		err = f.Chmod(0o755)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }
 
 // git runs git with args and env (nil: the process's own).
