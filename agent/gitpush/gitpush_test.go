@@ -61,8 +61,12 @@ func TestParseUpdates(t *testing.T) {
 	if err != nil || len(got) != 2 || got[1] != (Update{c1, c2, "refs/heads/b"}) {
 		t.Fatalf("%+v %v", got, err)
 	}
-	if _, err := ParseUpdates(strings.NewReader("garbage\n")); err == nil {
-		t.Fatal("a malformed line was accepted")
+	for _, bad := range []string{"garbage", "--all " + c1 + " refs/heads/main", zero + " --output=/tmp/x refs/heads/main",
+		"HEAD " + c1 + " refs/heads/main", zero + " " + c1[:39] + " refs/heads/main", zero + " " + strings.ToUpper("abcdef"+c1[6:]) + " refs/heads/main",
+		zero + " " + c1 + " refs/heads/main extra"} {
+		if _, err := ParseUpdates(strings.NewReader(bad + "\n")); err == nil {
+			t.Errorf("a malformed line was accepted: %q", bad)
+		}
 	}
 }
 

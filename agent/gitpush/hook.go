@@ -30,7 +30,9 @@ type Update struct {
 	Old, New, Ref string
 }
 
-// ParseUpdates reads pre-receive's input: "<old> <new> <ref>" lines.
+// ParseUpdates reads pre-receive's input: "<old> <new> <ref>" lines, the
+// ids full hexadecimal object ids (so none can be read as an option by a
+// git command given it).
 func ParseUpdates(r io.Reader) ([]Update, error) {
 	var out []Update
 	sc := bufio.NewScanner(r)
@@ -39,8 +41,8 @@ func ParseUpdates(r io.Reader) ([]Update, error) {
 		if len(f) == 0 {
 			continue
 		}
-		if len(f) != 3 {
-			return nil, fmt.Errorf("unexpected hook input line %q", sc.Text())
+		if len(f) != 3 || !isObjectID(f[0]) || !isObjectID(f[1]) {
+			return nil, fmt.Errorf("unexpected hook input line %q: want <old id> <new id> <ref>", sc.Text())
 		}
 		out = append(out, Update{Old: f[0], New: f[1], Ref: f[2]})
 	}
@@ -48,6 +50,12 @@ func ParseUpdates(r io.Reader) ([]Update, error) {
 		return nil, fmt.Errorf("read hook input: %w", err)
 	}
 	return out, nil
+}
+
+// isObjectID reports whether s is a full SHA-1 or SHA-256 object id in
+// git's lowercase hexadecimal.
+func isObjectID(s string) bool {
+	return (len(s) == 40 || len(s) == 64) && strings.Trim(s, "0123456789abcdef") == ""
 }
 
 // isZero reports whether id is git's null object id (a ref created or
