@@ -405,3 +405,27 @@ func TestPushIsServedOnTheControlSocketOnly(t *testing.T) {
 		t.Fatalf("push on the control socket: %d %+v", rec.Code, e)
 	}
 }
+
+func TestPathsWithDotPartsAreRefusedNotRedirected(t *testing.T) {
+	a, _ := newTestAPI(t)
+	browser, err := a.Browser(Hosts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/api/slots/a/../b/git-remote", "/api/slots/a/./env", "/api/slots//a/env", "/api/slots/a/..", "/static/../api/slots"} {
+		for name, h := range map[string]http.Handler{"control socket": a.Control(), "admin port": browser} {
+			r := httptest.NewRequest("GET", p, nil)
+			r.Host = "127.0.0.1:9000"
+			var e Error
+			if rec := call(t, h, r, &e); rec.Code != 400 || e.Error != "invalid path" || rec.Header().Get("Location") != "" {
+				t.Errorf("%s %s: %d %+v Location %q", name, p, rec.Code, e, rec.Header().Get("Location"))
+			}
+		}
+	}
+	// Clean paths, with or without a trailing slash, are served.
+	for _, p := range []string{"/", "/api/slots", "/api/slots/b/env", "/static/"} {
+		if rec := call(t, a.Control(), httptest.NewRequest("GET", p, nil), nil); rec.Code == 400 {
+			t.Errorf("%s: %d %s", p, rec.Code, rec.Body)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 )
@@ -31,6 +32,18 @@ func (r *router) Handle(pattern string, h http.Handler) {
 		method, path = "", pattern
 	}
 	r.routes = append(r.routes, route{Method: method, Pattern: path})
+}
+
+// ServeHTTP refuses a path with ".", ".." or empty parts, which ServeMux
+// would answer with a redirect to the cleaned path (a client following it
+// sent to "/api/slots/a/../b/git-remote" got slot b's remote), so that a
+// slot's name in a path is always the name withSlot checks.
+func (r *router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if p := req.URL.Path; p == "" || path.Clean(p) != strings.TrimSuffix(p, "/") && p != "/" {
+		writeError(w, http.StatusBadRequest, "invalid path", "a path may not have \".\", \"..\" or empty parts: "+p)
+		return
+	}
+	r.ServeMux.ServeHTTP(w, req)
 }
 
 // HandleFunc registers h for pattern and records it.

@@ -132,11 +132,25 @@ func run(cfg *config.Config, version string, logOut io.Writer) error {
 	return nil
 }
 
+// slotArgs takes min to max arguments, the first a slot's name
+// (config.ValidSlot), which the commands put in an API path.
+func slotArgs(min, max int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.RangeArgs(min, max)(cmd, args); err != nil {
+			return err
+		}
+		if !config.ValidSlot(args[0]) {
+			return fmt.Errorf("unknown slot %q: slots are %s", args[0], strings.Join(config.SlotNames, ", "))
+		}
+		return nil
+	}
+}
+
 func slotActionCmd(name, short, method, pathFormat string) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " SLOT",
 		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Args:  slotArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res struct {
 				Message string `json:"message"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,7 +25,7 @@ func deployCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "deploy SLOT (--repo URL [--ref REF] | --dir PATH)",
 		Short: "Deploy a git repository or a folder into a slot, with zero downtime",
-		Args:  cobra.ExactArgs(1),
+		Args:  slotArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
 			if req.Env, err = parseAssignments(env); err != nil {
@@ -59,7 +60,7 @@ func rollbackCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback SLOT [RELEASE]",
 		Short: "Switch a slot back to a kept release (default: the one before the current)",
-		Args:  cobra.RangeArgs(1, 2),
+		Args:  slotArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := admin.RollbackRequest{}
 			if len(args) == 2 {
@@ -82,7 +83,7 @@ func envCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "env SLOT [set K=V ...] [unset K ...]",
 		Short: "Show a slot's env (values masked) or change it: a change makes a new release",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  slotArgs(1, math.MaxInt),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := newClient(dataDir(cmd))
 			var ans admin.EnvAnswer

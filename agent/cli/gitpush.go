@@ -36,7 +36,7 @@ func gitRemoteCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "git-remote SLOT",
 		Short: "Print the git remote that deploys this slot on push (through Coder's SSH), and how to add it",
-		Args:  cobra.ExactArgs(1),
+		Args:  slotArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r gitpush.Remote
 			if err := newClient(dataDir(cmd)).call("GET", "/api/slots/"+args[0]+"/git-remote", nil, &r); err != nil {
