@@ -60,6 +60,9 @@ func (c *client) do(ctx context.Context, method, path string, body any) (*http.R
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("permission denied: this user may not open the agent's control socket %s (it is the agent's user's alone: run this as that user)", c.socket)
+		}
 		var opErr *net.OpError
 		if errors.As(err, &opErr) || errors.Is(err, os.ErrNotExist) {
 			return nil, errNotRunning{c.socket}

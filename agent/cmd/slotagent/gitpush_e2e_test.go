@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -313,8 +314,43 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 	if out, ok := gitPush(t, work, nil, filepath.Join(a.dataDir, "git", "z.git"), "main"); ok || !strings.Contains(out, "does not appear to be a git repository") {
 		t.Fatalf("push to slot z:\n%s", out)
 	}
-	if _, errOut, code := a.cli("git-remote", "z"); code == 0 || !strings.Contains(errOut, `unknown slot "z"`) {
-		t.Fatalf("git-remote z: exit %d %s", code, errOut)
+	for _, name := range []string{"z", "a/../b", "../a", "a/"} {
+		if out, errOut, code := a.cli("git-remote", name); code == 0 || !strings.Contains(errOut, fmt.Sprintf("unknown slot %q", name)) {
+			t.Errorf("git-remote %s: exit %d %s%s", name, code, out, errOut)
+		}
+	}
+	if answer := rawHTTP(t, a.ports["admin"], "GET /api/slots/a/../b/git-remote HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
+		t.Errorf("an unclean path on the admin port:\n%s", answer)
+	}
+
+	// A user who may not open the control socket is told so (it is not
+	// that no agent runs).
+	if os.Geteuid() != 0 {
+		t.Log("not root: the other user's case is skipped")
+	} else {
+		// A copy of the binary that the other user may run.
+		dir, err := os.MkdirTemp("", "slotagent-other-user")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		b, err := os.ReadFile(binary)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, "slotagent"), b, 0o755)
+		}
+		if err == nil {
+			err = os.Chmod(dir, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(filepath.Join(dir, "slotagent"), "git-remote", "a")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "SLOTAGENT_DATA_DIR="+a.dataDir, "HOME="+dir)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		if out, err := reaper.Output(context.Background(), cmd); err == nil || !strings.Contains(err.Error()+string(out), "permission denied: this user may not open the agent's control socket") {
+			t.Errorf("git-remote as another user: %v %s", err, out)
+		}
 	}
 	fake := filepath.Join(a.dataDir, "git", "z.git")
 	if err := exec.Command("cp", "-a", repo, fake).Run(); err != nil {
