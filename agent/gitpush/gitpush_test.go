@@ -3,12 +3,14 @@ package gitpush
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
@@ -231,5 +233,43 @@ func TestTheHookFailsClosedWhenTheBinaryIsGone(t *testing.T) {
 	}
 	if refs := gitOut(t, "--git-dir="+repo, "for-each-ref", "--format=%(refname)"); refs != "refs/heads/main" {
 		t.Fatalf("refs after the refused push: %q", refs)
+	}
+}
+
+func TestRefreshRemovesWhatAKilledPushLeftBehind(t *testing.T) {
+	data := t.TempDir()
+	// A stand-in for the binary that kills receive-pack while it holds
+	// the push's objects in quarantine.
+	bin := filepath.Join(t.TempDir(), "slotagent")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nkill -9 $PPID\nsleep 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := Ensure(context.Background(), data, "a", bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := pushTo(t, repo, "main"); ok {
+		t.Fatalf("the push went through:\n%s", out)
+	}
+	left, _ := filepath.Glob(filepath.Join(repo, "objects", "tmp_objdir-incoming-*"))
+	if len(left) != 1 {
+		t.Fatalf("quarantines after the killed push: %v", left)
+	}
+	// One being written now (a push uploading) stays.
+	live := filepath.Join(repo, "objects", "tmp_objdir-incoming-live")
+	if err := os.Mkdir(live, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The killed push's is old by the time the agent starts again.
+	old := time.Now().Add(-time.Hour)
+	_ = filepath.WalkDir(left[0], func(p string, _ fs.DirEntry, _ error) error { return os.Chtimes(p, old, old) })
+	if err := Refresh(data, []string{"a", "b"}, bin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left[0]); !os.IsNotExist(err) {
+		t.Fatalf("the killed push's quarantine is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Fatalf("a live push's quarantine was removed: %v", err)
 	}
 }

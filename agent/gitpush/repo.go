@@ -39,6 +39,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/reaper"
@@ -97,16 +98,65 @@ func Ensure(ctx context.Context, dataDir, slot, exe string) (string, error) {
 
 // Refresh points the hook of every existing repository of slots at exe,
 // so that a moved binary deploys pushes again (until then, the hook
-// refuses them).
+// refuses them), and removes the quarantines that pushes killed midway
+// left behind (see removeStaleQuarantines). The agent calls it at start.
 func Refresh(dataDir string, slots []string, exe string) error {
 	var errs []error
 	for _, s := range slots {
 		repo := deploy.GitRepo(dataDir, s)
 		if _, err := os.Stat(filepath.Join(repo, "HEAD")); err == nil {
-			errs = append(errs, installHooks(repo, exe))
+			errs = append(errs, installHooks(repo, exe), removeStaleQuarantines(repo, time.Now().Add(-staleQuarantine)))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// staleQuarantine is how long a push's quarantine may go unwritten before
+// it counts as left behind: a push still uploading writes into it.
+const staleQuarantine = 10 * time.Minute
+
+// quarantinePrefix starts the name of the folder, in the repository's
+// objects folder, where git receives a push's objects until its
+// pre-receive hook accepts (and removes it when the push ends, unless
+// receive-pack is killed).
+const quarantinePrefix = "tmp_objdir-incoming-"
+
+// removeStaleQuarantines removes the quarantines of repo in which nothing
+// was written since before.
+func removeStaleQuarantines(repo string, before time.Time) error {
+	objects := filepath.Join(repo, "objects")
+	entries, err := os.ReadDir(objects)
+	if err != nil {
+		return fmt.Errorf("look for leftover pushes: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), quarantinePrefix) {
+			continue
+		}
+		dir := filepath.Join(objects, e.Name())
+		if newest(dir).Before(before) {
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, fmt.Errorf("remove a killed push's quarantine: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// newest is the latest modification time in the tree at dir.
+func newest(dir string) time.Time {
+	var t time.Time
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().After(t) {
+			t = info.ModTime()
+		}
+		return nil
+	})
+	return t
 }
 
 // create makes the bare repository in a temporary folder beside it and
