@@ -18,7 +18,9 @@ func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
 	repo := GitRepo(data, "a")
 	q := filepath.Join(repo, "objects", "tmp_objdir-incoming-abc")
 	other := filepath.Join(root, "elsewhere")
-	for _, d := range []string{q, other, filepath.Join(repo, "objects", "pack")} {
+	// Another slot's quarantine: what an unclean path could lead to.
+	otherSlot := filepath.Join(GitRepo(data, "b"), "objects", "x")
+	for _, d := range []string{q, other, otherSlot, filepath.Join(repo, "objects", "pack")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -33,7 +35,9 @@ func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
 	const zero = "0000000000000000000000000000000000000000"
 	ok := []struct{ repo, quarantine, want string }{
 		{repo, q, q},
-		{repo, filepath.Join(repo, ".", "objects", "tmp_objdir-incoming-abc"), q},
+		// Unclean spellings (built by hand: filepath.Join would clean them).
+		{repo, repo + "/./objects/tmp_objdir-incoming-abc", q},
+		{repo, repo + "/objects//tmp_objdir-incoming-abc/", q},
 		{GitRepo(link, "a"), q, q},
 		{repo, "", ""},
 	}
@@ -48,7 +52,8 @@ func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
 		want string
 	}{
 		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: other}, "is not a folder of the slot's repository"},
-		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: filepath.Join(repo, "objects", "..", "..", "b.git", "objects", "x")}, "is not a folder"},
+		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: repo + "/objects/../../b.git/objects/x"}, "is not a folder"},
+		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: q + "/../../../b.git/objects/x"}, "is not a folder"},
 		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: "objects/tmp_objdir-incoming-abc"}, "is not a folder"},
 		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: filepath.Join(repo, "objects", "tmp_objdir-incoming-gone")}, "does not exist"},
 		{Push{Branch: "main", Old: zero, Commit: sha, Quarantine: repo}, "is not a folder"},
