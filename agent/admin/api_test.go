@@ -87,6 +87,10 @@ func (f *fakeAgent) GitRemote(string) (gitpush.Remote, error) {
 func (f *fakeAgent) Push(string, deploy.Push) (deploy.Record, error) {
 	return deploy.Record{}, errors.New("no git in this test")
 }
+func (f *fakeAgent) PushWaiting(string) <-chan struct{} { return nil }
+func (f *fakeAgent) RefUpdate(string, deploy.RefEvent) (string, error) {
+	return "", errors.New("no git in this test")
+}
 
 // The fake agent is an Exporter: one placeholder, its env as given.
 func (f *fakeAgent) Ecosystem(reveal bool) (ecosystem.File, error) {

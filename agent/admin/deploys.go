@@ -237,6 +237,12 @@ func (a *API) deployLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
+	// ?until=git ends a push's log once its release waits for git (the
+	// pre-receive hook then lets git go on).
+	var waiting <-chan struct{}
+	if gp, ok := a.b.(GitPush); ok && r.URL.Query().Get("until") == "git" {
+		waiting = gp.PushWaiting(id)
+	}
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 	if sse {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -267,6 +273,18 @@ func (a *API) deployLog(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			emit(l)
+		case <-waiting:
+			for {
+				select {
+				case l, ok := <-next:
+					if ok {
+						emit(l)
+						continue
+					}
+				default:
+				}
+				return
+			}
 		case <-r.Context().Done():
 			return
 		}

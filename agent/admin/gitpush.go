@@ -15,6 +15,17 @@ type GitPush interface {
 	GitRemote(slot string) (gitpush.Remote, error)
 	// Push starts the deploy of a commit pushed to the slot's repository.
 	Push(slot string, p deploy.Push) (deploy.Record, error)
+	// PushWaiting is closed once a push's deploy waits for git to move
+	// its branch (nil: not a push's deploy under way).
+	PushWaiting(id string) <-chan struct{}
+	// RefUpdate hands a report of the repository's reference-transaction
+	// hook to the push's deploy and says what the pusher should read.
+	RefUpdate(slot string, ev deploy.RefEvent) (string, error)
+}
+
+// RefAnswer is the answer of POST /api/slots/{slot}/push/ref.
+type RefAnswer struct {
+	Message string `json:"message,omitempty"`
 }
 
 func (a *API) gitRoutes() {
@@ -47,5 +58,21 @@ func (a *API) gitRoutes() {
 			return
 		}
 		writeJSON(w, http.StatusAccepted, rec)
+	}))
+	a.mux.HandleFunc("POST /api/slots/{slot}/push/ref", a.withSlot(func(w http.ResponseWriter, r *http.Request, name string) {
+		if !fromControl(r) {
+			writeError(w, http.StatusForbidden, "git push deploys are driven over the control socket only", "")
+			return
+		}
+		var ev deploy.RefEvent
+		if !readJSON(w, r, &ev) {
+			return
+		}
+		msg, err := gp.RefUpdate(name, ev)
+		if err != nil {
+			writeDeployError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, RefAnswer{Message: msg})
 	}))
 }

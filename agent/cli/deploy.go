@@ -198,7 +198,12 @@ func followDeploy(cmd *cobra.Command, c *client, id string) error {
 
 // FollowLog copies a deploy's log to w until the deploy ends.
 func (c *client) FollowLog(ctx context.Context, id string, w io.Writer) error {
-	resp, err := c.do(ctx, "GET", "/api/deploys/"+id+"/log", nil)
+	return c.followLog(ctx, "/api/deploys/"+id+"/log", w)
+}
+
+// followLog copies the log at path to w until the agent ends it.
+func (c *client) followLog(ctx context.Context, path string, w io.Writer) error {
+	resp, err := c.do(ctx, "GET", path, nil)
 	if err != nil {
 		return err
 	}

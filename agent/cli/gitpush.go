@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
 )
@@ -64,21 +66,23 @@ func gitRemoteCmd() *cobra.Command {
 	}
 }
 
-// gitHookCmd runs the pre-receive hook of a slot's repository: git runs
-// it (through the repository's hook script) in the repository with the
-// pushed refs on stdin.
+// gitHookCmd runs the hooks of a slot's repository: git runs them
+// (through the repository's hook script) in the repository, with the refs
+// on stdin: pre-receive (no argument: a repository made before the hook
+// script) and reference-transaction STATE.
 func gitHookCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    hookCmd + " [" + gitpush.HookName + "]",
-		Short:  "Run the pre-receive hook of a slot's git repository (git runs it)",
+		Use:    hookCmd + " [" + gitpush.HookName + " | " + gitpush.TransactionHook + " STATE]",
+		Short:  "Run a hook of a slot's git repository (git runs it)",
 		Hidden: true,
 		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 1 || len(args) == 1 && args[0] != gitpush.HookName {
-				return fmt.Errorf("unknown hook %q: this binary runs %s", strings.Join(args, " "), gitpush.HookName)
+			switch {
+			case len(args) == 0, len(args) == 1 && args[0] == gitpush.HookName, len(args) == 2 && args[0] == gitpush.TransactionHook:
+				return nil
 			}
-			return nil
+			return fmt.Errorf("unknown hook %q: this binary runs %s and %s", strings.Join(args, " "), gitpush.HookName, gitpush.TransactionHook)
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			gitDir := os.Getenv("GIT_DIR")
@@ -88,15 +92,35 @@ func gitHookCmd() *cobra.Command {
 			h := &gitpush.Hook{
 				GitDir:     gitDir,
 				Quarantine: os.Getenv("GIT_QUARANTINE_PATH"),
+				Receiver:   os.Getppid(),
 				Dial:       func(dir string) gitpush.Agent { return newClient(dir) },
 				Out:        cmd.ErrOrStderr(),
 			}
-			if err := h.Run(ctx, cmd.InOrStdin()); err != nil {
+			var err error
+			if len(args) == 2 {
+				err = h.Transaction(ctx, args[1], cmd.InOrStdin())
+			} else {
+				err = h.Run(ctx, cmd.InOrStdin())
+			}
+			if err != nil {
 				return fmt.Errorf("push refused: %w", err)
 			}
 			return nil
 		},
 	}
+}
+
+// FollowPush copies a push deploy's log to w until the deploy ends or
+// waits for git.
+func (c *client) FollowPush(ctx context.Context, id string, w io.Writer) error {
+	return c.followLog(ctx, "/api/deploys/"+id+"/log?until=git", w)
+}
+
+// RefUpdate reports a run of the reference-transaction hook.
+func (c *client) RefUpdate(ctx context.Context, slot string, ev deploy.RefEvent) (string, error) {
+	var ans admin.RefAnswer
+	err := c.callContext(ctx, "POST", "/api/slots/"+slot+"/push/ref", ev, &ans)
+	return ans.Message, err
 }
 
 // Push starts the deploy of a pushed commit.

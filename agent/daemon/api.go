@@ -194,3 +194,11 @@ func (a *Agent) GitRemote(name string) (gitpush.Remote, error) {
 func (a *Agent) Push(name string, p deploy.Push) (deploy.Record, error) {
 	return a.deployer.Push(name, p)
 }
+
+// PushWaiting is closed once a push's deploy waits for git.
+func (a *Agent) PushWaiting(id string) <-chan struct{} { return a.deployer.PushWaiting(id) }
+
+// RefUpdate hands a reference-transaction report to the push's deploy.
+func (a *Agent) RefUpdate(name string, ev deploy.RefEvent) (string, error) {
+	return a.deployer.RefUpdate(name, ev)
+}

@@ -96,6 +96,7 @@ type Deployer struct {
 	mu      sync.Mutex
 	running map[string]string // slot → running deploy id
 	sinks   map[string]*logs.Sink
+	pushes  map[string]*pendingPush // slot → its push deploy under way
 	closed  bool
 }
 
@@ -109,7 +110,7 @@ func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string,
 		return nil, err
 	}
 	d := &Deployer{cfg: cfg, slots: slots, store: store, log: log, records: recs,
-		running: map[string]string{}, sinks: map[string]*logs.Sink{}}
+		running: map[string]string{}, sinks: map[string]*logs.Sink{}, pushes: map[string]*pendingPush{}}
 	base := context.Background()
 	if cfg.Tracker != nil {
 		base = reaper.WithTracker(base, cfg.Tracker)
@@ -367,9 +368,27 @@ func (j *job) stage(name string, f func() error) error {
 // discarded and the previous app serves on; promoted tells whether rel
 // serves and is saved (its folder must be kept).
 func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promoted bool, err error) {
+	cand, err := j.launch(ctx, rel)
+	if err != nil {
+		return false, err
+	}
+	var sw *switched
+	err = j.stage("cutover", func() error {
+		var err error
+		if sw, err = j.switchTo(ctx, rel, cand, isNew); err == nil {
+			sw.finish(ctx)
+		}
+		return err
+	})
+	return sw != nil, err
+}
+
+// launch starts rel beside the serving release and gates it on health;
+// on failure the candidate is gone.
+func (j *job) launch(ctx context.Context, rel state.Release) (*slot.Candidate, error) {
 	var cand *slot.Candidate
 	started := time.Now()
-	err = j.stage("start", func() error {
+	err := j.stage("start", func() error {
 		var err error
 		cand, err = j.slot.Launch(slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: rel.Env})
 		if err == nil {
@@ -378,52 +397,79 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promo
 		return err
 	})
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	err = j.stage("health", func() error { return gate(ctx, cand, j.d.cfg.Health, false, j.out) })
 	if err != nil {
 		tail := appTail(j.d, j.rec.Slot, started)
 		j.slot.Discard(cand, candidateGrace)
 		if tail != "" {
-			return false, fmt.Errorf("%w\nlast lines of the app's log:\n%s", err, tail)
+			return nil, fmt.Errorf("%w\nlast lines of the app's log:\n%s", err, tail)
 		}
-		return false, err
+		return nil, err
 	}
-	var drop []string
-	err = j.stage("cutover", func() error {
-		err := ctx.Err()
-		if err == nil && isNew {
-			err = syncTree(rel.Dir)
+	return cand, nil
+}
+
+// switched is a candidate that serves the slot and is saved as its
+// current release, while the previous app still runs, without traffic.
+type switched struct {
+	j      *job
+	cand   *slot.Candidate
+	prev   *slot.Previous
+	before state.Slot // the slot's state before the switch (for undo)
+	drop   []string   // folders of the releases pruned by the switch
+}
+
+// switchTo sends the slot's traffic to cand and saves rel as the slot's
+// current release. On failure cand is gone and the previous app serves.
+func (j *job) switchTo(ctx context.Context, rel state.Release, cand *slot.Candidate, isNew bool) (*switched, error) {
+	err := ctx.Err()
+	if err == nil && isNew {
+		err = syncTree(rel.Dir)
+	}
+	if err != nil {
+		j.slot.Discard(cand, candidateGrace)
+		return nil, err
+	}
+	sw := &switched{j: j, cand: cand, prev: j.slot.Swap(cand)}
+	err = j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
+		ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
+		if isNew {
+			ss.Releases = append(ss.Releases, rel)
 		}
-		if err != nil {
-			j.slot.Discard(cand, candidateGrace)
-			return err
-		}
-		prev := j.slot.Swap(cand)
-		err = j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
-			ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
-			if isNew {
-				ss.Releases = append(ss.Releases, rel)
-			}
-			ss.Releases, drop = j.d.prune(ss.Releases, rel.ID)
-		})
-		if err != nil {
-			// What serves must match the saved state, or the next boot
-			// brings back the other release: give the traffic back.
-			if prev.Revert(cand, candidateGrace) {
-				j.logf("the state could not be saved: the previous app serves again")
-			}
-			return err
-		}
-		promoted = true
-		j.updateRecord(func(r *Record) { r.Release = rel.ID })
-		prev.Finish(ctx, j.d.cfg.Drain)
-		return nil
+		ss.Releases, sw.drop = j.d.prune(ss.Releases, rel.ID)
 	})
-	if err == nil {
-		removeAll(drop)
+	if err != nil {
+		// What serves must match the saved state, or the next boot
+		// brings back the other release: give the traffic back.
+		if sw.prev.Revert(cand, candidateGrace) {
+			j.logf("the state could not be saved: the previous app serves again")
+		}
+		return nil, err
 	}
-	return promoted, err
+	j.updateRecord(func(r *Record) { r.Release = rel.ID })
+	return sw, nil
+}
+
+// finish drains and stops the previous app and removes the pruned
+// releases: the switch is final.
+func (sw *switched) finish(ctx context.Context) {
+	sw.prev.Finish(ctx, sw.j.d.cfg.Drain)
+	removeAll(sw.drop)
+}
+
+// undo gives the traffic back to the previous app and saves the slot's
+// state as it was before the switch.
+func (sw *switched) undo() error {
+	j := sw.j
+	sw.prev.Revert(sw.cand, candidateGrace)
+	b := sw.before
+	err := j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
+		ss.Desired, ss.Current, ss.Env, ss.Releases = b.Desired, b.Current, b.Env, b.Releases
+	})
+	j.updateRecord(func(r *Record) { r.Release = "" })
+	return err
 }
 
 // syncTree makes the files of a release durable before a saved state

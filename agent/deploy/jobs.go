@@ -141,8 +141,17 @@ func (j *job) build(ctx context.Context, req Request) error {
 		ID: id, Dir: dir, Command: plan.Start, Env: env, CreatedAt: now,
 		Repo: source.Redact(req.Repo), Ref: req.Ref, Commit: commit,
 	}
-	promoted, err := j.cutover(ctx, rel, true)
-	keep = promoted
+	if req.push != nil {
+		cand, err := j.launch(ctx, rel)
+		if err != nil {
+			return err
+		}
+		return j.stage("cutover", func() error {
+			keep, err = j.awaitGit(ctx, rel, cand, req.push)
+			return err
+		})
+	}
+	keep, err = j.cutover(ctx, rel, true)
 	return err
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coder-slots/coder-slots/agent/source"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
@@ -34,11 +36,17 @@ type Push struct {
 	// the pre-receive hook), a folder directly in the repository's
 	// objects folder; empty when git received the objects in place.
 	Quarantine string `json:"quarantine,omitempty"`
+	// Receiver is the pid of the push's git receive-pack (the hook's
+	// parent): the deploy switches the slot only as it moves the branch,
+	// and gives up when it exits without doing so (see RefUpdate).
+	Receiver int `json:"receiver"`
 }
 
-// pushSource is where a pushed release's code comes from.
+// pushSource is where a pushed release's code comes from, and how the
+// deploy meets git again.
 type pushSource struct {
 	repo, quarantine, commit string
+	pending                  *pendingPush
 }
 
 // check validates p for slot's repository repo and returns the
@@ -130,7 +138,9 @@ func (p Push) checkRef(ctx context.Context, g *source.Git) error {
 
 // Push starts deploying a pushed commit into the slot, with trigger
 // git-push; the caller (the repository's pre-receive hook) follows the
-// deploy and lets git move the branch only when it succeeds. Every push
+// deploy until the new release is healthy (PushWaiting), and lets git go
+// on; the slot switches to it as git moves the branch (RefUpdate), never
+// otherwise. Every push
 // rule is applied here, whoever asks (the hook is only the first check):
 // a valid branch name, full commit ids, no deletion, the quarantine inside
 // the slot's repository, the branch still at p.Old, and a fast-forward. A
@@ -146,22 +156,49 @@ func (d *Deployer) Push(name string, p Push) (Record, error) {
 	}
 	ps := &pushSource{repo: repo, quarantine: q, commit: strings.ToLower(p.Commit)}
 	var slotEnv map[string]string
+	pidfd := -1
 	j, err := d.begin(name, TriggerGitPush, func(ss state.Slot, r *Record) (bool, error) {
 		ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
 		defer cancel()
 		if err := p.checkRef(ctx, &source.Git{CacheDir: repo, Env: d.cfg.Env, Quarantine: q}); err != nil {
 			return false, err
 		}
+		// The pid is watched through a pidfd opened while the hook, its
+		// child, runs: a reused pid is never taken for it.
+		var err error
+		if p.Receiver <= 1 {
+			err = unix.ESRCH
+		} else {
+			pidfd, err = unix.PidfdOpen(p.Receiver, 0)
+		}
+		if err != nil {
+			return false, invalid("the push's receive-pack (pid %d) cannot be watched: %v", p.Receiver, err)
+		}
 		r.Repo, r.Ref, r.Commit = repo, p.Branch, ps.commit
 		slotEnv = ss.Env
 		return true, nil
 	})
 	if err != nil {
+		if pidfd >= 0 {
+			_ = unix.Close(pidfd)
+		}
 		return Record{}, err
 	}
+	pp := &pendingPush{id: j.rec.ID, ref: "refs/heads/" + p.Branch, commit: ps.commit, receiver: p.Receiver,
+		ready: make(chan struct{}), gone: watchExit(d.ctx, pidfd), calls: make(chan refCall), done: make(chan struct{})}
+	ps.pending = pp
+	d.mu.Lock()
+	d.pushes[name] = pp
+	d.mu.Unlock()
 	j.sink.SetSecrets(j.slot.Secrets(slotEnv))
 	rec := *j.rec
 	j.run(func(ctx context.Context) error {
+		defer func() {
+			d.mu.Lock()
+			delete(d.pushes, name)
+			d.mu.Unlock()
+			close(pp.done)
+		}()
 		return j.build(ctx, Request{Repo: repo, Ref: p.Branch, push: ps})
 	})
 	return rec, nil

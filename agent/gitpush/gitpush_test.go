@@ -208,7 +208,7 @@ func TestTheHookFailsClosedWhenTheBinaryIsGone(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "slotagent")
 	// A stand-in for the binary: it records how the hook ran it.
 	args := filepath.Join(t.TempDir(), "args")
-	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho \"$@\" > "+args+"\ncat >/dev/null\n"), 0o755); err != nil {
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho \"$@\" >> "+args+"\ncat >/dev/null\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	repo, err := Ensure(context.Background(), data, "a", bin)
@@ -218,7 +218,7 @@ func TestTheHookFailsClosedWhenTheBinaryIsGone(t *testing.T) {
 	if out, ok := pushTo(t, repo, "main"); !ok {
 		t.Fatalf("push through the stand-in refused:\n%s", out)
 	}
-	if b, _ := os.ReadFile(args); string(b) != "git-hook pre-receive\n" {
+	if b, _ := os.ReadFile(args); string(b) != "git-hook pre-receive\ngit-hook reference-transaction prepared\ngit-hook reference-transaction committed\n" {
 		t.Fatalf("the hook ran the binary with %q", b)
 	}
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -19,8 +18,12 @@ import (
 type Agent interface {
 	// Push starts the deploy of a pushed commit.
 	Push(ctx context.Context, slot string, p deploy.Push) (deploy.Record, error)
-	// FollowLog copies a deploy's log to w until the deploy ends.
-	FollowLog(ctx context.Context, id string, w io.Writer) error
+	// FollowPush copies a push deploy's log to w until the deploy ends or
+	// waits for git.
+	FollowPush(ctx context.Context, id string, w io.Writer) error
+	// RefUpdate reports a reference-transaction hook's run and returns
+	// what the pusher should read.
+	RefUpdate(ctx context.Context, slot string, ev deploy.RefEvent) (string, error)
 	// Deploy returns a deploy's record.
 	Deploy(ctx context.Context, id string) (deploy.Record, error)
 }
@@ -114,18 +117,21 @@ type Hook struct {
 	GitDir string
 	// Quarantine is GIT_QUARANTINE_PATH from git.
 	Quarantine string
+	// Receiver is the pid of the git process that runs the hook
+	// (receive-pack, for a push).
+	Receiver int
 	// Dial returns the agent of a data dir.
 	Dial func(dataDir string) Agent
 	// Out receives what the pusher sees.
 	Out io.Writer
 }
 
-// Run deploys the push described by in (pre-receive's input) and returns
-// nil only when the deploy succeeded; its error is the reason the push is
-// refused. git, and the git commands the hook runs, see the pushed objects
-// through the environment git gave the hook.
+// Run is the pre-receive hook: it has the agent build and health-check the
+// push described by in and returns nil once the new release is up and
+// waits for git; its error is the reason the push is refused. The slot
+// switches to the release only as git moves the branch (Transaction).
 func (h *Hook) Run(ctx context.Context, in io.Reader) error {
-	repo, dataDir, slot, err := Locate(h.GitDir)
+	_, dataDir, slot, err := Locate(h.GitDir)
 	if err != nil {
 		return err
 	}
@@ -138,44 +144,60 @@ func (h *Hook) Run(ctx context.Context, in io.Reader) error {
 		return err
 	}
 	agent := h.Dial(dataDir)
-	rec, err := agent.Push(ctx, slot, deploy.Push{Branch: branch, Old: u.Old, Commit: u.New, Quarantine: h.Quarantine})
+	rec, err := agent.Push(ctx, slot, deploy.Push{Branch: branch, Old: u.Old, Commit: u.New, Quarantine: h.Quarantine, Receiver: h.Receiver})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(h.Out, "slotagent: deploying %s (branch %s) into slot %s: deploy %s\n", shortID(u.New), branch, slot, rec.ID)
-	if err := agent.FollowLog(ctx, rec.ID, h.Out); err != nil {
+	if err := agent.FollowPush(ctx, rec.ID, h.Out); err != nil {
 		return fmt.Errorf("follow deploy %s: %w", rec.ID, err)
 	}
 	if rec, err = agent.Deploy(ctx, rec.ID); err != nil {
 		return err
 	}
-	if rec.Status != deploy.Succeeded {
-		msg, _, _ := strings.Cut(rec.Error, "\n")
-		return fmt.Errorf("deploy %s %s: %s; the slot keeps serving what it served", rec.ID, rec.Status, msg)
+	switch rec.Status {
+	case deploy.Running:
+		fmt.Fprintf(h.Out, "slotagent: %s is up; slot %s switches to it as git moves branch %s\n", shortID(u.New), slot, branch)
+		return nil
+	case deploy.Succeeded:
+		return nil
 	}
-	if prev := trackedBranch(repo); prev != branch {
-		if err := git(ctx, outsideQuarantine(), "--git-dir="+repo, "symbolic-ref", "HEAD", u.Ref); err != nil {
-			return fmt.Errorf("slot %s deployed %s, but tracking it failed: %w", slot, branch, err)
-		}
-		fmt.Fprintf(h.Out, "slotagent: slot %s now tracks branch %s (was %s)\n", slot, branch, prev)
-	}
-	fmt.Fprintf(h.Out, "slotagent: slot %s serves %s (release %s)\n", slot, shortID(u.New), rec.Release)
-	return nil
+	msg, _, _ := strings.Cut(rec.Error, "\n")
+	return fmt.Errorf("deploy %s %s: %s; the slot keeps serving what it served", rec.ID, rec.Status, msg)
 }
 
-// outsideQuarantine is the hook's environment without the variables that
-// make git refuse ref changes during a push.
-func outsideQuarantine() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_DIR":
-			continue
-		}
-		env = append(env, kv)
+// Transaction is one run of the repository's reference-transaction hook
+// in state (prepared, committed or aborted), with the refs git updates on
+// in: it tells the agent, whose push deploy switches the slot as git
+// moves the branch (see deploy.RefUpdate). An error in state prepared
+// makes git abort the update: so does an agent that does not answer,
+// since a push it cannot see through must not land.
+func (h *Hook) Transaction(ctx context.Context, state string, in io.Reader) error {
+	_, dataDir, slot, err := Locate(h.GitDir)
+	if err != nil {
+		return err
 	}
-	return env
+	ev := deploy.RefEvent{State: state, Receiver: h.Receiver}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		// Symbolic refs may come as "ref:<name>" values: they are no
+		// branch moving to a commit, which is what a deploy waits for.
+		if f := strings.Fields(sc.Text()); len(f) == 3 {
+			ev.Changes = append(ev.Changes, deploy.RefChange{Old: f[0], New: f[1], Ref: f[2]})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read hook input: %w", err)
+	}
+	msg, err := h.Dial(dataDir).RefUpdate(ctx, slot, ev)
+	if msg != "" {
+		fmt.Fprintf(h.Out, "slotagent: %s\n", msg)
+	}
+	if err != nil && state != deploy.RefPrepared {
+		fmt.Fprintf(h.Out, "slotagent: %v\n", err)
+		return nil
+	}
+	return err
 }
 
 func shortID(id string) string {

@@ -1,16 +1,38 @@
 // Package gitpush makes `git push` deploy a slot. Each slot gets a bare
-// repository, <data dir>/git/<slot>.git (deploy.GitRepo), whose
-// pre-receive hook runs the slotagent binary: hooks/pre-receive is a small
-// fixed script (hookScript: the same text in every repository, nothing
-// from input is written into it or run by a shell) that runs the binary
-// hooks/slotagent links to, and refuses the push when that binary is gone,
-// so a moved binary fails closed instead of letting git skip the hook. The
-// hook
-// asks the running agent, over its control socket, to deploy the pushed
-// commit, streams the deploy's log back to the pusher (git shows it as
-// "remote: …" lines) and exits non-zero when the deploy fails, so git does
-// not move the branch and the push is rejected while the old release keeps
-// serving.
+// repository, <data dir>/git/<slot>.git (deploy.GitRepo), whose hooks run
+// the slotagent binary: hooks/pre-receive and hooks/reference-transaction
+// are one small fixed script (hookScript: the same text in every
+// repository, nothing from input is written into it or run by a shell)
+// that runs the binary hooks/slotagent links to, and refuses when that
+// binary is gone, so a moved binary fails closed instead of letting git
+// skip the hook.
+//
+// The invariant: a push that git does not accept changes nothing that
+// serves; a push that git accepts is what serves. pre-receive alone cannot
+// give it, because git may refuse the ref update after pre-receive
+// accepted (the branch moved since the push began: "is at B but expected
+// A"; a ref in the way: main for main/x). So a push is deployed in two
+// halves, with the agent holding the slot throughout (no other deploy,
+// push or rollback meanwhile):
+//
+//   - pre-receive (Hook.Run) applies the policy (Check; the agent applies
+//     it again, with what needs the repository, against the branch's value
+//     now), has the agent build the commit and start it beside the serving
+//     release until its health gate passes, streaming the deploy's log
+//     back to the pusher ("remote: …" lines), and exits 0 then. Nothing
+//     serves the new release yet; any failure rejects the push.
+//   - reference-transaction (Hook.Transaction) runs as git updates the
+//     ref. In state "prepared" git holds the ref's lock and has checked its
+//     old value and its place among the other refs: every reason git has to
+//     refuse is behind it, and the slot switches then (a failed switch
+//     makes the hook refuse, and git aborts). In "committed" the agent reads
+//     the branch, makes it the tracked one and drains the previous app.
+//
+// Whatever happens otherwise — "aborted", receive-pack gone (a pidfd of
+// the hook's parent, opened while it surely lives), no news within a
+// bound, the pusher disconnected — the deploy reads the branch in the
+// repository and lets it decide: the pushed commit serves when, and only
+// when, the branch points at it (see agent/deploy's pushwait.go).
 //
 // Quarantine: while pre-receive runs, git keeps the pushed objects in a
 // quarantine folder inside the repository's objects folder
@@ -22,7 +44,7 @@
 // own objects after (GIT_OBJECT_DIRECTORY and
 // GIT_ALTERNATE_OBJECT_DIRECTORIES, as git sets them for the hook). No
 // objects are copied, no bundle is made; the quarantine lives as long as
-// the hook, and the hook waits for the deploy.
+// the hook, and the hook waits for the checkout.
 //
 // The hook finds the agent from where the repository is: its data dir is
 // the folder above git/, so no environment is needed (git runs the hook
@@ -50,6 +72,10 @@ import (
 // reached through a link of that name runs the hook (as the hook of a
 // repository made before hookScript existed, until the agent rewrites it).
 const HookName = "pre-receive"
+
+// TransactionHook is the name of the hook git runs as it updates refs:
+// the push's deploy switches the slot there (see Hook.Transaction).
+const TransactionHook = "reference-transaction"
 
 // binaryLink is the link, in the hooks folder, to the slotagent binary
 // that hookScript runs.
@@ -198,7 +224,8 @@ func create(ctx context.Context, repo string) error {
 	return nil
 }
 
-// installHooks writes hookScript as the repository's pre-receive hook and
+// installHooks writes hookScript as the repository's pre-receive and
+// reference-transaction hooks and
 // points hooks/slotagent at exe, each replaced atomically when it differs.
 func installHooks(repo, exe string) error {
 	hooks := filepath.Join(repo, "hooks")
@@ -208,8 +235,10 @@ func installHooks(repo, exe string) error {
 	if err := replaceLink(filepath.Join(hooks, binaryLink), exe); err != nil {
 		return fmt.Errorf("link the hook's binary: %w", err)
 	}
-	if err := writeScript(filepath.Join(hooks, HookName)); err != nil {
-		return fmt.Errorf("write the %s hook: %w", HookName, err)
+	for _, name := range []string{HookName, TransactionHook} {
+		if err := writeScript(filepath.Join(hooks, name)); err != nil {
+			return fmt.Errorf("write the %s hook: %w", name, err)
+		}
 	}
 	return nil
 }

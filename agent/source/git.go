@@ -482,3 +482,25 @@ func (g *Git) IsAncestor(ctx context.Context, old, new string) (bool, error) {
 	}
 	return g.yesNo(ctx, "compare commits "+old+" and "+new, 1, "merge-base", "--is-ancestor", "--end-of-options", old, new)
 }
+
+// SetHead points the repository's HEAD at branch (the branch a slot's
+// push repository tracks) and returns the branch it named before. No hook
+// runs: it is the agent's own change.
+func (g *Git) SetHead(ctx context.Context, branch string) (string, error) {
+	if err := ValidateBranch(branch); err != nil {
+		return "", err
+	}
+	env := gitEnv(g.Env)
+	out, _, err := runGit(ctx, env, "", nil, nil, g.gitDir(), "symbolic-ref", "--quiet", "--short", "HEAD")
+	prev := strings.TrimSpace(out)
+	if err != nil {
+		prev = ""
+	}
+	if prev == branch {
+		return prev, nil
+	}
+	if _, _, err := runGit(ctx, env, "", nil, nil, "-c", "core.hooksPath=/dev/null", g.gitDir(), "symbolic-ref", "HEAD", "refs/heads/"+branch); err != nil {
+		return prev, fmt.Errorf("point HEAD at %s: %w", branch, err)
+	}
+	return prev, nil
+}

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,11 +66,17 @@ func refOf(t *testing.T, repo, ref string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// deploys lists slot a's deploy records, newest first.
+// deploys lists slot a's deploy records, newest first, once none runs (a
+// push's deploy ends just after git moved the branch and the push
+// returned).
 func (a *agent) deploys() []admin.DeployRecord {
 	var list admin.DeployList
-	a.apiJSON("/api/slots/a/deploys", &list)
-	return list.Deploys
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a.apiJSON("/api/slots/a/deploys", &list)
+		if len(list.Deploys) == 0 || list.Deploys[0].Status != deploy.Running || time.Now().After(deadline) {
+			return list.Deploys
+		}
+	}
 }
 
 // controlPost posts body as JSON to the agent's control socket and returns
@@ -132,7 +139,7 @@ func TestGitPushDeploysAndRejectsFailedDeploys(t *testing.T) {
 	if !ok {
 		t.Fatalf("first push failed:\n%s\nagent:\n%s", out, a.stderr())
 	}
-	for _, want := range []string{"remote: ", "==> fetch", "==> install", "npm ci", "==> health", "==> cutover", "deploy succeeded", "[new branch]"} {
+	for _, want := range []string{"remote: ", "==> fetch", "==> install", "npm ci", "==> health", "==> waiting for git", "slotagent: slot a serves ", "[new branch]"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("push output lacks %q:\n%s", want, out)
 		}
@@ -215,7 +222,7 @@ func TestGitPushDeploysAndRejectsFailedDeploys(t *testing.T) {
 	setVersion(t, work, "v3")
 	v3 := commit(t, work, "v3 with is-number")
 	out, ok = gitPush(t, work, nil, repo, "feature")
-	if !ok || !strings.Contains(out, "npm ci") || strings.Contains(out, "reused node_modules") || !strings.Contains(out, "now tracks branch feature (was main)") {
+	if !ok || !strings.Contains(out, "npm ci") || strings.Contains(out, "reused node_modules") || !strings.Contains(out, "it now tracks branch feature (was main)") {
 		t.Fatalf("push of a branch with new dependencies:\n%s", out)
 	}
 	if _, b := body(t, a.url("a", "/")); b != "hello v3 1m" {
@@ -372,6 +379,79 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 	if got := refOf(t, repo, "refs/heads/fresh"); got != "" {
 		t.Fatalf("branch created without an agent: %s", got)
 	}
+}
+
+// A push that git does not accept changes nothing that serves; a push it
+// accepts is what serves (issue 25): git may refuse a branch's update after
+// pre-receive accepted the push.
+func TestGitPushServesWhatGitAccepts(t *testing.T) {
+	a, work, repo := pushAgent(t)
+	if out, ok := gitPush(t, work, nil, repo, "main"); !ok {
+		t.Fatalf("first push:\n%s\nagent:\n%s", out, a.stderr())
+	}
+	v1 := gitRun(t, work, "rev-parse", "HEAD")
+	serving := a.processes().Processes[1]
+	unchanged := func(what string, branch string) {
+		t.Helper()
+		if code, b := body(t, a.url("a", "/")); code != 200 || b != "hello v1 1m" {
+			t.Fatalf("%s: slot a serves %d %q", what, code, b)
+		}
+		if now := a.processes().Processes[1]; now.Release != serving.Release || now.PID != serving.PID {
+			t.Fatalf("%s: slot a changed: %+v -> %+v", what, serving, now)
+		}
+		if out := a.mustCLI("git-remote", "a"); !strings.Contains(out, "git push slot-a main\n") {
+			t.Fatalf("%s: git-remote:\n%s", what, out)
+		}
+		rec := a.deploys()[0]
+		if rec.Status != deploy.Failed || rec.Ref != branch || !strings.Contains(rec.Error, "git did not move branch "+branch) {
+			t.Fatalf("%s: record %+v", what, rec)
+		}
+	}
+
+	// Deterministic: main/x cannot exist beside main, which git finds as
+	// it locks the ref, after pre-receive.
+	setVersion(t, work, "v2")
+	commit(t, work, "v2")
+	out, ok := gitPush(t, work, nil, repo, "HEAD:refs/heads/main/x")
+	if ok || !strings.Contains(out, "'refs/heads/main' exists; cannot create 'refs/heads/main/x'") {
+		t.Fatalf("push of main/x beside main:\n%s", out)
+	}
+	if refOf(t, repo, "refs/heads/main/x") != "" || refOf(t, repo, "refs/heads/main") != v1 {
+		t.Fatalf("refs moved: main %s", refOf(t, repo, "refs/heads/main"))
+	}
+	unchanged("main/x", "main/x")
+
+	// The race: C is pushed from v1; while its deploy runs, main moves to
+	// B (another writer, here update-ref); git then refuses C.
+	gitRun(t, work, "reset", "-q", "--hard", v1)
+	writeFile(t, filepath.Join(work, "server.js"), "setTimeout(() => {\n"+sampleServer+"}, 1500);\n")
+	setVersion(t, work, "c")
+	commit(t, work, "c, slow to listen")
+	b := gitRun(t, repo, "commit-tree", "-p", v1, "-m", "b", v1+"^{tree}")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out, ok = gitPush(t, work, nil, repo, "main")
+	}()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		var list admin.DeployList
+		a.apiJSON("/api/slots/a/deploys", &list)
+		if r := list.Deploys[0]; r.Status == deploy.Running && slices.ContainsFunc(r.Stages, func(s deploy.Stage) bool { return s.Name == "start" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the push's deploy did not start its app: %+v", list.Deploys[0])
+		}
+	}
+	gitRun(t, repo, "update-ref", "refs/heads/main", b, v1)
+	<-done
+	if ok || !strings.Contains(out, "is at "+b+" but expected "+v1) {
+		t.Fatalf("push of C after main moved:\n%s", out)
+	}
+	if refOf(t, repo, "refs/heads/main") != b {
+		t.Fatalf("main is at %s, want B %s", refOf(t, repo, "refs/heads/main"), b)
+	}
+	unchanged("C", "main")
 }
 
 func TestConcurrentGitPushes(t *testing.T) {
@@ -549,7 +629,7 @@ func TestGitPushOverSSH(t *testing.T) {
 	}
 	gitRun(t, work, "remote", "add", "slot-a", remote)
 	out, ok := gitPush(t, work, ssh, "slot-a", "main")
-	if !ok || !strings.Contains(out, "remote: ") || !strings.Contains(out, "==> health") || !strings.Contains(out, "deploy succeeded") {
+	if !ok || !strings.Contains(out, "remote: ") || !strings.Contains(out, "==> health") || !strings.Contains(out, "slotagent: slot a serves ") {
 		t.Fatalf("push over ssh:\n%s\nagent:\n%s", out, a.stderr())
 	}
 	if _, b := body(t, a.url("a", "/")); b != "hello v1 1m" {
