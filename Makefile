@@ -57,10 +57,13 @@ tf-mirror:
 # bases made locally); empty: the Dockerfile's defaults.
 GO_IMAGE   ?=
 NODE_IMAGE ?=
+# WITH_GO=1 puts the Go toolchain in the image, so slots deploy Go modules.
+WITH_GO    ?=
 image:
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers here (docker info fails)"; exit 1; }
 	docker build -f images/Dockerfile --build-arg VERSION=$(VERSION) \
 	  $(if $(GO_IMAGE),--build-arg GO_IMAGE=$(GO_IMAGE)) $(if $(NODE_IMAGE),--build-arg NODE_IMAGE=$(NODE_IMAGE)) \
+	  $(if $(WITH_GO),--build-arg WITH_GO=$(WITH_GO)) \
 	  -t $(IMAGE) .
 
 clean:

@@ -112,13 +112,14 @@ func Pinned(ref string) bool {
 }
 
 // Render writes the build-mode Dockerfile for a template: the base image
-// with Node.js, the Debian packages slotagent's apps need plus the extra
+// with Node.js, the Debian packages slotagent's apps need (Python 3 with
+// venv and pip among them) plus the extra
 // ones, pnpm, a coder user (uid 1000) and slotagent, taken from the
 // workspace image im.Ref. Every value comes from a validated config
 // (image references and Debian package names), so nothing in it can
 // break out of its instruction. The result is checked with Inspect.
 func Render(im config.Image, postgres bool) ([]byte, error) {
-	pkgs := []string{"ca-certificates", "curl", "git", "openssh-client", "procps"}
+	pkgs := []string{"ca-certificates", "curl", "git", "openssh-client", "procps", "python3", "python3-venv", "python3-pip"}
 	if postgres {
 		pkgs = append(pkgs, "postgresql", "postgresql-client")
 	}

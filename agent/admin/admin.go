@@ -218,6 +218,10 @@ type ProcessRow struct {
 	URL      string `json:"url,omitempty"`
 	Release  string `json:"release,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// Language and Plan of a slot's release: what the app is and how it
+	// was installed, built and started.
+	Language string `json:"language,omitempty"`
+	Plan     string `json:"plan,omitempty"`
 }
 
 // ProcessList is the answer of GET /api/processes.
@@ -242,11 +246,12 @@ func (a *API) processList() ProcessList {
 	}
 	rows := []ProcessRow{self}
 	for _, s := range a.b.Slots() {
-		row := ProcessRow{Name: slot.ProcessName(s.Name), Type: s.Type, Slot: s.Name, URL: s.URL, Release: s.Release, Error: s.Error}
+		row := ProcessRow{Name: slot.ProcessName(s.Name), Type: s.Type, Slot: s.Name, URL: s.URL, Release: s.Release, Error: s.Error,
+			Language: s.Language, Plan: s.Plan}
 		if s.Process != nil {
 			fillFromInfo(&row, *s.Process)
 		} else {
-			// The placeholder is served in-process by the agent.
+			// The placeholder and a static site are served in-process by the agent.
 			row.Status, row.PID, row.Uptime = self.Status, self.PID, self.Uptime
 		}
 		rows = append(rows, row)

@@ -43,7 +43,7 @@ func (a *API) processRow(w http.ResponseWriter, r *http.Request) {
 type LegacyStatus struct {
 	PM2  PM2Process `json:"pm2"`
 	Slot LegacySlot `json:"slot"`
-	// Type is "placeholder" or "app".
+	// Type is "placeholder", "app" or "static".
 	Type string `json:"type"`
 	URL  string `json:"url"`
 }

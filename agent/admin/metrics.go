@@ -123,7 +123,7 @@ func (c processCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up, row.Name, row.Slot)
 		ch <- prometheus.MustNewConstMetric(restartDesc, prometheus.CounterValue, float64(row.Restarts), row.Name, row.Slot)
-		if row.Type == "admin" || row.Type == "placeholder" {
+		if row.Type == "admin" || row.Type == "placeholder" || row.Type == "static" {
 			continue // the agent itself, in the standard process_* metrics
 		}
 		ch <- prometheus.MustNewConstMetric(cpuDesc, prometheus.GaugeValue, row.CPU, row.Name, row.Slot)

@@ -1,11 +1,21 @@
-// Package buildpack detects how to install, build and start a Node.js app,
-// and runs the install and build steps.
+// Package buildpack detects what kind of app a folder holds and how to
+// install, build and start it, and runs the install and build steps.
 //
-// Detect looks at an app directory (a release checkout) and returns a Plan:
-// the package manager chosen by the lockfile, the install command, the build
-// command and the start command. A Runner then installs the dependencies
-// (reusing the previous release's node_modules through hard links when the
-// lockfile did not change) and runs the build, streaming all output to a log.
+// Detection is one table (packs), one entry per language in the shape of a
+// Heroku buildpack: detect (do the app's files say it is mine?) and plan
+// (how to install, build and start it). The first entry whose detect
+// matches plans the app: Node.js (package.json), Go (go.mod), Python
+// (requirements.txt, or pyproject.toml with uv.lock or poetry.lock), then a
+// static site (index.html at the root). How an app starts is the explicit
+// start option, else the Procfile's web: line, else the language's default;
+// an app with neither a language nor a start command is refused. A static
+// site has no process: the agent serves its folder itself.
+//
+// Detect returns a Plan; a Runner then installs the dependencies (reusing
+// the previous release's node_modules through hard links, or a Python
+// virtualenv kept per dependency set, when the lockfile did not change; Go
+// modules and build results from caches shared between releases) and runs
+// the build, streaming all output to a log.
 //
 // Every child process is started through package reaper, since the agent's
 // wait loop reaps all children.
@@ -38,6 +48,9 @@ const (
 
 // Plan says how to install, build and start one app directory.
 type Plan struct {
+	// Language is the kind of app Detect found; "" for an app of no known
+	// language that starts with an explicit or Procfile command.
+	Language Language
 	// Manager is the package manager, chosen by the lockfile (npm when there
 	// is none). It is "" when the app has no package.json, which Detect only
 	// accepts together with an explicit start command.
@@ -62,6 +75,15 @@ type Plan struct {
 	// package.json's main names an existing file, else "node server.js" or
 	// "node index.js" when that file exists.
 	Start string
+	// Static is set for a site served by the agent from a folder (no
+	// process): Start is then "". StaticDir is that folder, relative to the
+	// app; "" means the build's output, the first of StaticDirs that exists
+	// once the build ran (see StaticRoot).
+	Static    bool
+	StaticDir string
+	// Path lists folders, relative to the app, that go first on the app's
+	// PATH (Go: "bin", so a Procfile may name the built binary).
+	Path []string
 	// LockHash identifies the installed dependencies: a hex SHA-256 over the
 	// manager, the lockfile, package.json and the package manager's config
 	// files (.npmrc, .yarnrc, .yarnrc.yml, pnpm-workspace.yaml,
@@ -76,6 +98,9 @@ type Options struct {
 	Build string
 	// Start is a start command line, run with sh -c exactly as given.
 	Start string
+	// StaticDir is the folder of a static site, relative to the app, for an
+	// app with no start command.
+	StaticDir string
 }
 
 // lockfiles lists the lockfiles Detect knows, in the order they are reported.
@@ -126,33 +151,14 @@ func (pj *packageJSON) needsInstall() bool {
 	return false
 }
 
-// Detect decides how to install, build and start the app in dir. Each error
-// is a one-line message meant for the user: several lockfiles, a lockfile
-// whose package manager is not installed, no package.json and no start
-// option, an empty start or build option, an invalid package.json, or no way
-// to start the app.
-func Detect(dir string, opt Options) (Plan, error) {
-	var p Plan
-	if opt.Start != "" && strings.TrimSpace(opt.Start) == "" {
-		return p, errors.New("empty start command")
-	}
-	if opt.Build != "" && strings.TrimSpace(opt.Build) == "" {
-		return p, errors.New("empty build command")
-	}
-	if info, err := os.Stat(dir); err != nil {
-		return p, fmt.Errorf("app directory: %w", err)
-	} else if !info.IsDir() {
-		return p, fmt.Errorf("app directory %s is not a directory", dir)
-	}
-
+// detectNode plans a Node.js app (dir has a package.json, whose contents
+// are pkgData): the package manager by the lockfile, its install, the build
+// script, and the start (start, when not empty, is the explicit or Procfile
+// command). An app without a way to start that has a build (or a static
+// folder named in opt) becomes a static site served from the build's output.
+func detectNode(dir string, opt Options, start string) (Plan, error) {
+	p := Plan{Language: Node}
 	pkgData, err := os.ReadFile(filepath.Join(dir, "package.json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		if opt.Start == "" {
-			return p, errors.New("no package.json in the app and no --start command: nothing to run")
-		}
-		p.Build, p.Start = opt.Build, opt.Start
-		return p, nil
-	}
 	if err != nil {
 		return p, fmt.Errorf("read package.json: %w", err)
 	}
@@ -181,8 +187,12 @@ func Detect(dir string, opt Options) (Plan, error) {
 	}
 
 	var startViaManager bool
-	if p.Start, startViaManager, err = detectStart(dir, opt.Start, p.Manager, &pj); err != nil {
-		return p, err
+	if p.Start, startViaManager, err = detectStart(dir, start, p.Manager, &pj); err != nil {
+		if p.Build == "" && opt.StaticDir == "" {
+			return p, err
+		}
+		// Nothing to start, something built: the build's output is a site.
+		p.Start, p.Static, p.StaticDir = "", true, opt.StaticDir
 	}
 	usesManager = usesManager || startViaManager
 
@@ -295,16 +305,23 @@ func yarnBerry(path string) bool {
 
 // lockHash hashes everything that determines the installed node_modules.
 func lockHash(dir string, m Manager, lockfile string, pkgData []byte) (string, error) {
+	names := hashedConfig
+	if lockfile != "" {
+		names = append([]string{lockfile}, hashedConfig...)
+	}
+	return hashParts(dir, [][2]string{{"buildpack-lockhash-v1", string(m)}, {"package.json", string(pkgData)}}, names)
+}
+
+// hashParts is a hex SHA-256 over the named values, then over the files
+// of dir named (those that exist), each part as name, length, contents.
+func hashParts(dir string, values [][2]string, names []string) (string, error) {
 	h := sha256.New()
 	part := func(name string, data []byte) {
 		fmt.Fprintf(h, "%s\x00%d\x00", name, len(data))
 		h.Write(data)
 	}
-	part("buildpack-lockhash-v1", []byte(m))
-	part("package.json", pkgData)
-	names := hashedConfig
-	if lockfile != "" {
-		names = append([]string{lockfile}, hashedConfig...)
+	for _, v := range values {
+		part(v[0], []byte(v[1]))
 	}
 	for _, name := range names {
 		data, err := os.ReadFile(filepath.Join(dir, name))
@@ -319,18 +336,12 @@ func lockHash(dir string, m Manager, lockfile string, pkgData []byte) (string, e
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// detectStart finds the start command line and reports whether it runs
-// through the package manager.
+// detectStart finds the start command line of a Node.js app (explicit: the
+// start option or the Procfile's web: line, when not empty) and reports
+// whether it runs through the package manager.
 func detectStart(dir, explicit string, m Manager, pj *packageJSON) (string, bool, error) {
 	if explicit != "" {
 		return explicit, false, nil
-	}
-	web, ok, err := procfileWeb(filepath.Join(dir, "Procfile"))
-	if err != nil {
-		return "", false, err
-	}
-	if ok {
-		return web, false, nil
 	}
 	if strings.TrimSpace(pj.Scripts["start"]) != "" {
 		return string(m) + " start", true, nil

@@ -78,47 +78,47 @@ func TestDetect(t *testing.T) {
 		{
 			name:  "package-lock.json",
 			files: map[string]string{"package.json": pkgWithStart, "package-lock.json": "{}"},
-			want:  Plan{Manager: NPM, Lockfile: "package-lock.json", Install: npmCI, Start: "npm start"},
+			want:  Plan{Language: Node, Manager: NPM, Lockfile: "package-lock.json", Install: npmCI, Start: "npm start"},
 		},
 		{
 			name:  "npm-shrinkwrap.json wins over package-lock.json",
 			files: map[string]string{"package.json": pkgWithStart, "package-lock.json": "{}", "npm-shrinkwrap.json": "{}"},
-			want:  Plan{Manager: NPM, Lockfile: "npm-shrinkwrap.json", Install: npmCI, Start: "npm start"},
+			want:  Plan{Language: Node, Manager: NPM, Lockfile: "npm-shrinkwrap.json", Install: npmCI, Start: "npm start"},
 		},
 		{
 			name:  "yarn.lock (classic)",
 			files: map[string]string{"package.json": pkgWithStart, "yarn.lock": "# yarn lockfile v1\n"},
-			want:  Plan{Manager: Yarn, Lockfile: "yarn.lock", Install: yarnClass, Start: "yarn start"},
+			want:  Plan{Language: Node, Manager: Yarn, Lockfile: "yarn.lock", Install: yarnClass, Start: "yarn start"},
 		},
 		{
 			name:  "yarn.lock (berry)",
 			files: map[string]string{"package.json": pkgWithStart, "yarn.lock": berryLock},
-			want:  Plan{Manager: Yarn, Lockfile: "yarn.lock", Install: yarnBerryI, Start: "yarn start"},
+			want:  Plan{Language: Node, Manager: Yarn, Lockfile: "yarn.lock", Install: yarnBerryI, Start: "yarn start"},
 		},
 		{
 			name:  "pnpm-lock.yaml",
 			files: map[string]string{"package.json": pkgWithStart, "pnpm-lock.yaml": "lockfileVersion: '9.0'\n"},
-			want:  Plan{Manager: PNPM, Lockfile: "pnpm-lock.yaml", Install: pnpmI, Start: "pnpm start"},
+			want:  Plan{Language: Node, Manager: PNPM, Lockfile: "pnpm-lock.yaml", Install: pnpmI, Start: "pnpm start"},
 		},
 		{
 			name:  "no lockfile",
 			files: map[string]string{"package.json": pkgWithStart},
-			want:  Plan{Manager: NPM, Install: npmInstall, Start: "npm start"},
+			want:  Plan{Language: Node, Manager: NPM, Install: npmInstall, Start: "npm start"},
 		},
 		{
 			name:  "no lockfile and no dependencies: nothing to install",
 			files: map[string]string{"package.json": pkgNoDeps, "server.js": ""},
-			want:  Plan{Manager: NPM, Start: "node server.js"},
+			want:  Plan{Language: Node, Manager: NPM, Start: "node server.js"},
 		},
 		{
 			name:  "no dependencies but a postinstall script",
 			files: map[string]string{"package.json": `{"scripts":{"postinstall":"echo hi"}}`, "server.js": ""},
-			want:  Plan{Manager: NPM, Install: npmInstall, Start: "node server.js"},
+			want:  Plan{Language: Node, Manager: NPM, Install: npmInstall, Start: "node server.js"},
 		},
 		{
 			name:  "no dependencies but a lockfile",
 			files: map[string]string{"package.json": pkgNoDeps, "package-lock.json": "{}", "server.js": ""},
-			want:  Plan{Manager: NPM, Lockfile: "package-lock.json", Install: npmCI, Start: "node server.js"},
+			want:  Plan{Language: Node, Manager: NPM, Lockfile: "package-lock.json", Install: npmCI, Start: "node server.js"},
 		},
 		{
 			name:    "two lockfiles",
@@ -145,7 +145,7 @@ func TestDetect(t *testing.T) {
 		{
 			name:    "no package.json and no start",
 			files:   map[string]string{"server.js": ""},
-			wantErr: "no package.json in the app and no --start command: nothing to run",
+			wantErr: "no app found: looked for package.json, go.mod",
 		},
 		{
 			name:  "no package.json with an explicit start",
@@ -168,12 +168,12 @@ func TestDetect(t *testing.T) {
 		{
 			name:  "Procfile web: wins over scripts.start",
 			files: map[string]string{"package.json": pkgWithStart, "Procfile": "worker: node worker.js\nweb:  node web.js --port $PORT \n"},
-			want:  Plan{Manager: NPM, Install: npmInstall, Start: "node web.js --port $PORT"},
+			want:  Plan{Language: Node, Manager: NPM, Install: npmInstall, Start: "node web.js --port $PORT"},
 		},
 		{
 			name:  "Procfile without web: falls through",
 			files: map[string]string{"package.json": pkgWithStart, "Procfile": "worker: node worker.js\n"},
-			want:  Plan{Manager: NPM, Install: npmInstall, Start: "npm start"},
+			want:  Plan{Language: Node, Manager: NPM, Install: npmInstall, Start: "npm start"},
 		},
 		{
 			name:    "Procfile with an empty web:",
@@ -183,27 +183,27 @@ func TestDetect(t *testing.T) {
 		{
 			name:  "main",
 			files: map[string]string{"package.json": `{"main":"lib/app.js"}`, "lib/app.js": "", "server.js": ""},
-			want:  Plan{Manager: NPM, Start: "node lib/app.js"},
+			want:  Plan{Language: Node, Manager: NPM, Start: "node lib/app.js"},
 		},
 		{
 			name:  "main without extension",
 			files: map[string]string{"package.json": `{"main":"./lib/app"}`, "lib/app.js": ""},
-			want:  Plan{Manager: NPM, Start: "node lib/app"},
+			want:  Plan{Language: Node, Manager: NPM, Start: "node lib/app"},
 		},
 		{
 			name:  "main with a space is quoted",
 			files: map[string]string{"package.json": `{"main":"my app's.js"}`, "my app's.js": ""},
-			want:  Plan{Manager: NPM, Start: `node 'my app'\''s.js'`},
+			want:  Plan{Language: Node, Manager: NPM, Start: `node 'my app'\''s.js'`},
 		},
 		{
 			name:  "main that looks like a flag",
 			files: map[string]string{"package.json": `{"main":"-e.js"}`, "-e.js": ""},
-			want:  Plan{Manager: NPM, Start: "node ./-e.js"},
+			want:  Plan{Language: Node, Manager: NPM, Start: "node ./-e.js"},
 		},
 		{
 			name:  "main that does not exist falls back to server.js",
 			files: map[string]string{"package.json": `{"main":"gone.js"}`, "server.js": ""},
-			want:  Plan{Manager: NPM, Start: "node server.js"},
+			want:  Plan{Language: Node, Manager: NPM, Start: "node server.js"},
 		},
 		{
 			name:    "main outside the app",
@@ -213,12 +213,12 @@ func TestDetect(t *testing.T) {
 		{
 			name:  "server.js before index.js",
 			files: map[string]string{"package.json": pkgNoDeps, "server.js": "", "index.js": ""},
-			want:  Plan{Manager: NPM, Start: "node server.js"},
+			want:  Plan{Language: Node, Manager: NPM, Start: "node server.js"},
 		},
 		{
 			name:  "index.js",
 			files: map[string]string{"package.json": pkgNoDeps, "index.js": ""},
-			want:  Plan{Manager: NPM, Start: "node index.js"},
+			want:  Plan{Language: Node, Manager: NPM, Start: "node index.js"},
 		},
 		{
 			name:    "no start found",
@@ -228,20 +228,20 @@ func TestDetect(t *testing.T) {
 		{
 			name:  "build script",
 			files: map[string]string{"package.json": `{"scripts":{"build":"tsc","start":"node dist/server.js"}}`},
-			want:  Plan{Manager: NPM, Build: "npm run build", Start: "npm start"},
+			want:  Plan{Language: Node, Manager: NPM, Build: "npm run build", Start: "npm start"},
 		},
 		{
 			name: "build script with pnpm",
 			files: map[string]string{"package.json": `{"scripts":{"build":"tsc","start":"node dist/server.js"}}`,
 				"pnpm-lock.yaml": "lockfileVersion: '9.0'\n"},
-			want: Plan{Manager: PNPM, Lockfile: "pnpm-lock.yaml", Install: pnpmI, Build: "pnpm run build", Start: "pnpm start"},
+			want: Plan{Language: Node, Manager: PNPM, Lockfile: "pnpm-lock.yaml", Install: pnpmI, Build: "pnpm run build", Start: "pnpm start"},
 		},
 		{
 			name: "explicit overrides win",
 			files: map[string]string{"package.json": `{"scripts":{"build":"tsc","start":"node dist/server.js"}}`,
 				"Procfile": "web: node web.js\n", "server.js": ""},
 			opt:  Options{Build: "make assets && echo done", Start: "node custom.js | tee out.log"},
-			want: Plan{Manager: NPM, Build: "make assets && echo done", Start: "node custom.js | tee out.log"},
+			want: Plan{Language: Node, Manager: NPM, Build: "make assets && echo done", Start: "node custom.js | tee out.log"},
 		},
 		{
 			name:    "a lockfile needs its manager even with an explicit start",

@@ -37,8 +37,10 @@ type Runner struct {
 	// Env is the base environment of the commands; nil means the agent's own
 	// environment. Runner adds CI=true and, when CacheDir is set, the cache
 	// locations of the package managers: npm_config_cache=<CacheDir>/npm,
-	// YARN_CACHE_FOLDER=<CacheDir>/yarn and
-	// pnpm_config_store_dir=<CacheDir>/pnpm-store.
+	// YARN_CACHE_FOLDER=<CacheDir>/yarn,
+	// pnpm_config_store_dir=<CacheDir>/pnpm-store, and Go's
+	// GOMODCACHE=<CacheDir>/go/mod and GOCACHE=<CacheDir>/go/build (unless
+	// Env sets them).
 	Env []string
 	// CacheDir holds the package managers' shared, persistent caches; ""
 	// leaves them at their defaults. pnpm install also gets
@@ -61,7 +63,10 @@ type Runner struct {
 }
 
 // Install installs the dependencies of the app in dir as planned by p, and
-// reports whether it reused the previous release's node_modules instead.
+// reports whether it reused the previous release's node_modules (or, for
+// Python, the virtualenv of the same dependency set) instead. A Go plan
+// downloads its modules into the shared module cache; a Python plan fills
+// its virtualenv (see Venv); what follows is about Node.js.
 //
 // prev is the previous release's directory, or "". When prev has a
 // node_modules directory and its LockHashFile equals p.LockHash, Install
@@ -88,6 +93,15 @@ func (r *Runner) Install(ctx context.Context, dir string, p Plan, prev string) (
 	}
 	if p.Install == nil {
 		r.logf("nothing to install")
+		return false, nil
+	}
+	switch p.Language {
+	case Python:
+		return r.installPython(ctx, dir, p)
+	case Go:
+		if out, err := r.run(ctx, dir, p.Install); err != nil {
+			return false, out.fail("install", err)
+		}
 		return false, nil
 	}
 
@@ -143,7 +157,7 @@ func (r *Runner) Build(ctx context.Context, dir string, p Plan) error {
 		return fmt.Errorf("build: %w", err)
 	}
 	r.logf("$ %s", p.Build)
-	out, err := r.runLine(ctx, dir, []string{"sh", "-c", p.Build}, p.Build)
+	out, err := r.forPlan(dir, p).runLine(ctx, dir, []string{"sh", "-c", p.Build}, p.Build)
 	if err != nil {
 		return out.fail("build", err)
 	}
@@ -318,6 +332,13 @@ func (r *Runner) env() []string {
 			"YARN_CACHE_FOLDER="+filepath.Join(r.CacheDir, "yarn"),
 			"pnpm_config_store_dir="+r.pnpmStore(),
 		)
+		// Go: modules and build results shared by every release, unless
+		// the environment names caches of its own.
+		for _, kv := range [][2]string{{"GOMODCACHE", "mod"}, {"GOCACHE", "build"}} {
+			if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, kv[0]+"=") }) {
+				env = append(env, kv[0]+"="+filepath.Join(r.CacheDir, "go", kv[1]))
+			}
+		}
 	}
 	return env
 }

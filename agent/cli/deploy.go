@@ -49,8 +49,10 @@ func deployCmd() *cobra.Command {
 	f.StringVar(&req.Ref, "ref", "", "branch, tag or commit (default: the repository's default branch)")
 	f.StringVar(&req.Dir, "dir", "", "deploy this folder instead (a git work tree deploys HEAD plus uncommitted files)")
 	f.StringArrayVar(&env, "env", nil, "K=V added to the slot's env (repeatable)")
-	f.StringVar(&req.Build, "build", "", "build command (default: the package.json build script)")
-	f.StringVar(&req.Start, "start", "", "start command (default: Procfile web:, npm start, node <main>)")
+	f.StringVar(&req.Build, "build", "", "build command (default: the package.json build script; Go: go build of the main package)")
+	f.StringVar(&req.Start, "start", "", "start command (default: Procfile web:, else the language's: npm start, node <main>, the Go binary)")
+	f.StringVar(&req.StaticDir, "static-dir", "", "serve this folder of the app as a static site (default: index.html at the root, or the build's dist/, build/, public/ or out/)")
+	f.BoolVar(&req.SPA, "spa", false, "static site: answer paths that name no file with index.html (single-page apps)")
 	f.BoolVar(&wait, "wait", false, "follow the deploy log and exit non-zero if the deploy fails")
 	return cmd
 }

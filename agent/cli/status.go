@@ -65,6 +65,9 @@ func metadataLine(list admin.ProcessList, slot string) (string, error) {
 		if p.Slot != slot {
 			continue
 		}
+		if p.Type == "static" {
+			return "static · " + p.Release, nil
+		}
 		if p.Type != "app" {
 			if p.Error != "" {
 				return "placeholder · " + clip(p.Error, 60), nil
@@ -98,10 +101,19 @@ func printTable(w io.Writer, list admin.ProcessList) {
 		if p.Error != "" {
 			status += " (" + p.Error + ")"
 		}
+		kind := p.Type
+		if p.Language != "" {
+			kind += " (" + p.Language + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.1f%%\t%s\t%s\t%s\n", p.Name, status, p.PID,
-			humanize.Millis(p.Uptime), p.Restarts, p.CPU, humanize.Bytes(p.Memory), p.Type, p.URL)
+			humanize.Millis(p.Uptime), p.Restarts, p.CPU, humanize.Bytes(p.Memory), kind, p.URL)
 	}
 	tw.Flush()
+	for _, p := range list.Processes {
+		if p.Plan != "" {
+			fmt.Fprintf(w, "%s: %s\n", p.Name, p.Plan)
+		}
+	}
 	fmt.Fprintf(w, "%d of %d online\n", list.Online, list.Total)
 }
 

@@ -416,7 +416,7 @@ func toSlotRelease(rel state.Release, slotEnv map[string]string) slot.Release {
 	for k, v := range rel.Env {
 		env[k] = v
 	}
-	return slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: env}
+	return slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: env, Path: rel.Path, Static: rel.Static, SPA: rel.SPA, Language: rel.Language, Plan: rel.Plan}
 }
 
 // saveOnChange records the running process groups whenever one starts or stops.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/ecosystem"
+	"github.com/coder-slots/coder-slots/agent/internal/envpath"
 	"github.com/coder-slots/coder-slots/agent/postgres"
 	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/state"
@@ -47,12 +48,20 @@ func (a *Agent) Ecosystem(reveal bool) (ecosystem.File, error) {
 		env := map[string]string{"PORT": strconv.Itoa(sc.Port), "SLOT_NAME": sc.Name, "SLOT_URL": sc.URL}
 		ss := a.Slot(sc.Name)
 		rel, ok := ss.Find(ss.Current)
-		if ok && ss.Desired == state.DesiredRunning {
+		if ok && ss.Desired == state.DesiredRunning && rel.Static != "" {
+			f.Notes = append(f.Notes, fmt.Sprintf("%s: release %s is a static site (%s) that slotagent serves itself: exported as its placeholder", name, rel.ID, rel.Static))
+		} else if ok && ss.Desired == state.DesiredRunning {
 			if st, err := os.Stat(rel.Dir); err == nil && st.IsDir() {
 				app := ecosystem.NewApp(name, slot.ShellArgv(rel.Command), pol, logDir, name)
 				app.Cwd = rel.Dir
 				app.Env = a.releaseEnv(sc.Name, toSlotRelease(rel, ss.Env), reveal)
 				maps.Copy(app.Env, env)
+				if len(rel.Path) > 0 {
+					app.Env["PATH"] = envpath.Join(rel.Path, os.Getenv("PATH"))
+				}
+				if rel.Plan != "" {
+					f.Notes = append(f.Notes, fmt.Sprintf("%s: release %s, %s", name, rel.ID, rel.Plan))
+				}
 				f.Apps = append(f.Apps, app)
 				continue
 			}

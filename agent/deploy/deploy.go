@@ -390,8 +390,11 @@ func (j *job) launch(ctx context.Context, rel state.Release) (*slot.Candidate, e
 	started := time.Now()
 	err := j.stage("start", func() error {
 		var err error
-		cand, err = j.slot.Launch(slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: rel.Env})
-		if err == nil {
+		cand, err = j.slot.Launch(slot.Release{ID: rel.ID, Dir: rel.Dir, Command: rel.Command, Env: rel.Env, Path: rel.Path, Static: rel.Static, SPA: rel.SPA, Language: rel.Language, Plan: rel.Plan})
+		switch {
+		case err == nil && rel.Static != "":
+			j.logf("serving the static site %s on PORT=%d", rel.Static, cand.Port())
+		case err == nil:
 			j.logf("started %q on PORT=%d", rel.Command, cand.Port())
 		}
 		return err

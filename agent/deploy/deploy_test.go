@@ -5,6 +5,7 @@ package deploy
 // with package state as the agent saves it.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,6 +96,9 @@ type engine struct {
 	slot  *slot.Slot
 	url   string // the slot's public address
 	data  string
+	// slow is how long wait waits for a deploy (0: 60 s); a real
+	// toolchain's first install may take longer on a loaded machine.
+	slow time.Duration
 }
 
 // newEngine makes a deployer of slot a in a fresh data dir; tune may
@@ -183,7 +187,8 @@ func (e *engine) deploy(t *testing.T, dir string, env map[string]string) Record 
 // wait waits until the deploy id has ended and returns its record.
 func (e *engine) wait(t *testing.T, id string) Record {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	limit := cmp.Or(e.slow, 60*time.Second)
+	deadline := time.Now().Add(limit)
 	for {
 		rec, ok := e.d.Get(id)
 		if !ok {
@@ -195,7 +200,7 @@ func (e *engine) wait(t *testing.T, id string) Record {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("deploy %s still %s after 60s", id, rec.Status)
+			t.Fatalf("deploy %s still %s after %s", id, rec.Status, limit)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

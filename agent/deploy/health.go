@@ -87,7 +87,11 @@ func gate(ctx context.Context, c *slot.Candidate, cfg HealthConfig, lenient bool
 // exited reports a candidate whose process has exited (even if it is being
 // restarted, unless lenient): a new release must come up on its first try.
 func exited(c *slot.Candidate, lenient bool) error {
-	info := c.Process().Info()
+	proc := c.Process()
+	if proc == nil {
+		return nil // a static site: the agent serves it, nothing can exit
+	}
+	info := proc.Info()
 	down := info.Status == supervisor.Errored || info.Status == supervisor.Stopped
 	if !lenient {
 		down = info.Restarts > 0 || (info.Status != supervisor.Online && info.Status != supervisor.Launching)

@@ -104,10 +104,10 @@ func (j *job) build(ctx context.Context, req Request) error {
 	var plan buildpack.Plan
 	if err := j.stage("detect", func() error {
 		var err error
-		plan, err = buildpack.Detect(dir, buildpack.Options{Build: req.Build, Start: req.Start})
+		plan, err = buildpack.Detect(dir, buildpack.Options{Build: req.Build, Start: req.Start, StaticDir: req.StaticDir})
 		if err == nil {
-			j.logf("package manager: %s; install: %s; build: %s; start: %s",
-				orNone(string(plan.Manager)), orNone(strings.Join(plan.Install, " ")), orNone(plan.Build), plan.Start)
+			j.logf("%s", plan.Describe())
+			j.updateRecord(func(r *Record) { r.Language, r.Plan = language(plan), plan.Describe() })
 		}
 		return err
 	}); err != nil {
@@ -128,18 +128,29 @@ func (j *job) build(ctx context.Context, req Request) error {
 	if err := j.stage("install", func() error {
 		reused, err := runner.Install(ctx, dir, plan, prevDir)
 		if reused {
-			j.logf("dependencies unchanged: reused node_modules of the previous release")
+			j.logf("dependencies unchanged: reused those of an earlier release")
 		}
 		return err
 	}); err != nil {
 		return err
 	}
-	if err := j.stage("build", func() error { return runner.Build(ctx, dir, plan) }); err != nil {
+	var static string
+	if err := j.stage("build", func() error {
+		if err := runner.Build(ctx, dir, plan); err != nil || !plan.Static {
+			return err
+		}
+		var err error
+		if static, err = buildpack.StaticRoot(dir, plan); err == nil {
+			j.logf("static site: serving %s", static)
+		}
+		return err
+	}); err != nil {
 		return err
 	}
 	rel := state.Release{
 		ID: id, Dir: dir, Command: plan.Start, Env: env, CreatedAt: now,
 		Repo: source.Redact(req.Repo), Ref: req.Ref, Commit: commit,
+		Language: language(plan), Plan: plan.Describe(), Static: static, SPA: req.SPA && static != "", Path: runner.AppPath(dir, plan),
 	}
 	if req.push != nil {
 		cand, err := j.launch(ctx, rel)
@@ -354,9 +365,11 @@ func refOrDefault(ref string) string {
 	return ref
 }
 
-func orNone(s string) string {
-	if s == "" {
-		return "none"
+// language names a plan's language for records and status ("other" for
+// an app started by its command alone).
+func language(p buildpack.Plan) string {
+	if p.Language == "" {
+		return "other"
 	}
-	return s
+	return string(p.Language)
 }

@@ -52,12 +52,16 @@ type Record struct {
 	Trigger Trigger `json:"trigger"`
 	// Origin is where a deploy was asked for: "panel" (the admin port)
 	// or "cli" (the control socket); empty when not known.
-	Origin     string    `json:"origin,omitempty"`
-	Repo       string    `json:"repo,omitempty"`
-	Ref        string    `json:"ref,omitempty"`
-	Dir        string    `json:"dir,omitempty"`
-	Commit     string    `json:"commit,omitempty"`
-	Release    string    `json:"release,omitempty"`
+	Origin  string `json:"origin,omitempty"`
+	Repo    string `json:"repo,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+	Dir     string `json:"dir,omitempty"`
+	Commit  string `json:"commit,omitempty"`
+	Release string `json:"release,omitempty"`
+	// Language and Plan: what the app is and how it is installed, built
+	// and started, once detected.
+	Language   string    `json:"language,omitempty"`
+	Plan       string    `json:"plan,omitempty"`
 	Status     Status    `json:"status"`
 	Error      string    `json:"error,omitempty"`
 	Stages     []Stage   `json:"stages"`

@@ -22,6 +22,13 @@ type Request struct {
 	// Origin is where the request came from ("panel" or "cli"), set by
 	// the admin API, never read from the body; it goes to the record.
 	Origin string `json:"-"`
+	// StaticDir is the folder of a static site, relative to the app, for
+	// an app with no start command (default: the root's index.html, or the
+	// build's output).
+	StaticDir string `json:"static_dir,omitempty"`
+	// SPA makes a static site answer a path that names no file with its
+	// index.html (a single-page app's client-side routes).
+	SPA bool `json:"spa,omitempty"`
 	// push is set for a deploy from `git push` (see Deployer.Push).
 	push *pushSource
 }

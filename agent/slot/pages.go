@@ -70,7 +70,7 @@ func (s *Slot) unavailable(w http.ResponseWriter, _ *http.Request) {
 	if w := s.waiting.Load(); w != nil {
 		d.Reason = w.Reason
 	}
-	if t := s.target.Load(); t != nil {
+	if t := s.target.Load(); t != nil && t.proc != nil {
 		info := t.proc.Info()
 		d.Reason = info.Reason
 		if info.Status != supervisor.Online {

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/internal/envpath"
 	"github.com/coder-slots/coder-slots/agent/logs"
 	"github.com/coder-slots/coder-slots/agent/relay"
 	"github.com/coder-slots/coder-slots/agent/supervisor"
@@ -65,12 +66,23 @@ type Config struct {
 }
 
 // Release is a runnable version of an app: a directory, a start command line
-// (run with sh -c) and its own environment.
+// (run with sh -c) and its own environment, or a static site's folder.
 type Release struct {
 	ID      string
 	Dir     string
 	Command string
 	Env     map[string]string
+	// Path lists folders put first on the app's PATH.
+	Path []string
+	// Static, when set, is the folder of a static site the agent serves
+	// itself (no process; Command is ignored); with SPA, a path that names
+	// no file gets its index.html.
+	Static string
+	SPA    bool
+	// Language and Plan describe the release for status (see
+	// buildpack.Plan.Describe); empty for releases of older agents.
+	Language string
+	Plan     string
 }
 
 // ProcessName is the supervisor's name for the app of slot name.
@@ -104,12 +116,23 @@ type retiree struct {
 	gone chan struct{} // closed once the app is stopped
 }
 
-// target is the app a slot proxies to.
+// target is the app a slot proxies to: a supervised process, or (site
+// set, proc nil) a static site the agent serves on the internal port.
 type target struct {
 	release Release
 	port    int
 	proc    *supervisor.Process
+	site    *site
 	up      *relay.Upstream
+}
+
+// stop ends the target within grace: its process, or its site's server.
+func (s *Slot) stop(t *target, grace time.Duration) {
+	if t.site != nil {
+		t.site.close()
+		return
+	}
+	s.sup.Remove(t.proc.Spec().Name, grace)
 }
 
 // Listen binds the slot's public port and starts serving the placeholder.
@@ -153,11 +176,16 @@ type Candidate struct{ t *target }
 // Port is the candidate's internal port (its PORT).
 func (c *Candidate) Port() int { return c.t.port }
 
-// Process is the candidate's supervised process.
+// Process is the candidate's supervised process; nil for a static site.
 func (c *Candidate) Process() *supervisor.Process { return c.t.proc }
 
-// Launch starts rel on a fresh internal port without sending traffic to it.
+// Launch starts rel on a fresh internal port without sending traffic to it:
+// its start command as a supervised process, or, for a static site, a
+// server of the agent's own.
 func (s *Slot) Launch(rel Release) (*Candidate, error) {
+	if rel.Static != "" {
+		return s.launchSite(rel)
+	}
 	if strings.TrimSpace(rel.Command) == "" {
 		return nil, errors.New("empty start command")
 	}
@@ -259,7 +287,7 @@ func (p *Previous) Revert(c *Candidate, grace time.Duration) bool {
 		close(r.gone)
 	}
 	s.mu.Unlock()
-	s.sup.Remove(c.t.proc.Spec().Name, grace)
+	s.stop(c.t, grace)
 	return back
 }
 
@@ -267,8 +295,10 @@ func (p *Previous) Revert(c *Candidate, grace time.Duration) bool {
 // gone. A stop of t already under way (a drain that ended) gets grace too,
 // and is waited for.
 func (s *Slot) retire(t *target, r *retiree, grace time.Duration) {
-	s.sup.Remove(t.proc.Spec().Name, grace)
-	t.proc.StopWithin(grace)
+	s.stop(t, grace)
+	if t.proc != nil {
+		t.proc.StopWithin(grace)
+	}
 	s.mu.Lock()
 	if s.retiring[t] == r {
 		delete(s.retiring, t)
@@ -280,7 +310,7 @@ func (s *Slot) retire(t *target, r *retiree, grace time.Duration) {
 // Discard stops a candidate that was not promoted, waiting at most grace
 // before SIGKILL: it never had traffic to finish.
 func (s *Slot) Discard(c *Candidate, grace time.Duration) {
-	s.sup.Remove(c.t.proc.Spec().Name, grace)
+	s.stop(c.t, grace)
 }
 
 // Run starts release as the slot's app and sends the slot's traffic to it
@@ -350,7 +380,9 @@ func (s *Slot) Restart() bool {
 	if t == nil {
 		return false
 	}
-	t.proc.Restart()
+	if t.proc != nil {
+		t.proc.Restart()
+	}
 	return true
 }
 
@@ -392,7 +424,7 @@ type Status struct {
 	Name string `json:"name"`
 	Port int    `json:"port"`
 	URL  string `json:"url"`
-	// Type is "placeholder" or "app".
+	// Type is "placeholder", "app" or "static" (a site the agent serves).
 	Type    string            `json:"type"`
 	Release string            `json:"release,omitempty"`
 	Error   string            `json:"error,omitempty"`
@@ -400,6 +432,10 @@ type Status struct {
 	Dir     string            `json:"dir,omitempty"`
 	Command string            `json:"command,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
+	// Language and Plan: what the app is and how it was installed, built
+	// and started.
+	Language string `json:"language,omitempty"`
+	Plan     string `json:"plan,omitempty"`
 }
 
 // Status describes the slot; env values are masked.
@@ -413,9 +449,15 @@ func (s *Slot) Status() Status {
 		st.Process = &supervisor.Info{Name: ProcessName(s.cfg.Name) + "@" + w.Release, Status: supervisor.Launching, Reason: w.Reason}
 	}
 	if t := s.target.Load(); t != nil {
-		info := t.proc.Info()
-		st.Type, st.Release, st.Process = "app", t.release.ID, &info
+		st.Type, st.Release = "app", t.release.ID
 		st.Dir, st.Command = t.release.Dir, t.release.Command
+		st.Language, st.Plan = t.release.Language, t.release.Plan
+		if t.proc != nil {
+			info := t.proc.Info()
+			st.Process = &info
+		} else {
+			st.Type, st.Dir = "static", t.release.Static
+		}
 		st.Env = Mask(t.release.Env)
 	}
 	return st
@@ -432,8 +474,10 @@ func (s *Slot) Serving(ctx context.Context) (bool, string) {
 	if t == nil {
 		return true, "placeholder"
 	}
-	if info := t.proc.Info(); info.Status != supervisor.Online {
-		return false, "app is " + string(info.Status)
+	if t.proc != nil {
+		if info := t.proc.Info(); info.Status != supervisor.Online {
+			return false, "app is " + string(info.Status)
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/health", t.port), nil)
 	if err != nil {
@@ -462,7 +506,7 @@ func (s *Slot) route() *relay.Upstream {
 }
 
 func (s *Slot) appEnv(rel Release, port int) []string {
-	return append(s.BuildEnv(rel.Env), "PORT="+strconv.Itoa(port))
+	return append(envpath.Prepend(s.BuildEnv(rel.Env), rel.Path), "PORT="+strconv.Itoa(port))
 }
 
 // BuildEnv is the environment of the install and build commands of a

@@ -72,6 +72,17 @@ type Release struct {
 	Repo   string `json:"repo,omitempty"`
 	Ref    string `json:"ref,omitempty"`
 	Commit string `json:"commit,omitempty"`
+	// Language and Plan say what the app is and how it was installed,
+	// built and started (buildpack's Plan.Describe); empty for releases of
+	// older agents.
+	Language string `json:"language,omitempty"`
+	Plan     string `json:"plan,omitempty"`
+	// Static is the folder the agent serves for a static site; Command is
+	// then empty. SPA answers a path that names no file with index.html.
+	Static string `json:"static,omitempty"`
+	SPA    bool   `json:"spa,omitempty"`
+	// Path lists folders put first on the app's PATH.
+	Path []string `json:"path,omitempty"`
 }
 
 // New returns an empty state of the current version.
