@@ -156,7 +156,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			r.Machine.PM2Version = b.pm2.version
 		}
 	}
-	for _, measure := range []func(context.Context) []Row{b.idle, b.busy, b.crash, b.coldStart, b.coldStartPostgres, b.rehydrate, b.rehydratePostgres, b.redeploy, b.gitPush, b.proxy} {
+	for _, measure := range []func(context.Context) []Row{b.idle, b.busy, b.crash, b.coldStart, b.coldStartPostgres, b.rehydrate, b.rehydratePostgres, b.redeploy, b.languages, b.gitPush, b.proxy} {
 		r.Rows = append(r.Rows, measure(ctx)...)
 		if err := ctx.Err(); err != nil {
 			return r, fmt.Errorf("benchmark interrupted: %w", err)

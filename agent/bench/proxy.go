@@ -18,8 +18,10 @@ import (
 // Figures of the proxy overhead and their targets (issue 12: one
 // sequential client, the proxy adds to the p50 at most what the splice
 // reference adds, plus spliceMargin — what any proxy in a process of its own
-// pays here is not the relay's to save; issue 7: 32 connections, at least
-// 50 % of the direct throughput).
+// pays here is not the relay's to save; 32 connections: at least 90 % of
+// the splice reference's share of the direct throughput, measured in the
+// same run (issue 24; on 2 cores the splice itself reaches about 50 %, so
+// issue 7's absolute 50 % measured the machine), else that 50 %).
 const (
 	figLat1     = "proxy, 1 keep-alive connection: latency of `GET /health` (slotagent: through the slot port; PM2: straight to the app)"
 	figRPS1     = "… throughput, 1 connection"
@@ -41,6 +43,10 @@ var (
 	targetAdded1  = &Target{On: Median, Max: 0.1}
 	targetShare32 = &Target{On: Median, Max: 50, AtLeast: true}
 )
+
+// spliceShare is the part of the splice reference's 32-connection share
+// the relay must reach.
+const spliceShare = 0.9
 
 // spliceMargin is what the relay may add to the p50 beyond the splice
 // reference's, in ms.
@@ -127,6 +133,12 @@ func (b *bench) proxy(ctx context.Context) []Row {
 		added1 = &Target{On: Median, Max: spliceAdded + spliceMargin}
 		addedNote = fmt.Sprintf("p50 through the slot − p50 direct; target: what the splice reference adds (%s ms, below) + %s ms", number(spliceAdded), number(spliceMargin))
 	}
+	share32, shareNote := targetShare32, "the client, the proxy and node share the machine's cores; no splice reference, so the absolute target"
+	if spliceErr == nil && len(b.splice) > 0 {
+		ref := 100 * p32.rps() / d32.rps()
+		share32 = &Target{On: Median, Max: spliceShare * ref, AtLeast: true}
+		shareNote = fmt.Sprintf("the client, the proxy and node share the machine's cores; target: %.0f %% of the splice reference's share (%s %%, below)", 100*spliceShare, number(ref))
+	}
 	how := fmt.Sprintf("%s per target in %d slices taking turns, each after %s of warm-up; Go client, one keep-alive connection per worker, each worker sequential; same app process (the hello app in slot a), direct = its own port", b.n.loadDuration, loadSlices, loadWarmup)
 	rows := []Row{
 		both(figLat1, "ms", lat(s1), lat(d1), nil, how),
@@ -134,8 +146,7 @@ func (b *bench) proxy(ctx context.Context) []Row {
 		ours(figAdded1, "ms", OnlyMedian(len(s1.lat), lat(s1).Median-lat(d1).Median), added1, addedNote),
 		both(figLat32, "ms", lat(s32), lat(d32), nil, "32 workers, same method"),
 		both(figRPS32, unitRPS, rps(s32), rps(d32), nil, fmt.Sprintf("%d failed requests through the slot, %d direct", s32.failed, d32.failed)),
-		ours(figShare32, unitPercent, OnlyMedian(len(s32.lat), 100*s32.rps()/d32.rps()), targetShare32,
-			"the client, the proxy and node share the machine's cores"),
+		ours(figShare32, unitPercent, OnlyMedian(len(s32.lat), 100*s32.rps()/d32.rps()), share32, shareNote),
 	}
 	switch {
 	case spliceErr != nil:

@@ -355,17 +355,31 @@ func (b *bench) copyRelease(ctx context.Context, a *agentProc) (string, error) {
 // windows from the agent's deploy records ("fetch 20 ms, detect 1 ms, …");
 // "" when they cannot be read.
 func (b *bench) stageMedians(client *http.Client, a *agentProc, windows [][2]time.Time) string {
+	order, byName, err := stageTimes(client, a, windows)
+	if err != nil {
+		b.logf("read the deploy records: %v", err)
+		return ""
+	}
+	parts := make([]string, 0, len(order))
+	for _, name := range order {
+		parts = append(parts, fmt.Sprintf("%s %s ms", name, strconv.FormatFloat(Summarize(byName[name]).Median, 'f', -1, 64)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// stageTimes reads the stage durations (ms) of the deploys of slot a that
+// began within windows, one per window, from the agent's deploy records:
+// the stage names in order and each stage's durations.
+func stageTimes(client *http.Client, a *agentProc, windows [][2]time.Time) ([]string, map[string][]float64, error) {
 	status, body, err := get(client, a.url("admin", "/api/slots/"+appSlot+"/deploys"))
 	if err != nil || status != http.StatusOK {
-		b.logf("read the deploy records: status %d, %v", status, err)
-		return ""
+		return nil, nil, fmt.Errorf("status %d, %v", status, err)
 	}
 	var list struct {
 		Deploys []deploy.Record `json:"deploys"`
 	}
 	if err := json.Unmarshal(body, &list); err != nil {
-		b.logf("read the deploy records: %v", err)
-		return ""
+		return nil, nil, err
 	}
 	var deploys []deploy.Record
 	for _, rec := range list.Deploys {
@@ -376,8 +390,7 @@ func (b *bench) stageMedians(client *http.Client, a *agentProc, windows [][2]tim
 		}
 	}
 	if len(deploys) != len(windows) {
-		b.logf("read the deploy records: %d match the timed re-deploys, want %d", len(deploys), len(windows))
-		return ""
+		return nil, nil, fmt.Errorf("%d match the timed re-deploys, want %d", len(deploys), len(windows))
 	}
 	var order []string
 	byName := map[string][]float64{}
@@ -389,11 +402,7 @@ func (b *bench) stageMedians(client *http.Client, a *agentProc, windows [][2]tim
 			byName[st.Name] = append(byName[st.Name], float64(st.DurationMS))
 		}
 	}
-	parts := make([]string, 0, len(order))
-	for _, name := range order {
-		parts = append(parts, fmt.Sprintf("%s %s ms", name, strconv.FormatFloat(Summarize(byName[name]).Median, 'f', -1, 64)))
-	}
-	return strings.Join(parts, ", ")
+	return order, byName, nil
 }
 
 // loadStats is what a looping client saw.
