@@ -33,13 +33,13 @@ test: lint
 # stop, start. Needs root; E2E_RECORD=1 writes the figures into
 # docs/benchmarks.md. See provision/e2e.
 e2e: build tf-mirror
-	$(GO) test -tags e2e -count=1 -timeout 80m -v -skip TestKubernetesWorkspace ./provision/e2e/
+	$(GO) test -tags e2e -count=1 -timeout 80m -v -skip TestKubernetes ./provision/e2e/
 
 # The workspace on a one-node Kubernetes built here (its binaries from the
 # Go module proxy, cached under ~/.cache/coder-slots/e2e; Debian's
 # containerd), after Docker has built the image and stopped. Needs root.
 e2e-kube: build tf-mirror
-	$(GO) test -tags e2e -count=1 -timeout 60m -v -run TestKubernetesWorkspace ./provision/e2e/
+	$(GO) test -tags e2e -count=1 -timeout 60m -v -run TestKubernetes ./provision/e2e/
 
 # Benchmarks print numbers; they never run in make test.
 bench:

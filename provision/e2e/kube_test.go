@@ -460,3 +460,81 @@ func containerdVersion(ctx context.Context) string {
 	}
 	return f[2]
 }
+
+// TestKubernetesCluster is the cluster alone: up, a hostNetwork pod of the
+// sandbox image running, down — and the host as it was: kubelet's sysctls
+// back, no process of the cluster, nothing mounted under its folder, no
+// cgroup of kubelet's, its fixed folders gone when it made them.
+func TestKubernetesCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	w := newWorld(t)
+	var kubeBin string
+	step(t, "kubernetes binaries", func() (err error) {
+		kubeBin, err = kubeBinaries(ctx, w.root, w.cache)
+		return err
+	})
+	before := hostSnapshot(t)
+	var k *kubeCluster
+	step(t, "kubernetes cluster", func() (err error) {
+		k, err = startKube(ctx, kubeBin, w.cache, t.Logf)
+		return err
+	})
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			k.stop()
+		}
+	})
+	stopOnSignal(t, k)
+	pod := `apiVersion: v1
+kind: Pod
+metadata: {name: sandbox, namespace: default}
+spec:
+  hostNetwork: true
+  automountServiceAccountToken: false
+  containers: [{name: pause, image: ` + pauseImage + `, imagePullPolicy: Never}]
+`
+	if _, err := k.kubectl(ctx, strings.NewReader(pod), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.kubectl(ctx, nil, "wait", "--for=condition=Ready", "pod/sandbox", "--timeout=120s"); err != nil {
+		t.Fatal(err)
+	}
+	if len(processesNaming(k.dir)) == 0 {
+		t.Fatal("no process of the cluster names its folder: the teardown would find nothing")
+	}
+	start := time.Now()
+	k.stop()
+	stopped = true
+	t.Logf("cluster down in %s", time.Since(start).Round(time.Millisecond))
+	if left := processesNaming(k.dir); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
+	}
+	if after := hostSnapshot(t); after != before {
+		t.Errorf("the host changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// hostSnapshot is what the cluster may change on the host: kubelet's
+// sysctls, its fixed folders, its cgroups, and the mounts under the e2e
+// cache.
+func hostSnapshot(t *testing.T) string {
+	var b strings.Builder
+	for _, s := range kubeletSysctls {
+		v, err := os.ReadFile(filepath.Join("/proc/sys", s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s=%s ", s, strings.TrimSpace(string(v)))
+	}
+	for _, d := range append(kubeletFixedDirs, "/run/containerd/s") {
+		_, err := os.Stat(d)
+		fmt.Fprintf(&b, "%s:%t ", d, err == nil)
+	}
+	cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
+	fmt.Fprintf(&b, "kubepods cgroups:%d ", len(cgroups))
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	fmt.Fprintf(&b, "mounts under the cache:%d", strings.Count(string(mounts), " "+cacheDir()+"/"))
+	return b.String()
+}
