@@ -33,11 +33,25 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	closeInheritedOnExec()
 	if err := preflight(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: "+err.Error())
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
+}
+
+// closeInheritedOnExec keeps the descriptors this process inherited (such as
+// the one `flock /tmp/e2e.lock make e2e` holds the lock by) from the
+// daemons it starts: a dockerd that outlived a killed test would hold the
+// lock for everyone.
+func closeInheritedOnExec() {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, f := range fds {
+		if fd, err := strconv.Atoi(f.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // figures are the timings the run prints, in order.
