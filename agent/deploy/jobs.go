@@ -127,7 +127,10 @@ func (j *job) build(ctx context.Context, req Request) error {
 	}
 	if err := j.stage("install", func() error {
 		reused, err := runner.Install(ctx, dir, plan, prevDir)
-		if reused {
+		switch {
+		case reused && plan.Language == buildpack.Node:
+			j.logf("dependencies unchanged: reused node_modules of the previous release")
+		case reused:
 			j.logf("dependencies unchanged: reused those of an earlier release")
 		}
 		return err
