@@ -425,9 +425,16 @@ func TestCoderAgentIsSupervisedAndRestartedAlways(t *testing.T) {
 	a := newAgent(t)
 	marker := filepath.Join(t.TempDir(), "starts")
 	a.start("CODER_AGENT_INIT_SCRIPT=echo start >> "+marker+"; echo token=$CODER_AGENT_TOKEN; exec sleep 100", "CODER_AGENT_TOKEN=tok")
+	starts := func() int {
+		b, _ := os.ReadFile(marker)
+		return strings.Count(string(b), "start")
+	}
+	// Online is said when the process is spawned; the script runs once the
+	// agent has recorded its group, so wait for its first line too: a kill
+	// before it would leave one start in all.
 	var pid int
-	deadline := time.Now().Add(5 * time.Second)
-	for pid == 0 && time.Now().Before(deadline) {
+	deadline := time.Now().Add(10 * time.Second)
+	for (pid == 0 || starts() < 1) && time.Now().Before(deadline) {
 		for _, p := range a.processes().Processes {
 			if p.Name == "coder-agent" && p.Status == "online" {
 				pid = p.PID
@@ -435,18 +442,16 @@ func TestCoderAgentIsSupervisedAndRestartedAlways(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if pid == 0 {
-		t.Fatal("coder-agent never came online")
+	if pid == 0 || starts() < 1 {
+		t.Fatalf("coder-agent never came online (pid %d, %d starts)", pid, starts())
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for time.Now().Before(deadline.Add(5 * time.Second)) {
-		b, _ := os.ReadFile(marker)
-		if strings.Count(string(b), "start") >= 2 {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if starts() >= 2 {
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("coder-agent was not restarted after it was killed")
 }
