@@ -85,6 +85,7 @@ func New(b Backend, d Deploys, m *Metrics, log *slog.Logger) *API {
 	a.ecosystemRoutes()
 	a.historyRoutes()
 	a.gitRoutes()
+	a.followRoutes()
 	a.uiRoutes()
 	return a
 }

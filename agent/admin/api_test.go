@@ -14,6 +14,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/ecosystem"
+	"github.com/coder-slots/coder-slots/agent/follow"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
@@ -65,6 +66,9 @@ func (f *fakeAgent) RestartSlot(name string) (string, error) {
 func (f *fakeAgent) Logs(string) (*logs.Sink, error) { return nil, errors.New("no logs in this test") }
 func (f *fakeAgent) Specs() []supervisor.Spec        { return nil }
 func (f *fakeAgent) Slot(string) state.Slot          { return state.Slot{} }
+
+// Follower is nil: the follow endpoints are tested end to end.
+func (f *fakeAgent) Follower() *follow.Follower { return nil }
 
 // The fake agent keeps a history (it is a Histories).
 func (f *fakeAgent) History(name string) *history.Slot { return f.hist.Slot(name) }

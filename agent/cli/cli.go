@@ -46,6 +46,8 @@ func New(version string) *cobra.Command {
 		gitRemoteCmd(),
 		gitHookCmd(),
 		placeholderCmd(),
+		followCmd(),
+		previewCmd(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -49,6 +49,7 @@ func statusCmd() *cobra.Command {
 				return enc.Encode(list)
 			}
 			printTable(cmd.OutOrStdout(), list)
+			printFollowing(cmd.OutOrStdout(), newClient(dataDir(cmd)))
 			printDatabase(cmd.OutOrStdout(), newClient(dataDir(cmd)))
 			return nil
 		},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/follow"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/logs"
@@ -80,13 +81,21 @@ func (a *Agent) SlotHealth(ctx context.Context, name string) (bool, string) {
 // StopSlot stops the slot's app and serves the placeholder; the release is
 // kept so that a restart brings it back. The slot is reserved meanwhile: no
 // deploy can start during the stop.
+// A slot that follows a branch stops following (the user took control).
 func (a *Agent) StopSlot(name string) error {
-	return a.deployer.Exclusive(name, "stop", func() error {
+	err := a.deployer.Exclusive(name, "stop", func() error {
 		a.slots[name].Stop(0)
 		a.hist.Slot(name).Mark(history.Stop, "", "", 0)
 		return a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
 	})
+	if err == nil {
+		a.follower.Pause(name, "paused: the slot was stopped (resume with slotagent follow "+name+")")
+	}
+	return err
 }
+
+// Follower has slots follow their branch.
+func (a *Agent) Follower() *follow.Follower { return a.follower }
 
 // RestartSlot restarts the slot's app, or starts its current release again
 // after a stop; an empty slot has nothing to restart. The slot is reserved

@@ -27,6 +27,7 @@ import (
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/follow"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/logs"
@@ -52,6 +53,7 @@ type Agent struct {
 	jobs      *procgroup.Registry // the deploys' commands (git, install, build)
 	slots     map[string]*slot.Slot
 	deployer  *deploy.Deployer
+	follower  *follow.Follower
 	hist      *history.History
 	pg        *postgres.Server
 	admin     *http.Server
@@ -110,6 +112,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 		}
 	}
 	a.rehydrate()
+	a.follower.Start()
 	if err := a.saveGroups(); err != nil {
 		return nil, fmt.Errorf("save state: %w", err)
 	}
@@ -280,12 +283,17 @@ func (a *Agent) listen() error {
 	dcfg.OnFinish = func(rec deploy.Record) {
 		metrics.ObserveDeploy(rec)
 		a.markDeploy(rec)
+		if rec.Trigger != deploy.TriggerFollow {
+			a.follower.Kick(rec.Slot) // a manual deploy pauses following: show it now
+		}
 	}
 	var err error
 	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, !a.stateLost, a.log)
 	if err != nil {
 		return fmt.Errorf("deploys: %w", err)
 	}
+	a.follower = follow.New(follow.Config{Env: dcfg.Env, Stop: a.StopSlot, Log: a.log.With("part", "follow")},
+		a.deployer, a, config.SlotNames)
 	api := admin.New(a, a.deployer, metrics, a.log)
 	addr := net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.AdminPort))
 	ln, err := net.Listen("tcp", addr)
@@ -481,6 +489,7 @@ func (a *Agent) Shutdown() error {
 	// Running deploys are canceled: candidates stop, a cutover under way
 	// ends its drain. Every later wait takes what is left of the budget,
 	// and the slots' Stop cuts short the stop of an app draining meanwhile.
+	a.follower.Close()
 	a.deployer.Close(total / 4)
 	drainCtx, cancel := context.WithTimeout(context.Background(), min(total/4, until(deadline, 2*reserve)))
 	defer cancel()
@@ -527,6 +536,9 @@ func (a *Agent) closeEarly() {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	if a.follower != nil {
+		a.follower.Close()
 	}
 	if a.deployer != nil {
 		a.deployer.Close(time.Second)

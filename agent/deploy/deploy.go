@@ -94,7 +94,8 @@ type Deployer struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	running map[string]string // slot → running deploy id
+	running map[string]string        // slot → running deploy id
+	free    map[string]chan struct{} // slot → closed when its reservation ends
 	sinks   map[string]*logs.Sink
 	pushes  map[string]*pendingPush // slot → its push deploy under way
 	closed  bool
@@ -110,7 +111,7 @@ func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string,
 		return nil, err
 	}
 	d := &Deployer{cfg: cfg, slots: slots, store: store, log: log, records: recs,
-		running: map[string]string{}, sinks: map[string]*logs.Sink{}, pushes: map[string]*pendingPush{}}
+		running: map[string]string{}, free: map[string]chan struct{}{}, sinks: map[string]*logs.Sink{}, pushes: map[string]*pendingPush{}}
 	base := context.Background()
 	if cfg.Tracker != nil {
 		base = reaper.WithTracker(base, cfg.Tracker)
@@ -225,6 +226,7 @@ func (d *Deployer) reserve(name, id string) error {
 		return ErrBusy{Running: running}
 	}
 	d.running[name] = id
+	d.free[name] = make(chan struct{})
 	d.wg.Add(1)
 	return nil
 }
@@ -233,8 +235,26 @@ func (d *Deployer) reserve(name, id string) error {
 func (d *Deployer) release(name string) {
 	d.mu.Lock()
 	delete(d.running, name)
+	close(d.free[name])
+	delete(d.free, name)
 	d.mu.Unlock()
 	d.wg.Done()
+}
+
+// closedChan is what Free returns for a slot nothing holds.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Free returns a channel that is closed once nothing holds the slot: at
+// once when nothing does, else when what holds it now (a deploy, with its
+// record final, or an Exclusive call) has ended. Something else may take
+// the slot right after.
+func (d *Deployer) Free(name string) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.free[name]; ok {
+		return c
+	}
+	return closedChan
 }
 
 // Exclusive runs f while nothing else changes the slot: no deploy,
@@ -264,7 +284,11 @@ func (d *Deployer) begin(name string, trig Trigger, plan func(ss state.Slot, rec
 		return nil, err
 	}
 	rec := &Record{ID: id, Slot: name, Trigger: trig, Status: Running, CreatedAt: now, Stages: []Stage{}}
-	run, err := plan(d.store.Slot(name), rec)
+	ss := d.store.Slot(name)
+	if cur, ok := ss.Find(ss.Current); ok && ss.Desired == state.DesiredRunning {
+		rec.Previous = cur.Commit
+	}
+	run, err := plan(ss, rec)
 	if err != nil || !run {
 		d.release(name)
 		return nil, err

@@ -19,6 +19,17 @@ import (
 // Deploy validates req and starts deploying it into the slot; the record it
 // returns is running. A refused request (ErrInvalid, ErrBusy) changes nothing.
 func (d *Deployer) Deploy(name string, req Request) (Record, error) {
+	return d.deploy(name, req, TriggerDeploy, nil)
+}
+
+// Follow is Deploy for a followed branch (trigger follow): allow, given
+// the slot's state once the slot is reserved, may still refuse it (the
+// user took control meanwhile); its error is returned as ErrInvalid.
+func (d *Deployer) Follow(name string, req Request, allow func(state.Slot) error) (Record, error) {
+	return d.deploy(name, req, TriggerFollow, allow)
+}
+
+func (d *Deployer) deploy(name string, req Request, trig Trigger, allow func(state.Slot) error) (Record, error) {
 	if err := req.check(); err != nil {
 		return Record{}, err
 	}
@@ -31,7 +42,12 @@ func (d *Deployer) Deploy(name string, req Request) (Record, error) {
 		}
 	}
 	var slotEnv map[string]string
-	j, err := d.begin(name, TriggerDeploy, func(ss state.Slot, r *Record) (bool, error) {
+	j, err := d.begin(name, trig, func(ss state.Slot, r *Record) (bool, error) {
+		if allow != nil {
+			if err := allow(ss); err != nil {
+				return false, invalid("%v", err)
+			}
+		}
 		r.Repo, r.Ref, r.Dir, r.Origin = source.Redact(req.Repo), req.Ref, req.Dir, req.Origin
 		slotEnv = ss.Env
 		return true, nil

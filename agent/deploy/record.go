@@ -36,6 +36,8 @@ const (
 	TriggerRollback Trigger = "rollback"
 	// TriggerGitPush is a deploy from `git push` to the slot's repository.
 	TriggerGitPush Trigger = "git-push"
+	// TriggerFollow is a deploy of a followed branch's new commit.
+	TriggerFollow Trigger = "follow"
 )
 
 // Stage is one timed step of a deploy.
@@ -58,6 +60,8 @@ type Record struct {
 	Dir     string `json:"dir,omitempty"`
 	Commit  string `json:"commit,omitempty"`
 	Release string `json:"release,omitempty"`
+	// Previous is the commit the slot served when the deploy began.
+	Previous string `json:"previous,omitempty"`
 	// Language and Plan: what the app is and how it is installed, built
 	// and started, once detected.
 	Language   string    `json:"language,omitempty"`

@@ -446,50 +446,89 @@ func TestNoCredentialInAnyCommandLine(t *testing.T) {
 	const wrong = "ghp_wr0ngT0ken"
 	base := testkit.GitHTTPServer(t, root, testkit.WithBasicAuth("deployer", token), testkit.WithDelay(300*time.Millisecond))
 	secrets := []string{token, url.PathEscape(token), wrong}
-	for _, pass := range []string{url.PathEscape(token), wrong} {
-		repo := strings.Replace(base, "http://", "http://deployer:"+pass+"@", 1) + "/app.git"
-		g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache.git")}
-		done := make(chan error, 1)
-		go func() {
+	// A fetch (deploys) and Heads (a slot following its branch).
+	ops := map[string]func(repo string) error{
+		"fetch": func(repo string) error {
+			g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache.git")}
 			_, err := g.Fetch(context.Background(), repo, "main")
-			done <- err
-		}()
-		seen := 0
-		var leaked []string
-		for running := true; running; {
-			select {
-			case err := <-done:
-				running = false
-				if pass == wrong && err == nil {
-					t.Fatal("fetch with a wrong token succeeded")
-				} else if pass != wrong && err != nil {
-					t.Fatalf("fetch: %v", err)
+			return err
+		},
+		"heads": func(repo string) error {
+			_, _, err := Heads(context.Background(), nil, repo)
+			return err
+		},
+	}
+	for _, op := range []string{"fetch", "heads"} {
+		for _, pass := range []string{url.PathEscape(token), wrong} {
+			repo := strings.Replace(base, "http://", "http://deployer:"+pass+"@", 1) + "/app.git"
+			done := make(chan error, 1)
+			go func() { done <- ops[op](repo) }()
+			seen := 0
+			var leaked []string
+			for running := true; running; {
+				select {
+				case err := <-done:
+					running = false
+					if pass == wrong && err == nil {
+						t.Fatal("fetch with a wrong token succeeded")
+					} else if pass != wrong && err != nil {
+						t.Fatalf("fetch: %v", err)
+					}
+				default:
 				}
-			default:
-			}
-			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-			for _, p := range procs {
-				b, err := os.ReadFile(p)
-				if err != nil {
-					continue
-				}
-				line := strings.ReplaceAll(string(b), "\x00", " ")
-				if strings.Contains(line, strings.TrimPrefix(base, "http://")+"/app.git") {
-					seen++
-				}
-				for _, secret := range secrets {
-					if strings.Contains(line, secret) {
-						leaked = append(leaked, line)
+				procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+				for _, p := range procs {
+					b, err := os.ReadFile(p)
+					if err != nil {
+						continue
+					}
+					line := strings.ReplaceAll(string(b), "\x00", " ")
+					if strings.Contains(line, strings.TrimPrefix(base, "http://")+"/app.git") {
+						seen++
+					}
+					for _, secret := range secrets {
+						if strings.Contains(line, secret) {
+							leaked = append(leaked, line)
+						}
 					}
 				}
 			}
+			if seen == 0 {
+				t.Fatal("no git process was seen while the fetch ran: the test proves nothing")
+			}
+			t.Logf("%s, password %s: git's command lines read %d times while it ran", op, Redact(repo), seen)
+			if len(leaked) > 0 {
+				t.Errorf("%s: a token is in command lines: %q", op, leaked)
+			}
 		}
-		if seen == 0 {
-			t.Fatal("no git process was seen while the fetch ran: the test proves nothing")
+	}
+}
+
+// TestHeads: the branches and HEAD of a repository over smart HTTP with a
+// token; a wrong token and a repository that moved away are errors that
+// do not quote the token.
+func TestHeads(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	r := newSampleRepo(t, filepath.Join(root, "app.git"))
+	const token = "ghp_h3adsT0ken"
+	base := testkit.GitHTTPServer(t, root, testkit.WithBasicAuth("deployer", token))
+	repo := strings.Replace(base, "http://", "http://deployer:"+token+"@", 1) + "/app.git"
+	heads, head, err := Heads(context.Background(), nil, repo)
+	if err != nil || head != r.main || heads["main"] != r.main || heads["feature"] != r.feature || len(heads) != 2 {
+		t.Fatalf("Heads = %v, %s, %v; want main %s, feature %s", heads, head, err, r.main, r.feature)
+	}
+	for _, bad := range []string{
+		strings.Replace(repo, token, "ghp_wr0ng", 1),
+		strings.Replace(repo, "/app.git", "/moved.git", 1),
+		filepath.Join(root, "moved.git"),
+	} {
+		_, _, err := Heads(context.Background(), nil, bad)
+		if err == nil || strings.Contains(err.Error(), "ghp_") || !strings.Contains(err.Error(), "list the branches of") {
+			t.Errorf("Heads(%s) = %v, want an error without the token", Redact(bad), err)
 		}
-		t.Logf("password %s: git's command lines read %d times while the fetch ran", Redact(repo), seen)
-		if len(leaked) > 0 {
-			t.Errorf("a token is in command lines: %q", leaked)
-		}
+	}
+	if _, _, err := Heads(context.Background(), nil, "-uhack"); err == nil {
+		t.Error("Heads accepted a repository starting with -")
 	}
 }

@@ -54,6 +54,31 @@ type Slot struct {
 	Releases []Release `json:"releases,omitempty"`
 	// Env is the slot's environment, given to every release.
 	Env map[string]string `json:"env,omitempty"`
+	// Follow, when set, has the slot deploy its branch's new commits.
+	Follow *Follow `json:"follow,omitempty"`
+}
+
+// Follow is a slot following a branch of a repository (package follow).
+type Follow struct {
+	// Repo is the repository, as given: it may carry a token, so it is
+	// never shown (source.Redact it).
+	Repo string `json:"repo"`
+	// Branch is the tracked branch; empty tracks the default branch.
+	Branch string `json:"branch,omitempty"`
+	// Interval is the time between two checks of the branch.
+	Interval time.Duration `json:"interval"`
+	// Since is when following was turned on or resumed: a manual deploy,
+	// rollback or git push after it pauses following.
+	Since time.Time `json:"since"`
+	// Paused, when set, says why following is paused.
+	Paused string `json:"paused,omitempty"`
+	// FailedCommit is a commit whose deploy failed: it is not retried.
+	FailedCommit string `json:"failed_commit,omitempty"`
+	// Preview marks a slot taken by `slotagent preview`.
+	Preview bool `json:"preview,omitempty"`
+	// ReleaseOnDelete returns the slot to its placeholder when the branch
+	// is deleted upstream.
+	ReleaseOnDelete bool `json:"release_on_delete,omitempty"`
 }
 
 // Release is one runnable version of an app on disk.
@@ -135,6 +160,10 @@ func (s *State) Clone() *State {
 		}
 		cs := *sl
 		cs.Env = maps.Clone(sl.Env)
+		if sl.Follow != nil {
+			f := *sl.Follow
+			cs.Follow = &f
+		}
 		if sl.Releases != nil {
 			cs.Releases = make([]Release, len(sl.Releases))
 			for i, r := range sl.Releases {

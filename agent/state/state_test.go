@@ -36,6 +36,7 @@ func sample() *State {
 				Repo: "https://example.com/x.git", Ref: "main", Commit: "bbbbbbb",
 			},
 		},
+		Follow: &Follow{Repo: "https://example.com/x.git", Branch: "main", Interval: 30 * time.Second, Since: at},
 	}
 	st.Slots["b"] = &Slot{Desired: DesiredPlaceholder}
 	return st
@@ -184,6 +185,7 @@ func TestClone(t *testing.T) {
 	c.Slots["a"].Releases[1].Env["FOO"] = "changed"
 	c.Slots["a"].Releases[0].ID = "changed"
 	c.Slots["b"].Desired = DesiredRunning
+	c.Slots["a"].Follow.Paused = "changed"
 	c.Slots["new"] = &Slot{}
 	if !reflect.DeepEqual(orig, sample()) {
 		t.Fatalf("changing the clone changed the original: %+v", orig)
