@@ -318,6 +318,7 @@ func TestStopFreesPortOfGrandchild(t *testing.T) {
 	p := add(t, s, shSpec("port", nodeListener(false)+" & wait", fastPolicy(), "F="+file))
 	p.Start()
 	port := listening(t, p, file)
+	waitStatus(t, p, Online, 3*time.Second) // the leader is recorded with it
 
 	leader, ok := p.Leader()
 	if !ok || leader.PID != p.Info().PID {
@@ -368,8 +369,16 @@ func TestStopKillsAfterKillTimeout(t *testing.T) {
 	script := `trap "" TERM; touch "$F"; while :; do sleep 0.05; done`
 	p := add(t, s, shSpec("stubborn", script, pol, "F="+filepath.Join(dir, "a")))
 	p.Start()
-	waitFor(t, 3*time.Second, "the trap", func() bool { _, err := os.Stat(filepath.Join(dir, "a")); return err == nil })
-	leader, _ := p.Leader()
+	// The script can touch its file before the supervisor has recorded
+	// its leader: wait for both (a leader of PID 0 would make the checks
+	// below test the test's own process group).
+	var leader procgroup.Identity
+	waitFor(t, 3*time.Second, "the trap and the leader", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "a"))
+		var ok bool
+		leader, ok = p.Leader()
+		return err == nil && ok
+	})
 
 	start := time.Now()
 	p.Stop()
