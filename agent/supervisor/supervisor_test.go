@@ -143,10 +143,14 @@ func TestCrashLoopBacksOffThenErrors(t *testing.T) {
 	pol := fastPolicy()
 	pol.MaxRestarts = 4
 	pol.MinUptime = time.Second // an instant crash stays unstable even on a loaded machine
-	// Long enough delays that start-up jitter on a loaded machine (up to
-	// ~200 ms seen) does not hide the growth.
-	pol.RestartDelay = 400 * time.Millisecond
+	// Each gap between two starts is the delay plus the run and the next
+	// start-up, which a busy machine stretches by up to ~500 ms (seen).
+	// So the delays are long against that: a gap may exceed its delay by
+	// up to slack, less than the smallest delay, so a delay waited twice
+	// still fails.
+	pol.RestartDelay = time.Second
 	pol.MaxRestartDelay = 10 * time.Second
+	const slack = 900 * time.Millisecond
 	p := add(t, s, shSpec("crash", `date +%s.%N >> "$F"; exit 1`, pol, "F="+file))
 
 	p.Start()
@@ -177,32 +181,24 @@ func TestCrashLoopBacksOffThenErrors(t *testing.T) {
 		t.Error("Groups() still lists the errored process")
 	}
 
-	// The gaps are the backoff delays (0, 400, 600 ms) plus start overhead.
+	// The gaps are the backoff delays (0, 1 s, 1.5 s) plus that overhead:
+	// never shorter, so they grow, and never longer by more than slack.
 	for i := 1; i < len(starts); i++ {
 		gap := starts[i].Sub(starts[i-1])
 		want := pol.backoff(i - 1)
-		if gap < want-20*time.Millisecond || gap > want+500*time.Millisecond {
-			t.Errorf("gap %d = %s, want about %s", i, gap.Round(time.Millisecond), want)
+		if gap < want-20*time.Millisecond || gap > want+slack {
+			t.Errorf("gap %d = %s, want %s plus at most %s", i, gap.Round(time.Millisecond), want, slack)
 		}
 	}
-	g1, g2, g3 := starts[1].Sub(starts[0]), starts[2].Sub(starts[1]), starts[3].Sub(starts[2])
-	if !(g1 < g2 && g2 < g3) {
-		t.Errorf("gaps %s, %s, %s do not grow", g1, g2, g3)
-	}
-	// 1.5 without start overhead; the overhead (added to each gap) pulls
-	// the ratio down, so allow for up to ~250 ms of it.
-	if r := float64(g3) / float64(g2); r < 1.15 || r > 1.9 {
-		t.Errorf("third gap / second gap = %.2f, want about 1.5", r)
-	}
 	log := tail(t, p)
-	for _, want := range []string{"restarting now", "restarting in 400ms", "restarting in 600ms", "errored: 4 unstable restarts"} {
+	for _, want := range []string{"restarting now", "restarting in 1s", "restarting in 1.5s", "errored: 4 unstable restarts"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
 
-	// Errored stays down: the next delay would have been 900 ms.
-	time.Sleep(1500 * time.Millisecond)
+	// Errored stays down: past the next delay, there is still no start.
+	time.Sleep(pol.backoff(3) + slack)
 	if n := len(readLines(t, file)); n != 4 {
 		t.Fatalf("%d starts after errored, want still 4", n)
 	}
@@ -213,8 +209,9 @@ func TestCrashLoopBacksOffThenErrors(t *testing.T) {
 	// Start again: fresh counters. Had Unstable not been reset, the first
 	// exit would be the fifth unstable one and error at once.
 	p.Start()
-	if info := p.Info(); info.Unstable != 0 || info.Reason != "" || info.Status != Launching {
-		t.Errorf("after Start: %+v, want launching with counters reset", info)
+	// (Launching at once; the loop may already have it online.)
+	if info := p.Info(); info.Unstable != 0 || info.Reason != "" || (info.Status != Launching && info.Status != Online) {
+		t.Errorf("after Start: %+v, want launching or online with counters reset", info)
 	}
 	// The first restart is immediate, so the first wait is after two runs.
 	info = waitStatus(t, p, WaitingRestart, 3*time.Second)
@@ -234,13 +231,13 @@ func TestStableExitResetsUnstableAndBackoff(t *testing.T) {
 	pol := fastPolicy()
 	pol.MaxRestarts = 3
 	pol.MinUptime = 700 * time.Millisecond // generous: a crash under load is still quick
-	pol.StableUptime = 1300 * time.Millisecond
+	pol.StableUptime = 2 * time.Second     // > 0.9 s with a busy machine's start-up (up to 1.1 s seen)
 	pol.RestartDelay = 50 * time.Millisecond
-	// Runs 1 and 2 crash at once (unstable), run 3 is up 1.6 s (stable, and
+	// Runs 1 and 2 crash at once (unstable), run 3 is up 2.1 s (stable, and
 	// long enough to reset the backoff), run 5 crashes at once, the others
 	// are up 0.9 s (stable, but not long enough to reset the backoff).
 	script := `n=$(cat "$F" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$F"
-case $n in 1|2|5) exit 1;; 3) sleep 1.6; exit 1;; *) sleep 0.9; exit 1;; esac`
+case $n in 1|2|5) exit 1;; 3) sleep 2.1; exit 1;; *) sleep 0.9; exit 1;; esac`
 	p := add(t, s, shSpec("stable", script, pol, "F="+counter))
 	count := func() int {
 		b, _ := os.ReadFile(counter)
@@ -249,16 +246,16 @@ case $n in 1|2|5) exit 1;; 3) sleep 1.6; exit 1;; *) sleep 0.9; exit 1;; esac`
 	}
 
 	p.Start()
-	waitFor(t, 3*time.Second, "the third run", func() bool { return count() >= 3 })
+	waitFor(t, 10*time.Second, "the third run", func() bool { return count() >= 3 })
 	if info := p.Info(); info.Unstable != 2 {
 		t.Errorf("during run 3: Unstable = %d, want 2", info.Unstable)
 	}
-	waitFor(t, 3*time.Second, "the fourth run", func() bool { return count() >= 4 })
+	waitFor(t, 10*time.Second, "the fourth run", func() bool { return count() >= 4 })
 	if info := p.Info(); info.Unstable != 0 || info.Status == Errored {
 		t.Errorf("after a stable run: Unstable = %d, Status = %s, want 0 and not errored", info.Unstable, info.Status)
 	}
 	// Without the reset, run 3 would have been the third unstable exit: errored.
-	waitFor(t, 3*time.Second, "the sixth run", func() bool { return count() >= 6 })
+	waitFor(t, 10*time.Second, "the sixth run", func() bool { return count() >= 6 })
 	info := p.Info()
 	if info.Status == Errored || info.Unstable > 1 {
 		t.Errorf("Status = %s, Unstable = %d, want running with at most 1 unstable", info.Status, info.Unstable)
@@ -315,7 +312,11 @@ func TestStopFreesPortOfGrandchild(t *testing.T) {
 	t.Parallel()
 	s := newSup(t, 0)
 	file := filepath.Join(t.TempDir(), "port")
-	p := add(t, s, shSpec("port", nodeListener(false)+" & wait", fastPolicy(), "F="+file))
+	// A kill timeout far above any stop by SIGTERM on a busy machine: a
+	// stop that needed SIGKILL shows in the log and in the time taken.
+	pol := fastPolicy()
+	pol.KillTimeout = 10 * time.Second
+	p := add(t, s, shSpec("port", nodeListener(false)+" & wait", pol, "F="+file))
 	p.Start()
 	port := listening(t, p, file)
 	waitStatus(t, p, Online, 3*time.Second) // the leader is recorded with it
@@ -352,8 +353,8 @@ func TestStopFreesPortOfGrandchild(t *testing.T) {
 	if !pidGone(leader.PID) {
 		t.Errorf("leader %d still exists after Stop", leader.PID)
 	}
-	if took > 400*time.Millisecond {
-		t.Errorf("Stop took %s; SIGTERM should have ended it well before the kill timeout", took)
+	if log := tail(t, p); took > pol.KillTimeout/2 || strings.Contains(log, "sending SIGKILL") {
+		t.Errorf("Stop took %s; SIGTERM should have ended it well before the kill timeout; log:\n%s", took, log)
 	}
 	if info := p.Info(); info.Status != Stopped || info.PID != 0 {
 		t.Errorf("after Stop: %+v", info)
@@ -886,7 +887,9 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 	start := time.Now()
 	s.Close(300 * time.Millisecond)
-	if took := time.Since(start); took > 1500*time.Millisecond {
+	// 300 ms and the SIGKILL, not the 10 s kill timeout (a busy machine
+	// adds seconds to the first).
+	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("Close(300ms) of three stubborn processes took %s", took)
 	}
 	for _, pid := range pids {
