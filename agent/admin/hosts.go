@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/coder-slots/coder-slots/agent/config"
@@ -27,27 +28,47 @@ import (
 // ADMIN_URL's, in either of Coder's app URL forms:
 // slug--agent--workspace--owner or, from 2.27 on, slug--workspace--owner.
 type Hosts struct {
-	admin string   // ADMIN_URL's host name in the short app URL form; "" for none
-	extra []string // config.Config.AdminAllowedHosts
+	admin string      // ADMIN_URL's host name in the short app URL form; "" for none
+	extra []hostEntry // config.Config.AdminAllowedHosts
+}
+
+// hostEntry is one entry of admin_allowed_hosts, normalised.
+type hostEntry struct {
+	name     string // the host name; for a wildcard, the domain after "*."
+	port     string // the port a Host must carry; "" for any
+	wildcard bool   // the entry is "*.domain": name's subdomains, not name
 }
 
 // NewHosts allows the host of adminURL (may be empty) and extra: "name"
-// (any port), "name:port" or "*.domain" (its subdomains).
+// (any port), "name:port", "*.domain" (its subdomains, any port) or
+// "*.domain:port".
 func NewHosts(adminURL string, extra []string) Hosts {
-	h := Hosts{extra: extra}
+	h := Hosts{}
 	if u, err := url.Parse(adminURL); err == nil && u.Hostname() != "" {
 		h.admin = shortAppForm(normalHost(u.Hostname()))
+	}
+	for _, e := range extra {
+		var entry hostEntry
+		entry.name, entry.port = splitHost(e)
+		entry.name, entry.wildcard = strings.CutPrefix(entry.name, "*.")
+		h.extra = append(h.extra, entry)
 	}
 	return h
 }
 
+// splitHost splits a Host header (or an entry) into its normalised name and
+// its port ("" when it has none).
+func splitHost(host string) (name, port string) {
+	name = host
+	if n, p, err := net.SplitHostPort(host); err == nil {
+		name, port = n, p
+	}
+	return normalHost(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")), port
+}
+
 // Allows reports whether host, a request's Host, names the admin panel.
 func (h Hosts) Allows(host string) bool {
-	name := host
-	if n, _, err := net.SplitHostPort(host); err == nil {
-		name = n
-	}
-	name = normalHost(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]"))
+	name, port := splitHost(host)
 	switch {
 	case name == "":
 		return false
@@ -57,21 +78,21 @@ func (h Hosts) Allows(host string) bool {
 		return true
 	}
 	for _, e := range h.extra {
-		_, _, withPort := net.SplitHostPort(e)
-		switch {
-		case strings.HasPrefix(e, "*."):
-			if strings.HasSuffix(name, e[1:]) {
-				return true
-			}
-		case withPort == nil:
-			if strings.EqualFold(host, e) {
-				return true
-			}
-		case name == e:
+		if e.port != "" && e.port != port {
+			continue
+		}
+		if e.wildcard && isSubdomain(name, e.name) || !e.wildcard && name == e.name {
 			return true
 		}
 	}
 	return false
+}
+
+// isSubdomain reports whether name is a subdomain of domain: it ends in
+// "."+domain after one or more labels, none of them empty.
+func isSubdomain(name, domain string) bool {
+	sub, ok := strings.CutSuffix(name, "."+domain)
+	return ok && !slices.Contains(strings.Split(sub, "."), "")
 }
 
 // normalHost is a host name in lower case without a final dot.

@@ -201,3 +201,22 @@ func TestHostCheckOnTheWire(t *testing.T) {
 		t.Fatalf("env changes: %d, want 1 (only the allowed request)", n)
 	}
 }
+
+// TestHostsEntriesAreNormalised: an admin_allowed_hosts entry with a port
+// matches a Host in any case and with a final dot, like one without;
+// "*.domain:port" matches the subdomains on that port; a wildcard never
+// matches an empty label.
+func TestHostsEntriesAreNormalised(t *testing.T) {
+	h := NewHosts("", []string{"tunnel.example:8443", "*.proxy.example:8443", "*.wild.example", "Panel.Example."})
+	for host, want := range map[string]bool{
+		"tunnel.example:8443": true, "Tunnel.Example.:8443": true, "TUNNEL.EXAMPLE:8443": true, "tunnel.example.:9000": false,
+		"a.proxy.example:8443": true, "B.a.Proxy.Example.:8443": true, "a.proxy.example:9000": false, "a.proxy.example": false,
+		"proxy.example:8443": false, ".proxy.example:8443": false,
+		"a.wild.example": true, ".wild.example": false, ".wild.example:80": false, "a..wild.example": false, "wild.example": false,
+		"panel.example": true, "PANEL.example.:9000": true,
+	} {
+		if got := h.Allows(host); got != want {
+			t.Errorf("Allows(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -149,7 +149,7 @@ func Keys() []Key {
 		{"bind", "SLOTAGENT_BIND", "127.0.0.1", "address every port listens on"},
 		{"admin_port", "ADMIN_PORT", "9000", "admin panel port"},
 		{"admin_url", "ADMIN_URL", "", "admin panel URL, linked from placeholders"},
-		{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", "", "more Host names the admin port answers, comma-separated: name, name:port or *.domain (IP addresses, localhost and the host of admin_url always are)"},
+		{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", "", "more Host names the admin port answers, comma-separated: name, name:port, *.domain or *.domain:port (IP addresses, localhost and the host of admin_url always are)"},
 		{"idle_timeout", "SLOTAGENT_IDLE_TIMEOUT", "75s", "how long a kept-alive client connection to a slot or the admin port may wait for its next request"},
 		{"max_conns_per_slot", "SLOTAGENT_MAX_CONNS_PER_SLOT", "1024", "client connections one slot port serves at once; one more is closed at once (counted in /metrics)"},
 		{"coder_agent_init_script", "CODER_AGENT_INIT_SCRIPT", "", "Coder agent init script, run with sh -c as process coder-agent"},
@@ -365,7 +365,7 @@ func (p *parser) hosts(name string) []string {
 			continue
 		}
 		if strings.ContainsAny(h, "/@") || !httpguts.ValidHostHeader(strings.TrimPrefix(h, "*.")) {
-			p.fail(name, "%q is not a host name (name, name:port or *.domain, without a scheme)", h)
+			p.fail(name, "%q is not a host name (name, name:port, *.domain or *.domain:port, without a scheme)", h)
 			return nil
 		}
 		out = append(out, h)
