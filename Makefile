@@ -6,7 +6,7 @@ RUN_DIR ?= .run
 # The workspace image `make image` builds.
 IMAGE   ?= coder-slots/workspace:$(VERSION)
 
-.PHONY: build run test lint bench clean tf-mirror image e2e e2e-kube
+.PHONY: build run test lint fuzz bench clean tf-mirror image e2e e2e-kube
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/slotagent ./agent/cmd/slotagent
@@ -40,6 +40,17 @@ e2e: build tf-mirror
 # containerd), after Docker has built the image and stopped. Needs root.
 e2e-kube: build tf-mirror
 	$(GO) test -tags e2e -count=1 -timeout 60m -v -run TestKubernetes ./provision/e2e/
+
+# The fuzz targets, each for FUZZTIME (go test -fuzz takes one target per
+# run); make test runs their seed corpora. A finding is written under the
+# package's testdata/fuzz/ and becomes a regression test there.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./agent/gitpush:FuzzParseUpdates
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) $${t%%:*}; \
+	done
 
 # Benchmarks print numbers; they never run in make test.
 bench:
