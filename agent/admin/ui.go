@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/follow"
 	"github.com/coder-slots/coder-slots/agent/gitpush"
 	"github.com/coder-slots/coder-slots/agent/history"
 	"github.com/coder-slots/coder-slots/agent/humanize"
@@ -107,6 +108,8 @@ type slotData struct {
 	GitError string          // why the slot's git repository is not usable
 	// Charts are the slot's history, when the agent keeps one.
 	Charts *Charts
+	// Follow is the slot's following, when the agent has a follower.
+	Follow *follow.Status
 }
 
 func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
@@ -136,6 +139,10 @@ func (a *API) slotPage(w http.ResponseWriter, r *http.Request, name string) {
 		} else {
 			d.Git = &r
 		}
+	}
+	if fb, ok := a.b.(Following); ok && fb.Follower() != nil {
+		st := fb.Follower().Status(name)
+		d.Follow = &st
 	}
 	ss := a.b.Slot(name)
 	for k := range ss.Env {

@@ -246,6 +246,12 @@ func TestFollowPausesWhenTheUserTakesControl(t *testing.T) {
 	if out := a.mustCLI("status"); !strings.Contains(out, "paused: rollback a-") {
 		t.Fatalf("status does not show the pause:\n%s", out)
 	}
+	// The slot's page shows it, with a one-click resume.
+	if code, page := body(t, a.url("admin", "/slots/a?part=part-status")); code != 200 ||
+		!strings.Contains(page, `<span class="badge st-paused">paused</span> follows <code>main</code>`) ||
+		!strings.Contains(page, `data-follow="on">Resume following</button>`) {
+		t.Fatalf("slot page status: %d\n%s", code, page)
+	}
 	// Slot b follows the same repository: once it serves v3, slot a has
 	// had checks in which to take it.
 	if _, errOut, code := a.cli("follow", "b"); code == 0 || !strings.Contains(errOut, "slot b serves no release from a git repository") {

@@ -107,6 +107,42 @@
     });
   });
 
+  // Follow buttons: turn following on (or resume), off, or check now.
+  document.addEventListener('click', e => {
+    const btn = e.target.closest('button[data-follow]');
+    if (!btn || !slot) return;
+    if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
+    act(async () => {
+      if (btn.dataset.follow === 'check') {
+        await api('POST', 'api/slots/' + slot + '/follow/check');
+      } else {
+        await api('PUT', 'api/slots/' + slot + '/follow', { on: btn.dataset.follow === 'on' });
+      }
+      refreshAll();
+    });
+  });
+
+  const previewForm = document.getElementById('preview-form');
+  if (previewForm) {
+    previewForm.addEventListener('submit', e => {
+      e.preventDefault();
+      const f = new FormData(previewForm);
+      const req = { repo: String(f.get('repo') || '').trim(), branch: String(f.get('branch') || '').trim(),
+        release_on_delete: f.get('release_on_delete') === 'on' };
+      act(async () => {
+        const ans = await api('POST', 'api/previews', req);
+        const out = document.getElementById('preview-result');
+        out.textContent = '';
+        const a = document.createElement('a');
+        a.href = root + 'slots/' + encodeURIComponent(ans.slot);
+        a.textContent = 'slot ' + ans.slot;
+        out.append(a, ' now follows ' + req.branch + (ans.url ? ' (' + ans.url + ')' : '') + ': ' + ans.follow.message);
+        out.hidden = false;
+        refreshAll();
+      });
+    });
+  }
+
   // Copy buttons: data-copy names the element whose text they copy.
   document.addEventListener('click', async e => {
     const btn = e.target.closest('button[data-copy]');
