@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
@@ -103,11 +105,91 @@ func sum(v []int) (n int) {
 	return n
 }
 
-// TestHistoryChartsInARealBrowser: traffic with some 500s, two deploys and
-// a crash show on slot a's page as charts with markers (each deploy's
-// linking to its record) and a non-zero error series between the deploys,
-// where the 500s were; the dashboard shows slot a's sparklines and error
-// rate; both pages fit a 390 px phone.
+// chartProbe is what the slot page's charts show, read in the browser.
+type chartProbe struct {
+	Charts, YLabels, Marks, ErrPaths int
+	Hrefs, Kinds, XLabels            []string
+	Caption                          string
+	Columns, Off, Rows               int
+	Fail                             int // the data row whose tip counts the most 5xx
+	FailCount                        int
+	CaptionsCut                      int // captions wider than their box
+	Tops                             []float64
+}
+
+const chartProbeJS = `(() => {
+  const charts = [...document.querySelectorAll('#history svg.chart')];
+  const lane = document.querySelector('#history svg.lane');
+  const box = document.querySelector('#history .charts');
+  const tips = box ? JSON.parse(box.dataset.tips) : {columns: 0, off: 0, rows: []};
+  const out = {Charts: charts.length,
+    YLabels: Math.min(...[...document.querySelectorAll('#history svg.yaxis')].map(y => y.querySelectorAll('text').length)),
+    Marks: lane ? lane.querySelectorAll('.mark').length : 0,
+    ErrPaths: document.querySelectorAll('#history svg.chart path.err').length,
+    Hrefs: lane ? [...lane.querySelectorAll('a.mark')].map(a => a.getAttribute('href')) : [],
+    Kinds: lane ? [...lane.querySelectorAll('.mark')].map(m => m.getAttribute('class').replace('mark ev-', '')) : [],
+    XLabels: [...(document.querySelector('#history svg.xaxis') || document).querySelectorAll('text')].map(t => t.textContent),
+    Caption: (document.querySelector('#history p.muted') || {textContent: ''}).textContent,
+    Columns: tips.columns, Off: tips.off, Rows: tips.rows.length, Fail: -1, FailCount: 0,
+    CaptionsCut: [...document.querySelectorAll('#history figcaption')].filter(f => f.scrollWidth > f.clientWidth + 1).length,
+    Tops: charts.map(c => c.getBoundingClientRect().top)};
+  tips.rows.forEach((r, i) => { const m = r.l[0].match(/(\d+) 5xx/); if (m && Number(m[1]) > out.FailCount) { out.Fail = i; out.FailCount = Number(m[1]); } });
+  return out;
+})()`
+
+// pointAt is the page position of data row i of the first chart.
+func pointAt(t *testing.T, ctx context.Context, i int) (x, y float64) {
+	t.Helper()
+	var p struct{ X, Y float64 }
+	if err := chromedp.Run(ctx, chromedp.Evaluate(fmt.Sprintf(`(() => {
+	  const d = JSON.parse(document.querySelector('#history .charts').dataset.tips);
+	  const r = document.querySelector('#history .area').getBoundingClientRect();
+	  return {X: r.left + (d.off + %d + 0.5) / d.columns * r.width, Y: r.top + r.height / 2};
+	})()`, i), &p)); err != nil {
+		t.Fatal(err)
+	}
+	return p.X, p.Y
+}
+
+// tipState is the crosshair tip's text (empty when hidden) and the number
+// of crosshair lines on the page.
+func tipState(t *testing.T, ctx context.Context) (string, int) {
+	t.Helper()
+	var st struct {
+		Text  string
+		Lines int
+	}
+	if err := chromedp.Run(ctx, chromedp.Evaluate(`(() => { const tip = document.querySelector('#history .tip');
+	  return {Text: tip && !tip.hidden ? tip.textContent : '', Lines: document.querySelectorAll('#history .crosshair').length}; })()`, &st)); err != nil {
+		t.Fatal(err)
+	}
+	return st.Text, st.Lines
+}
+
+// waitTip waits until the tip's text contains want ("" for hidden) with
+// lines crosshair lines.
+func waitTip(t *testing.T, ctx context.Context, want string, lines int) string {
+	t.Helper()
+	var text string
+	var n int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		text, n = tipState(t, ctx)
+		if n == lines && ((want == "" && text == "") || (want != "" && strings.Contains(text, want))) {
+			return text
+		}
+	}
+	t.Fatalf("tip %q with %d crosshair lines, want %q and %d", text, n, want, lines)
+	return ""
+}
+
+// TestHistoryChartsInARealBrowser: traffic with some 500s, two deploys, a
+// crash, a stop and a start show on slot a's page as four charts with
+// gridlines, y labels and clock-time x labels, and an events lane with a
+// shape per kind (each deploy's linking to its page); one crosshair tip
+// shows every series of a moment on hover and on tap, and survives the
+// refresh; a young agent's 24 h view spans what it has; an empty slot has
+// an empty state; the dashboard shows requests per minute and the error
+// rates; both pages fit a 390 px phone.
 func TestHistoryChartsInARealBrowser(t *testing.T) {
 	ctx, agent, proxy, bare := startPanel(t)
 	admin := proxy.url("admin--dev--alice")
@@ -137,85 +219,154 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 		}
 	}
 	testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", agent.ports["a"]), 200, 10*time.Second)
+	if code := agent.api(t, "POST", "/api/processes/a/stop", "{}", nil); code != 200 {
+		t.Fatalf("stop: %d", code)
+	}
+	if code := agent.api(t, "POST", "/api/restart/a", "{}", nil); code != 200 {
+		t.Fatalf("start: %d", code)
+	}
+	testkit.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", agent.ports["a"]), 200, 10*time.Second)
 	agent.hits(t, "/", 10, 200)
 	demo(30 * time.Second)
-	if sum(h.Status5xx) != 10 || sum(h.Requests) < 61 || len(h.Events) != 3 || h.Events[0].DeployID != first ||
-		h.Events[1].DeployID != second || h.Events[2].Kind != "crash" {
+	agent.api(t, "GET", "/api/slots/a/history?range=1h", "", &h)
+	if sum(h.Status5xx) != 10 || sum(h.Requests) < 61 || len(h.Events) != 5 || h.Events[0].DeployID != first ||
+		h.Events[1].DeployID != second || h.Events[2].Kind != "crash" || h.Events[3].Kind != "stop" || h.Events[4].Kind != "start" {
 		t.Fatalf("history of slot a: %d 5xx, %d requests, events %+v", sum(h.Status5xx), sum(h.Requests), h.Events)
 	}
 
-	// The slot page: four charts, each with a title; the deploys' and the
-	// crash's markers; the 500s in the error series, between the deploys.
-	if err := chromedp.Run(ctx, chromedp.Navigate(admin+"slots/a"), chromedp.WaitVisible("#history svg.chart", chromedp.ByQuery)); err != nil {
+	// The slot page: four charts with their y labels, clock times in the
+	// zone the caption names, the lane's five events; the 500s in a
+	// column's numbers.
+	if err := chromedp.Run(ctx, chromedp.EmulateViewport(1400, 1000), chromedp.Navigate(admin+"slots/a"),
+		chromedp.WaitVisible("#history svg.chart", chromedp.ByQuery)); err != nil {
 		t.Fatal(err)
 	}
-	var got struct {
-		Charts, Titled, Deploys, Crashes int
-		Hrefs                            []string
-		ErrPath                          string
-		Fail                             []float64 // columns whose title counts 5xx
-		FailCount                        int       // the 5xx they count
-		DeployX                          []float64
-	}
-	const probe = `(() => {
-	  const charts = [...document.querySelectorAll('#history svg.chart')];
-	  const req = charts[0];
-	  const out = {Charts: charts.length, Titled: charts.filter(c => c.firstElementChild.tagName === 'title' && c.firstElementChild.textContent).length,
-	    Deploys: req.querySelectorAll('a.marker.ev-deploy').length, Crashes: req.querySelectorAll('.marker.ev-crash').length,
-	    Hrefs: [...req.querySelectorAll('a.marker.ev-deploy')].map(a => a.getAttribute('href')),
-	    ErrPath: (req.querySelector('path.err') || {getAttribute: () => ''}).getAttribute('d'),
-	    Fail: [], FailCount: 0,
-	    DeployX: [...req.querySelectorAll('a.marker.ev-deploy line')].map(l => Number(l.getAttribute('x1')))};
-	  for (const r of req.querySelectorAll(':scope > rect.hit')) {
-	    const m = r.textContent.match(/(\d+) 5xx/);
-	    if (m && Number(m[1]) > 0) { out.Fail.push(Number(r.getAttribute('x'))); out.FailCount += Number(m[1]); }
-	  }
-	  return out;
-	})()`
-	if err := chromedp.Run(ctx, chromedp.Evaluate(probe, &got)); err != nil {
+	var got chartProbe
+	if err := chromedp.Run(ctx, chromedp.Evaluate(chartProbeJS, &got)); err != nil {
 		t.Fatal(err)
 	}
-	if got.Charts != 4 || got.Titled != 4 || got.Deploys != 2 || got.Crashes != 1 || got.ErrPath == "" || got.FailCount != 10 {
+	zone, _ := time.Now().Zone()
+	if got.Charts != 4 || got.YLabels < 3 || got.Marks != 5 || got.ErrPaths != 1 || got.FailCount < 1 || got.CaptionsCut != 0 ||
+		!strings.Contains(got.Caption, "times in "+zone) || len(got.XLabels) < 2 {
 		t.Fatalf("slot page charts: %+v", got)
 	}
-	for i, id := range []string{first, second} {
-		if want := "../deploys/" + id; got.Hrefs[i] != want {
-			t.Errorf("deploy marker %d links to %q, want %q", i, got.Hrefs[i], want)
+	for _, l := range got.XLabels {
+		if _, err := time.Parse("15:04", l); err != nil {
+			t.Errorf("x label %q is not a clock time", l)
 		}
 	}
-	for _, x := range got.Fail { // column x covers [x, x+1]; the 500s came between the deploys
-		if x > got.DeployX[1] || x+1 < got.DeployX[0] {
-			t.Errorf("5xx in column %v, outside the deploys at %v", x, got.DeployX)
+	if got.Tops[0] != got.Tops[1] || got.Tops[2] != got.Tops[3] || got.Tops[2] <= got.Tops[0] {
+		t.Errorf("the charts are not two rows of two at 1400 px: tops %v", got.Tops)
+	}
+	if want := []string{"deploy", "deploy", "crash", "stop", "start"}; strings.Join(got.Kinds, " ") != strings.Join(want, " ") {
+		t.Errorf("lane: %v, want %v", got.Kinds, want)
+	}
+	if len(got.Hrefs) != 3 || got.Hrefs[0] != "../deploys/"+first || got.Hrefs[1] != "../deploys/"+second || got.Hrefs[2] != "#app-log" {
+		t.Errorf("lane links: %v", got.Hrefs)
+	}
+
+	// Hover: one line across each chart, one tip with every series of
+	// that moment; it stays through the refresh; leaving hides it.
+	if err := chromedp.Run(ctx, chromedp.ScrollIntoView("#history", chromedp.ByQuery)); err != nil {
+		t.Fatal(err)
+	}
+	x, y := pointAt(t, ctx, got.Fail)
+	if err := chromedp.Run(ctx, chromedp.MouseEvent(input.MouseMoved, x, y)); err != nil {
+		t.Fatal(err)
+	}
+	tip := waitTip(t, ctx, fmt.Sprintf("%d 5xx", got.FailCount), 4)
+	for _, want := range []string{"requests in", "/min", "latency p50", "CPU", "memory", zone} {
+		if !strings.Contains(tip, want) {
+			t.Errorf("the tip has no %q: %q", want, tip)
 		}
+	}
+	var refreshes int
+	if err := chromedp.Run(ctx, chromedp.Evaluate(`window.__refreshes = 0; document.getElementById('history').addEventListener('refreshed', () => window.__refreshes++); 0`, &refreshes)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); refreshes < 2; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the charts did not refresh")
+		}
+		_ = chromedp.Run(ctx, chromedp.Evaluate(`window.__refreshes`, &refreshes))
+	}
+	if after, lines := tipState(t, ctx); after != tip || lines != 4 {
+		t.Fatalf("after the refresh the tip is %q with %d lines, was %q", after, lines, tip)
 	}
 	shot(t, ctx, "#history", "screenshot-charts-slot.png")
-
-	// 24 h: the same events, one-minute columns; a bad range is refused.
-	var day int
-	if err := chromedp.Run(ctx, chromedp.Click(`a[href="?range=24h"]`, chromedp.ByQuery), chromedp.WaitVisible("#history svg.chart", chromedp.ByQuery),
-		chromedp.Evaluate(`document.querySelectorAll('#history figure:first-of-type .marker').length`, &day)); err != nil || day != 3 {
-		t.Fatalf("24 h markers: %d %v", day, err)
+	if err := chromedp.Run(ctx, chromedp.MouseEvent(input.MouseMoved, 5, 5)); err != nil {
+		t.Fatal(err)
 	}
-	if text := pageText(t, ctx, admin+"slots/a?range=7d"); !strings.Contains(text, "1h or 24h") {
+	waitTip(t, ctx, "", 0)
+
+	// Tap: the tip stays after the finger lifts; a tap elsewhere hides it.
+	tap := func(x, y float64) {
+		t.Helper()
+		pt := []*input.TouchPoint{{X: x, Y: y}}
+		if err := chromedp.Run(ctx, input.DispatchTouchEvent(input.TouchStart, pt), input.DispatchTouchEvent(input.TouchEnd, []*input.TouchPoint{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := chromedp.Run(ctx, emulation.SetTouchEmulationEnabled(true)); err != nil {
+		t.Fatal(err)
+	}
+	tap(x, y)
+	waitTip(t, ctx, fmt.Sprintf("%d 5xx", got.FailCount), 4)
+	tap(5, 5)
+	waitTip(t, ctx, "", 0)
+	if err := chromedp.Run(ctx, emulation.SetTouchEmulationEnabled(false)); err != nil {
+		t.Fatal(err)
+	}
+
+	// 24 h: a young history spans what it has (at least 30 one-minute
+	// columns, not hours of 8-minute ones), with the same events; a bad
+	// range is an error page.
+	if err := chromedp.Run(ctx, chromedp.Click(`a[href="?range=24h"]`, chromedp.ByQuery), chromedp.WaitVisible("#history svg.chart", chromedp.ByQuery),
+		chromedp.Evaluate(chartProbeJS, &got)); err != nil {
+		t.Fatal(err)
+	}
+	if got.Columns != 30 || got.Marks != 5 || !strings.Contains(got.Caption, "when this history began") {
+		t.Fatalf("24 h view of a young history: %+v", got)
+	}
+	if text := pageText(t, ctx, admin+"slots/a?range=7d"); !strings.Contains(text, "1h or 24h") || !strings.Contains(text, "Back to the panel") {
 		t.Fatalf("?range=7d: %q", text)
 	}
 
-	// The dashboard: slot a's sparklines and error rate.
+	// An empty slot: a real empty state, no charts.
+	var empty struct {
+		Text   string
+		Charts int
+	}
+	if err := chromedp.Run(ctx, chromedp.Navigate(admin+"slots/b"), chromedp.WaitVisible("#history .empty-state", chromedp.ByQuery),
+		chromedp.Evaluate(`({Text: document.querySelector('#history .empty-state').textContent, Charts: document.querySelectorAll('svg.chart').length})`, &empty)); err != nil {
+		t.Fatal(err)
+	}
+	if empty.Charts != 0 || !strings.Contains(empty.Text, "slotagent deploy b --repo URL") {
+		t.Fatalf("empty slot b: %+v", empty)
+	}
+
+	// The dashboard: slot a's requests per minute and its error rates, in
+	// red for 5xx; empty slots say how to deploy.
 	var dash struct {
-		Sparks int
-		Rate   string
+		Sparks       int
+		Rates, Empty string
+		Bad          bool
+		EmptyCells   int
 	}
 	if err := chromedp.Run(ctx, chromedp.Navigate(admin), chromedp.WaitVisible("svg.spark", chromedp.ByQuery),
 		chromedp.Evaluate(`(() => { const row = document.querySelector('a[href="./slots/a"]').closest('tr');
-		  return {Sparks: row.querySelectorAll('svg.spark title').length, Rate: row.lastElementChild.textContent}; })()`, &dash)); err != nil {
+		  return {Sparks: row.querySelectorAll('svg.spark').length, Rates: row.querySelector('td.rates').textContent,
+		    Bad: !!row.querySelector('.r5.bad'), Empty: document.querySelector('td.empty-slot').textContent,
+		    EmptyCells: document.querySelectorAll('td.empty-slot').length}; })()`, &dash)); err != nil {
 		t.Fatal(err)
 	}
-	if dash.Sparks < 2 || !strings.HasSuffix(dash.Rate, "%") {
-		t.Fatalf("dashboard row of slot a: %+v", dash)
+	if dash.Sparks != 1 || !strings.Contains(dash.Rates, "/min") || !strings.Contains(dash.Rates, "5xx") || !strings.Contains(dash.Rates, "4xx") ||
+		!dash.Bad || dash.EmptyCells != 4 || !strings.Contains(dash.Empty, "deploy one") {
+		t.Fatalf("dashboard: %+v", dash)
 	}
 	shot(t, ctx, "", "screenshot-charts-dashboard.png")
 
-	// A 390 px phone: nothing wider than the screen.
+	// A 390 px phone: nothing wider than the screen, the captions whole.
 	for _, page := range []string{admin, admin + "slots/a"} {
 		var width, inner int
 		if err := chromedp.Run(ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(page), chromedp.WaitVisible("svg", chromedp.ByQuery),
@@ -225,6 +376,9 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 		if width > inner {
 			t.Errorf("%s is %d px wide on a %d px screen", page, width, inner)
 		}
+	}
+	if err := chromedp.Run(ctx, chromedp.Evaluate(chartProbeJS, &got)); err != nil || got.CaptionsCut != 0 {
+		t.Errorf("at 390 px: %d captions cut (%v)", got.CaptionsCut, err)
 	}
 	shot(t, ctx, "#history", "screenshot-charts-phone.png")
 }

@@ -1,9 +1,10 @@
 // Package chart draws the admin panel's time charts as inline SVG: stacked
-// bars, lines and event markers over a fixed number of columns, with a
-// <title> for the chart and one for every column (the numbers on hover, and
-// for screen readers), and no script. The SVG stretches to its box
-// (preserveAspectRatio none, strokes that do not scale), so it has no text
-// of its own: labels belong to the page around it.
+// bars and lines over a fixed number of columns on a linear or
+// logarithmic scale with gridlines at its ticks, and an events lane of
+// shapes. A chart's SVG stretches to its box (preserveAspectRatio none,
+// strokes that do not scale), so it has no text of its own: the tick
+// labels are Axis SVGs beside it, placed in percent, and the numbers of a
+// column are the page's to show.
 package chart
 
 import (
@@ -17,9 +18,81 @@ import (
 // Height is the chart's height in its own units (the width is Columns).
 const Height = 100
 
+// Scale maps values to heights: Pos is 0 at the bottom, 1 at the top.
+type Scale struct {
+	Lo, Hi float64
+	Log    bool
+	// Ticks are the values with a gridline (and a label), bottom first.
+	Ticks []float64
+}
+
+// niceSteps are the tick steps of a linear scale, times a power of ten.
+var niceSteps = []float64{1, 2, 2.5, 5, 10}
+
+// Linear is a scale from 0 to a round number at or above top, with 3 to 5
+// intervals of 1, 2, 2.5 or 5 times a power of ten; 0 or less (or NaN) is
+// 0 to 1.
+func Linear(top float64) Scale {
+	if !(top > 0) {
+		top = 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(top/4)))
+	step := 10 * p
+	for _, m := range niceSteps {
+		if top/(m*p) <= 5+1e-9 {
+			step = m * p
+			break
+		}
+	}
+	n := math.Ceil(top/step - 1e-9)
+	s := Scale{Lo: 0, Hi: n * step}
+	for i := 0.0; i <= n; i++ {
+		// To ten digits: 0.6, not 0.6000000000000001.
+		v, _ := strconv.ParseFloat(strconv.FormatFloat(i*step, 'g', 10, 64), 64)
+		s.Ticks = append(s.Ticks, v)
+	}
+	return s
+}
+
+// Logarithmic is a scale from the power of ten at or below lo to the one
+// at or above hi (at least a decade apart), with ticks at every power of
+// ten, and at 2 and 5 times them when it spans one or two decades.
+func Logarithmic(lo, hi float64) Scale {
+	if !(lo > 0) || !(hi >= lo) {
+		lo, hi = 1, 10
+	}
+	a, b := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	if b <= a {
+		b = a + 1
+	}
+	s := Scale{Lo: math.Pow(10, a), Hi: math.Pow(10, b), Log: true}
+	for e := a; e <= b; e++ {
+		p := math.Pow(10, e)
+		s.Ticks = append(s.Ticks, p)
+		if b-a <= 2 && e < b {
+			s.Ticks = append(s.Ticks, 2*p, 5*p)
+		}
+	}
+	return s
+}
+
+// Pos is where v is on the scale: 0 at the bottom, 1 at the top, clamped.
+func (s Scale) Pos(v float64) float64 {
+	var p float64
+	if s.Log {
+		if !(v > 0) {
+			return 0
+		}
+		p = math.Log10(v/s.Lo) / math.Log10(s.Hi/s.Lo)
+	} else {
+		p = (v - s.Lo) / (s.Hi - s.Lo)
+	}
+	return min(max(p, 0), 1)
+}
+
 // Chart is one chart over time, oldest column on the left.
 type Chart struct {
-	// Title names the chart (its <title>).
+	// Title names the chart (its <title>, for screen readers).
 	Title string
 	// Class is the CSS class of the <svg>.
 	Class string
@@ -29,12 +102,9 @@ type Chart struct {
 	Columns int
 	// Bars are stacked, bottom first; Lines are drawn over them.
 	Bars, Lines []Series
-	// Max is the top of the scale; 0 takes the largest value shown.
-	Max float64
-	// Hover is one text per data column, shown on hover.
-	Hover []string
-	// Markers are vertical lines at events.
-	Markers []Marker
+	// Scale maps the values; a zero Scale is Linear of the largest bar
+	// stack or line value.
+	Scale Scale
 }
 
 // Series is one row of values, one per data column; NaN is no value (a
@@ -43,24 +113,13 @@ type Series struct {
 	Class  string
 	Values []float64
 	// Floor is the least height (of Height) a bar of this series with a
-	// value above 0 is drawn, so that a few errors beside many successes
-	// still show; the hover text has the numbers.
+	// value above 0 is drawn: one pixel of the chart, so that one error
+	// beside many successes shows, with every other bar to scale.
 	Floor float64
 }
 
-// Marker is a vertical line at column position At (0 is the left edge,
-// Columns the right one), linking to Href when it is set.
-type Marker struct {
-	At                 float64
-	Class, Title, Href string
-}
-
-// Top is the top of the chart's scale: Max, else the largest bar stack or
-// line value, rounded up to a round number (1 when there is nothing).
-func (c Chart) Top() float64 {
-	if c.Max > 0 {
-		return c.Max
-	}
+// Largest is the largest bar stack or line value of the data shown.
+func (c Chart) Largest() float64 {
 	top := 0.0
 	skip, n := c.span()
 	for i := skip; i < skip+n; i++ {
@@ -77,29 +136,24 @@ func (c Chart) Top() float64 {
 			}
 		}
 	}
-	return Nice(top)
+	return top
 }
 
-// Nice rounds v up to 1, 2 or 5 times a power of ten (1 for 0 or less).
-func Nice(v float64) float64 {
-	if v <= 0 || math.IsNaN(v) {
-		return 1
+// scale is the chart's scale.
+func (c Chart) scale() Scale {
+	if c.Scale.Hi > c.Scale.Lo {
+		return c.Scale
 	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if v <= m*p*(1+1e-9) {
-			return m * p
-		}
-	}
-	return 10 * p
+	return Linear(c.Largest())
 }
 
-// SVG draws the chart.
+// SVG draws the chart: gridlines at the scale's ticks, then the bars, then
+// the lines.
 func (c Chart) SVG() template.HTML {
-	top := c.Top()
+	sc := c.scale()
 	skip, n := c.span()
 	off := c.Columns - n
-	y := func(v float64) float64 { return Height - min(v, top)/top*Height }
+	y := func(v float64) float64 { return Height - sc.Pos(v)*Height }
 	var b strings.Builder
 	b.WriteString(`<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 `)
 	b.WriteString(num(float64(c.Columns)))
@@ -108,6 +162,11 @@ func (c Chart) SVG() template.HTML {
 	b.WriteString(`"><title>`)
 	b.WriteString(html.EscapeString(c.Title))
 	b.WriteString(`</title>`)
+	var grid strings.Builder
+	for _, t := range sc.Ticks {
+		grid.WriteString("M0 " + num(y(t)) + "H" + num(float64(c.Columns)))
+	}
+	path(&b, "grid", grid.String())
 
 	base := make([]float64, n)
 	for _, s := range c.Bars {
@@ -119,7 +178,7 @@ func (c Chart) SVG() template.HTML {
 			}
 			// In the chart's units, from the bottom; a small value is
 			// drawn at least Floor tall.
-			h := max(min(v, top)/top*Height, s.Floor)
+			h := max(sc.Pos(v)*Height, s.Floor)
 			y0, y1 := Height-base[i], max(Height-base[i]-h, 0)
 			base[i] += h
 			d.WriteString("M" + num(float64(off+i)+0.1) + " " + num(y0) + "V" + num(y1) + "h0.8V" + num(y0) + "Z")
@@ -148,26 +207,79 @@ func (c Chart) SVG() template.HTML {
 		}
 		path(&b, s.Class, d.String())
 	}
-	for i := 0; i < n && skip+i < len(c.Hover); i++ {
-		b.WriteString(`<rect class="hit" x="` + num(float64(off+i)) + `" y="0" width="1" height="100"><title>`)
-		b.WriteString(html.EscapeString(c.Hover[skip+i]))
-		b.WriteString(`</title></rect>`)
-	}
-	for _, m := range c.Markers {
-		if m.At < 0 || m.At > float64(c.Columns) {
-			continue
-		}
-		open, end := `<g class="marker `+html.EscapeString(m.Class)+`">`, `</g>`
-		if m.Href != "" {
-			open, end = `<a class="marker `+html.EscapeString(m.Class)+`" href="`+html.EscapeString(m.Href)+`">`, `</a>`
-		}
-		x := num(m.At)
-		b.WriteString(open + `<title>` + html.EscapeString(m.Title) + `</title>`)
-		b.WriteString(`<rect class="hit" x="` + num(m.At-1) + `" y="0" width="2" height="100"/>`)
-		b.WriteString(`<line x1="` + x + `" x2="` + x + `" y1="0" y2="100" vector-effect="non-scaling-stroke"/>` + end)
-	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // every text in it is escaped above
+}
+
+// Tick is a label at a place along an axis, in % of its length.
+type Tick struct {
+	At    float64
+	Label string
+}
+
+// YAxis draws a chart's tick labels for a box as tall as the chart, right
+// aligned (At is % from the bottom).
+func YAxis(ticks []Tick) template.HTML {
+	var b strings.Builder
+	b.WriteString(`<svg xmlns="http://www.w3.org/2000/svg" class="yaxis" aria-hidden="true">`)
+	for _, t := range ticks {
+		b.WriteString(`<text x="100%" dx="-5" y="` + num(100-t.At) + `%" dy="0.35em">` + html.EscapeString(t.Label) + `</text>`)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+// XAxis draws the time labels under a chart (At is % from the left).
+func XAxis(ticks []Tick) template.HTML {
+	var b strings.Builder
+	b.WriteString(`<svg xmlns="http://www.w3.org/2000/svg" class="xaxis" aria-hidden="true">`)
+	for _, t := range ticks {
+		b.WriteString(`<text x="` + num(t.At) + `%" y="12">` + html.EscapeString(t.Label) + `</text>`)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+// Mark is an event on a lane: At is its column position (0 the left
+// edge, the lane's columns the right one), Kind its class and shape.
+type Mark struct {
+	At                float64
+	Kind, Title, Href string
+}
+
+// shapes draws each kind of event around (0, 0), in pixels.
+var shapes = map[string]string{
+	"deploy":   `<circle r="5.5"/>`,
+	"rollback": `<path d="M0-6.5L6.5 0 0 6.5-6.5 0Z"/>`,
+	"crash":    `<path d="M-5-5L5 5M5-5L-5 5" class="x"/>`,
+	"stop":     `<rect x="-5" y="-5" width="10" height="10"/>`,
+	"start":    `<path d="M-4.5-6L6 0-4.5 6Z"/>`,
+	"restart":  `<circle r="4.5" class="ring"/>`,
+}
+
+// Lane draws events as shapes along a strip as wide as the charts over
+// columns; each has its title and, with Href, is a link, with a target
+// 24 px wide.
+func Lane(columns int, marks []Mark) template.HTML {
+	var b strings.Builder
+	b.WriteString(`<svg xmlns="http://www.w3.org/2000/svg" class="lane" role="img"><title>events</title>`)
+	for _, m := range marks {
+		if m.At < 0 || m.At > float64(columns) {
+			continue
+		}
+		shape, ok := shapes[m.Kind]
+		if !ok {
+			shape = `<circle r="3"/>`
+		}
+		open, end := `<g class="mark ev-`+html.EscapeString(m.Kind)+`">`, `</g>`
+		if m.Href != "" {
+			open, end = `<a class="mark ev-`+html.EscapeString(m.Kind)+`" href="`+html.EscapeString(m.Href)+`">`, `</a>`
+		}
+		b.WriteString(open + `<svg x="` + num(100*m.At/float64(max(columns, 1))) + `%" y="50%" overflow="visible"><title>` +
+			html.EscapeString(m.Title) + `</title><circle class="hit" r="12"/>` + shape + `</svg>` + end)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
 }
 
 // span is the data's columns shown: the last n of the longest series

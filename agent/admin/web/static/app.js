@@ -40,7 +40,7 @@
     u.searchParams.set('part', el.dataset.live); // keeps the page's own query (?range=)
     return fetch(u, { cache: 'no-store' })
       .then(r => r.ok ? r.text() : Promise.reject(new Error('refresh: ' + r.status)))
-      .then(html => { el.innerHTML = html; });
+      .then(html => { el.innerHTML = html; el.dispatchEvent(new Event('refreshed', { bubbles: true })); });
   }
   function refreshAll() { document.querySelectorAll('[data-live]').forEach(el => refresh(el).catch(() => {})); }
   // A part refreshes while it has data-every (a finished deploy's page
@@ -256,6 +256,78 @@
       } catch (err) {
         if (err.name !== 'AbortError') showError('logs: ' + err.message);
       }
+    });
+  }
+
+  // The charts' crosshair: one vertical line across every chart and one
+  // tip with every series at that moment, on hover (mouse) and on tap
+  // (touch, pinned until a tap elsewhere). It lives outside the refreshed
+  // part: after a refresh it is put back at the same time.
+  const history = document.getElementById('history');
+  if (history) {
+    const tip = document.createElement('div');
+    tip.className = 'tip';
+    tip.hidden = true;
+    tip.setAttribute('role', 'status');
+    history.appendChild(tip);
+    let cur = null; // {time, x, y, pinned}
+
+    function data() {
+      const box = history.querySelector('.charts[data-tips]');
+      return box ? JSON.parse(box.dataset.tips) : null;
+    }
+    function clear() {
+      history.querySelectorAll('.crosshair').forEach(el => el.remove());
+      tip.hidden = true;
+    }
+    // show puts the crosshair on the column of data row i and the tip
+    // near the pointer at (x, y).
+    function show(d, i, x, y) {
+      clear();
+      const row = d.rows[i];
+      if (!row) return;
+      const left = (d.off + i + 0.5) / d.columns * 100 + '%';
+      history.querySelectorAll('.area').forEach(area => {
+        const line = document.createElement('div');
+        line.className = 'crosshair';
+        line.style.left = left;
+        area.appendChild(line);
+      });
+      tip.textContent = '';
+      const head = document.createElement('strong');
+      head.textContent = row.t;
+      tip.appendChild(head);
+      row.l.forEach(l => { const p = document.createElement('div'); p.textContent = l; tip.appendChild(p); });
+      tip.hidden = false;
+      const w = tip.offsetWidth, h = tip.offsetHeight;
+      tip.style.left = Math.max(4, Math.min(x + 14, window.innerWidth - w - 4)) + 'px';
+      tip.style.top = Math.max(4, y - h - 14 < 4 ? y + 18 : y - h - 14) + 'px';
+      cur = Object.assign(cur || {}, { time: row.t, x, y });
+    }
+    function at(ev) {
+      const area = ev.target.closest && ev.target.closest('.area');
+      const d = data();
+      if (!area || !d) return false;
+      const r = area.getBoundingClientRect();
+      const i = Math.floor((ev.clientX - r.left) / r.width * d.columns) - d.off;
+      if (i < 0 || i >= d.rows.length) return false;
+      show(d, i, ev.clientX, ev.clientY);
+      return true;
+    }
+    history.addEventListener('pointermove', ev => {
+      if (ev.pointerType === 'mouse' && !(cur && cur.pinned)) { if (!at(ev)) { clear(); cur = null; } }
+    });
+    history.addEventListener('pointerleave', ev => { if (ev.pointerType === 'mouse' && !(cur && cur.pinned)) { clear(); cur = null; } });
+    document.addEventListener('pointerdown', ev => {
+      if (ev.pointerType === 'mouse') return;
+      if (at(ev)) { cur.pinned = true; } else { clear(); cur = null; }
+    });
+    // After a refresh: the same time's column, if it is still shown.
+    history.addEventListener('refreshed', () => {
+      const d = data();
+      if (!cur || !d) return;
+      const i = d.rows.findIndex(r => r.t === cur.time);
+      if (i >= 0) show(d, i, cur.x, cur.y); else { clear(); cur = null; }
     });
   }
 
