@@ -62,8 +62,11 @@ func spark(s history.Series) *Spark {
 		sp.Rate5xx, sp.Rate4xx, sp.Bad = percent(recent5/recent), percent(recent4/recent), recent5 > 0
 	}
 	floor := chart.Height / float64(sparkHeightPx)
-	sp.Requests = chart.Chart{Title: "requests per minute, last hour", Class: "spark", Columns: sparkColumns,
-		Bars: []chart.Series{{Class: "err", Values: bad, Floor: floor}, {Class: "c4", Values: c4, Floor: floor}, {Class: "ok", Values: ok}}}.SVG()
+	c := chart.Chart{Title: "requests per minute, last hour", Class: "spark", Columns: sparkColumns,
+		Bars: []chart.Series{{Class: "err", Values: bad, Floor: floor}, {Class: "c4", Values: c4, Floor: floor}, {Class: "ok", Values: ok}}}
+	c.Scale = chart.Linear(c.Largest())
+	c.Scale.Ticks = nil // too small for gridlines
+	sp.Requests = c.SVG()
 	return sp
 }
 

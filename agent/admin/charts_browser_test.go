@@ -293,7 +293,7 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 	if after, lines := tipState(t, ctx); after != tip || lines != 4 {
 		t.Fatalf("after the refresh the tip is %q with %d lines, was %q", after, lines, tip)
 	}
-	shot(t, ctx, "#history", "screenshot-charts-slot.png")
+	shot(t, ctx, "viewport", "screenshot-charts-slot.png") // as it is: the tip shown
 	if err := chromedp.Run(ctx, chromedp.MouseEvent(input.MouseMoved, 5, 5)); err != nil {
 		t.Fatal(err)
 	}
@@ -366,15 +366,26 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 	}
 	shot(t, ctx, "", "screenshot-charts-dashboard.png")
 
-	// A 390 px phone: nothing wider than the screen, the captions whole.
+	// A 390 px phone: nothing wider than the screen, nor than its card
+	// (a card scrolls sideways rather than widen the page), the captions
+	// whole.
 	for _, page := range []string{admin, admin + "slots/a"} {
 		var width, inner int
+		var over struct {
+			Px   int
+			Card string
+		}
 		if err := chromedp.Run(ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(page), chromedp.WaitVisible("svg", chromedp.ByQuery),
-			chromedp.Evaluate(`document.documentElement.scrollWidth`, &width), chromedp.Evaluate(`window.innerWidth`, &inner)); err != nil {
+			chromedp.Evaluate(`document.documentElement.scrollWidth`, &width), chromedp.Evaluate(`window.innerWidth`, &inner),
+			chromedp.Evaluate(`[...document.querySelectorAll('.card')].map(c => ({Px: c.scrollWidth - c.clientWidth,
+			  Card: (c.querySelector('h2') || c).textContent.slice(0, 40)})).sort((a, b) => b.Px - a.Px)[0]`, &over)); err != nil {
 			t.Fatal(err)
 		}
-		if width > inner {
-			t.Errorf("%s is %d px wide on a %d px screen", page, width, inner)
+		if width > inner || over.Px > 0 {
+			t.Errorf("%s is %d px wide on a %d px screen; card %q's content is %d px wider than the card", page, width, inner, over.Card, over.Px)
+		}
+		if page == admin {
+			shot(t, ctx, "", "screenshot-dashboard-phone.png")
 		}
 	}
 	if err := chromedp.Run(ctx, chromedp.Evaluate(chartProbeJS, &got)); err != nil || got.CaptionsCut != 0 {
@@ -383,8 +394,9 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 	shot(t, ctx, "#history", "screenshot-charts-phone.png")
 }
 
-// shot saves a screenshot of the element sel (the whole page when empty)
-// into docs/ when UPDATE_SCREENSHOTS is set.
+// shot saves a screenshot of the element sel (the whole page when empty,
+// the screen as it is for "viewport") into docs/ when UPDATE_SCREENSHOTS
+// is set.
 func shot(t *testing.T, ctx context.Context, sel, name string) {
 	t.Helper()
 	if os.Getenv("UPDATE_SCREENSHOTS") == "" {
@@ -395,7 +407,11 @@ func shot(t *testing.T, ctx context.Context, sel, name string) {
 		return
 	}
 	var png []byte
-	if err := chromedp.Run(ctx, chromedp.Screenshot(sel, &png, chromedp.ByQuery)); err != nil {
+	shoot := chromedp.Screenshot(sel, &png, chromedp.ByQuery)
+	if sel == "viewport" { // what is on the screen, without scrolling (which moves the pointer)
+		shoot = chromedp.CaptureScreenshot(&png)
+	}
+	if err := chromedp.Run(ctx, shoot); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.HasPrefix(png, []byte("\x89PNG")) {
