@@ -313,6 +313,10 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 	if err := chromedp.Run(ctx, emulation.SetTouchEmulationEnabled(true)); err != nil {
 		t.Fatal(err)
 	}
+	if err := chromedp.Run(ctx, chromedp.Evaluate(chartProbeJS, &got)); err != nil { // the columns may have moved on
+		t.Fatal(err)
+	}
+	x, y = pointAt(t, ctx, got.Fail)
 	tap(x, y)
 	waitTip(t, ctx, fmt.Sprintf("%d 5xx", got.FailCount), 4)
 	tap(5, 5)
