@@ -45,7 +45,7 @@ e2e-kube: build tf-mirror
 # run); make test runs their seed corpora. A finding is written under the
 # package's testdata/fuzz/ and becomes a regression test there.
 FUZZTIME ?= 30s
-FUZZ_TARGETS := ./agent/gitpush:FuzzParseUpdates
+FUZZ_TARGETS := ./agent/relay:FuzzRelayRequest ./agent/relay:FuzzRelayResponse ./agent/gitpush:FuzzParseUpdates
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
