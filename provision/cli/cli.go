@@ -42,7 +42,7 @@ func Run(version string, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(
-		versionCmd(version), initCmd(), renderCmd(), validateCmd(), planCmd(), pushCmd(),
+		versionCmd(version), initCmd(), renderCmd(version), validateCmd(), planCmd(), pushCmd(),
 	)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "slotprov: "+strings.Join(strings.Fields(err.Error()), " "))
@@ -97,12 +97,12 @@ func addConfigFlag(fs *pflag.FlagSet, required bool) {
 	fs.StringP("config", "c", "", help)
 }
 
-func renderCmd() *cobra.Command {
+func renderCmd(version string) *cobra.Command {
 	var out string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "render -c slots.yaml -o DIR",
-		Short: "Write the Coder template (main.tf, and build/Dockerfile in build mode) into DIR",
+		Use:   "render -c slots.yaml -o DIR [--target docker|kubernetes|module]",
+		Short: "Write the Coder template (main.tf, and build/Dockerfile in build mode), or with --target module a Terraform module, into DIR",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -113,6 +113,8 @@ func renderCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A module installs this release's slotagent by default.
+			c.Release = version
 			if warn := c.SharedPorts(); warn != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), "slotprov: warning: "+warn)
 			}
@@ -251,6 +253,11 @@ func pushCmd() *cobra.Command {
 			}
 			if name == "" {
 				name = c.Template.Name
+			}
+			if module, err := tfrun.IsModule(args[0]); err != nil {
+				return err
+			} else if module {
+				return fmt.Errorf("push: %s is a module, not a template: add it to a template with a module block (see its README.md), then push that template", args[0])
 			}
 			res, err := push.Push(cmd.Context(), push.Options{Dir: args[0], Name: name, Activate: activate, Config: c, Log: cmd.OutOrStdout()})
 			if err != nil {

@@ -75,6 +75,17 @@ func TestBadInput(t *testing.T) {
 		{"plan with a bad --app-host", "", func(_, out string) []string {
 			return []string{"plan", out, "--workspace", "dev", "--owner", "alice", "--app-host", "https://apps.example.com"}
 		}, nil, `app_host: "https://apps.example.com" must contain exactly one *`},
+		{"build mode as a module", "target: module\nimage:\n  mode: build\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			`image.mode: "build" is for the targets docker and kubernetes`},
+		{"resources as a module", "", func(cfg, out string) []string {
+			return []string{"render", "-c", cfg, "-o", out, "--target", "module", "--resources-memory-mb", "1024"}
+		}, nil, "resources: the module does not own the workspace's container"},
+		{"stop grace as a module", "target: module\ndocker:\n  stop_grace_seconds: 30\n", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out} }, nil,
+			"set destroy_grace_seconds on the template's docker_container"},
+		{"unknown target", "", func(cfg, out string) []string { return []string{"render", "-c", cfg, "-o", out, "--target", "modul"} }, nil,
+			`target: "modul" is not "docker", "kubernetes" or "module"`},
+		{"push a module", "", func(_, out string) []string { return []string{"push", out} },
+			map[string]string{"CODER_URL": srv.URL, "CODER_SESSION_TOKEN": "x"}, "is a module, not a template: add it to a template with a module block"},
 		{"push without a token", "", func(_, out string) []string { return []string{"push", out} },
 			map[string]string{"CODER_URL": srv.URL, "CODER_SESSION_TOKEN": ""}, "push: no session token: set CODER_SESSION_TOKEN"},
 		{"push to an unreachable URL", "", func(_, out string) []string { return []string{"push", out} },
@@ -91,7 +102,11 @@ func TestBadInput(t *testing.T) {
 			cfg := writeConfig(t, dir, tc.yaml)
 			out := filepath.Join(dir, "template")
 			if strings.HasPrefix(tc.name, "push") || strings.HasPrefix(tc.name, "validate") || strings.HasPrefix(tc.name, "plan") {
-				if code, _, stderr := run(t, "render", "-o", out, "--app-host", "*.coder.example.com"); code != 0 {
+				args := []string{"render", "-o", out, "--app-host", "*.coder.example.com"}
+				if strings.HasPrefix(tc.name, "push a module") {
+					args = append(args, "--target", "module")
+				}
+				if code, _, stderr := run(t, args...); code != 0 {
 					t.Fatal(stderr)
 				}
 			}

@@ -57,12 +57,15 @@ type Config struct {
 	// ShutdownTimeoutSeconds bounds slotagent's orderly shutdown
 	// (SLOTAGENT_SHUTDOWN_TIMEOUT in the container).
 	ShutdownTimeoutSeconds int
-	// Target is TargetDocker or TargetKubernetes.
+	// Target is TargetDocker, TargetKubernetes or TargetModule.
 	Target     string
 	Kubernetes Kubernetes
 	// TerraformConfig is the Terraform CLI config file validate and plan
 	// use (TF_CLI_CONFIG_FILE), e.g. the local provider mirror's.
 	TerraformConfig string
+	// Release is the coder-slots release whose slotagent a rendered
+	// module installs by default; not a setting: slotprov's own version.
+	Release string
 }
 
 // Template names the Coder template.
@@ -200,7 +203,7 @@ func Keys() []Key {
 		k("shutdown_timeout_seconds", 8, "bound on slotagent's orderly shutdown in seconds (SLOTAGENT_SHUTDOWN_TIMEOUT)"),
 		k("docker.stop_grace_seconds", 15, "seconds Docker waits after SIGTERM before it kills the container on a stop (destroy_grace_seconds); above shutdown_timeout_seconds"),
 		k("docker.network_mode", "", `the container's Docker network: empty (Docker's default), "host" (the Docker host's network), or an existing network's name`),
-		k("target", TargetDocker, `"docker" (a container and a volume on Coder's Docker host) or "kubernetes" (a Deployment and a PersistentVolumeClaim)`),
+		k("target", TargetDocker, `"docker" (a container and a volume on Coder's Docker host), "kubernetes" (a Deployment and a PersistentVolumeClaim) or "module" (a Terraform module that adds the slots to a template you have)`),
 		k("kubernetes.namespace", "coder", "kubernetes: the namespace variable's default (the namespace must exist)"),
 		k("kubernetes.storage_class", "", "kubernetes: the home PVC's storage class; empty: the cluster's default"),
 		k("kubernetes.home_size", "10Gi", "kubernetes: the home PVC's size (a quantity)"),

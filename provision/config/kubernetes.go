@@ -22,6 +22,9 @@ const (
 	TargetDocker = "docker"
 	// TargetKubernetes is a Deployment and a PersistentVolumeClaim.
 	TargetKubernetes = "kubernetes"
+	// TargetModule is a Terraform module that adds the slots to a
+	// template someone else wrote (checkModule).
+	TargetModule = "module"
 )
 
 // Kubernetes configures the kubernetes target. The container's limits are
@@ -269,8 +272,10 @@ func (d *decoder) stringMap(key string) map[string]string {
 func (c *Config) checkTarget() error {
 	switch c.Target {
 	case TargetDocker, TargetKubernetes:
+	case TargetModule:
+		return c.checkModule()
 	default:
-		return fmt.Errorf("target: %q is not %q or %q", c.Target, TargetDocker, TargetKubernetes)
+		return fmt.Errorf("target: %q is not %q, %q or %q", c.Target, TargetDocker, TargetKubernetes, TargetModule)
 	}
 	if c.Target != TargetKubernetes {
 		return nil

@@ -6,16 +6,12 @@ package render
 
 import (
 	"fmt"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
 
-	agentconfig "github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/images"
 	"github.com/coder-slots/coder-slots/provision/config"
 )
@@ -42,8 +38,12 @@ const (
 // HomeDir is the workspace user's home, on the home volume.
 const HomeDir = "/home/coder"
 
-// Files renders the template directory's files, by relative path.
+// Files renders the template directory's files, by relative path; for
+// target module, the module's files.
 func Files(c *config.Config) (map[string][]byte, error) {
+	if c.Target == config.TargetModule {
+		return moduleFiles(c)
+	}
 	files := map[string][]byte{}
 	if c.Image.Mode == config.ImageBuild {
 		df, err := images.Render(c.Image, c.Postgres.Enabled)
@@ -113,37 +113,12 @@ func (w *writer) terraformBlock(b *hclwrite.Body, c *config.Config) {
 }
 
 func (w *writer) variables(b *hclwrite.Body, c *config.Config) {
-	style := c.AppURLStyle
-	if style == "" {
-		style = config.URLStyleAgent
-	}
-	v := b.AppendNewBlock("variable", []string{VarAppHost}).Body()
-	attrs(v,
-		"type", w.expr("string"),
-		"description", str(`The deployment's wildcard app host (CODER_WILDCARD_ACCESS_URL without the scheme), e.g. "*.coder.example.com".`),
-		"default", str(c.AppHost))
-	val := v.AppendNewBlock("validation", nil).Body()
-	attrs(val,
-		"condition", w.expr(`length(regexall("^[a-z0-9-]*\\*[a-z0-9-]*(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+(:[0-9]+)?$", var.app_host)) == 1`),
-		"error_message", str(`app_host must be the deployment's wildcard app host with one * in its first label, such as "*.coder.example.com".`))
-	b.AppendNewline()
-
-	v = b.AppendNewBlock("variable", []string{VarAppURLStyle}).Body()
-	attrs(v,
-		"type", w.expr("string"),
-		"description", str(`Subdomain app URLs: "agent" is {slug}--{agent}--{workspace}--{owner} (every Coder version), "short" is {slug}--{workspace}--{owner} (Coder 2.27 and later).`),
-		"default", str(style))
-	val = v.AppendNewBlock("validation", nil).Body()
-	attrs(val,
-		"condition", w.expr(`contains(["agent", "short"], var.app_url_style)`),
-		"error_message", str(`app_url_style must be "agent" or "short".`))
-	b.AppendNewline()
-
+	w.appHostVariables(b, c)
 	if c.Target == config.TargetKubernetes {
 		w.kubernetesVariables(b, c)
 		return
 	}
-	v = b.AppendNewBlock("variable", []string{"docker_socket"}).Body()
+	v := b.AppendNewBlock("variable", []string{"docker_socket"}).Body()
 	attrs(v,
 		"type", w.expr("string"),
 		"description", str("The Docker daemon the provisioner talks to; empty: the default socket."),
@@ -172,26 +147,8 @@ const AdminApp = "admin"
 func slotKey(s config.Slot) string { return "slot_" + s.Name }
 
 func (w *writer) locals(b *hclwrite.Body, c *config.Config) {
-	slugs := map[string]string{AdminApp: c.Admin.Slug}
-	for _, s := range c.Slots {
-		slugs[slotKey(s)] = s.Slug
-	}
 	l := b.AppendNewBlock("locals", nil).Body()
-	attrs(l,
-		"workspace", w.expr("lower(data.coder_workspace.me.name)"),
-		"owner", w.expr("lower(data.coder_workspace_owner.me.name)"),
-		"agent_name", str(c.AgentName),
-		"app_slugs", strMap(slugs),
-		"url_scheme", w.expr(`split("://", data.coder_workspace.me.access_url)[0]`),
-		"app_host_name", w.expr(`split(":", var.app_host)[0]`),
-		// Coder adds the access URL's port when the app host has none.
-		"app_port", w.expr(`length(split(":", var.app_host)) > 1 ? ":${split(":", var.app_host)[1]}" : (contains([80, 443], data.coder_workspace.me.access_port) ? "" : ":${data.coder_workspace.me.access_port}")`),
-		"host_suffix", w.expr(`var.app_url_style == "short" ? "--${local.workspace}--${local.owner}" : "--${local.agent_name}--${local.workspace}--${local.owner}"`),
-		"app_hosts", w.expr(`{ for k, slug in local.app_slugs : k => replace(local.app_host_name, "*", "${slug}${local.host_suffix}") }`),
-		"app_urls", w.expr(`{ for k, host in local.app_hosts : k => "${local.url_scheme}://${host}${local.app_port}" }`),
-		// DNS allows 63 characters in a label; Coder's app host name is one label.
-		"long_app_hosts", w.expr(`[for host in values(local.app_hosts) : host if length(split(".", host)[0]) > 63]`),
-	)
+	w.appLocals(l, templateValues(c))
 	// The agent's init script reaches Coder on localhost from the host's
 	// point of view; inside a Docker container that is host.docker.internal.
 	// On the host's network, localhost is the host's already; a pod reaches
@@ -201,55 +158,11 @@ func (w *writer) locals(b *hclwrite.Body, c *config.Config) {
 		initScript = `replace(AGENT.init_script, "/localhost|127\\.0\\.0\\.1/", "host.docker.internal")`
 	}
 	attrs(l,
-		"workspace_env", w.envTokens(c),
 		"container_env", w.expr(`merge(local.workspace_env, {
 			CODER_AGENT_TOKEN       = AGENT.token
 			CODER_AGENT_INIT_SCRIPT = `+initScript+`
 		})`))
 	b.AppendNewline()
-}
-
-// envTokens is the container's environment besides the agent's token and
-// init script: the URLs, host names and ports slotagent serves on, the
-// workspace's name, and whether it runs the workspace PostgreSQL.
-func (w *writer) envTokens(c *config.Config) hclwrite.Tokens {
-	type item struct {
-		name string
-		val  hclwrite.Tokens
-	}
-	items := []item{
-		{"ADMIN_PORT", str(strconv.Itoa(c.Admin.Port))},
-		{"ADMIN_URL", w.expr(`local.app_urls["admin"]`)},
-		// slotagent git-remote and the slot pages name the workspace's ssh
-		// host (coder.<workspace>) with it, as Coder's agent does for its
-		// sessions.
-		{"CODER_WORKSPACE_NAME", w.expr("data.coder_workspace.me.name")},
-	}
-	for _, s := range c.Slots {
-		up := "SLOT_" + strings.ToUpper(s.Name)
-		key := hclwrite.TokensForValue(cty.StringVal(slotKey(s)))
-		items = append(items,
-			item{up + "_PORT", str(strconv.Itoa(s.Port))},
-			item{up + "_SUBDOMAIN", index(w.expr("local.app_hosts"), key)},
-			item{up + "_URL", index(w.expr("local.app_urls"), key)},
-		)
-	}
-	pg := agentconfig.PostgresOff
-	if c.Postgres.Enabled {
-		pg = agentconfig.PostgresOn
-	}
-	items = append(items,
-		item{"SLOTAGENT_POSTGRES_ENABLED", str(pg)},
-		item{"SLOTAGENT_POSTGRES_PORT", str(strconv.Itoa(c.Postgres.Port))},
-		// The same number the container's stop grace is checked against.
-		item{"SLOTAGENT_SHUTDOWN_TIMEOUT", str(strconv.Itoa(c.ShutdownTimeoutSeconds) + "s")},
-	)
-	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.name, b.name) })
-	var objItems []hclwrite.ObjectAttrTokens
-	for _, it := range items {
-		objItems = append(objItems, hclwrite.ObjectAttrTokens{Name: hclwrite.TokensForIdentifier(it.name), Value: it.val})
-	}
-	return hclwrite.TokensForObject(objItems)
 }
 
 // index is base[key].
@@ -276,37 +189,24 @@ func (w *writer) agentBlock(b *hclwrite.Body, c *config.Config) {
 			"interval", num(10),
 			"timeout", num(5))
 	}
-	lc := a.AppendNewBlock("lifecycle", nil).Body()
-	pc := lc.AppendNewBlock("precondition", nil).Body()
-	attrs(pc,
-		"condition", w.expr("length(local.long_app_hosts) == 0"),
-		"error_message", w.expr(`"These app host names have a first label longer than DNS's 63 characters: ${join(", ", local.long_app_hosts)}. Use a shorter workspace name, owner name, slot slug or agent name, or app_url_style = \"short\"."`))
+	w.longHostsCheck(a)
 	b.AppendNewline()
 }
 
 func (w *writer) apps(b *hclwrite.Body, c *config.Config) {
 	adminHealth := fmt.Sprintf("http://127.0.0.1:%d", c.Admin.Port)
-	w.app(b, AdminApp, c.Admin.Slug, c.Admin.DisplayName, c.Admin.Icon, c.Admin.Share, c.Admin.Port, adminHealth+"/healthz", 0)
+	w.app(b, appSpec{
+		name: AdminApp, agentID: w.expr("AGENT.id"), slug: str(c.Admin.Slug), display: str(c.Admin.DisplayName),
+		url: str(fmt.Sprintf("http://127.0.0.1:%d", c.Admin.Port)), icon: str(c.Admin.Icon), share: str(c.Admin.Share),
+		order: num(0), health: str(adminHealth + "/healthz"),
+	})
 	for i, s := range c.Slots {
-		w.app(b, slotKey(s), s.Slug, s.DisplayName, s.Icon, s.Share, s.Port, adminHealth+"/api/slots/"+s.Name+"/health", i+1)
+		w.app(b, appSpec{
+			name: slotKey(s), agentID: w.expr("AGENT.id"), slug: str(s.Slug), display: str(s.DisplayName),
+			url: str(fmt.Sprintf("http://127.0.0.1:%d", s.Port)), icon: str(s.Icon), share: str(s.Share),
+			order: num(i + 1), health: str(adminHealth + "/api/slots/" + s.Name + "/health"),
+		})
 	}
-}
-
-func (w *writer) app(b *hclwrite.Body, name, slug, display, icon, share string, port int, health string, order int) {
-	a := b.AppendNewBlock("resource", []string{"coder_app", name}).Body()
-	attrs(a,
-		"agent_id", w.expr("AGENT.id"),
-		"slug", str(slug),
-		"display_name", str(display),
-		// 127.0.0.1, not localhost: slotagent listens on IPv4 loopback.
-		"url", str(fmt.Sprintf("http://127.0.0.1:%d", port)),
-		"icon", str(icon),
-		"subdomain", lit(cty.True),
-		"share", str(share),
-		"order", num(order))
-	h := a.AppendNewBlock("healthcheck", nil).Body()
-	attrs(h, "url", str(health), "interval", num(5), "threshold", num(6))
-	b.AppendNewline()
 }
 
 func (w *writer) labels(b *hclwrite.Body) {

@@ -146,8 +146,8 @@ type Summary struct {
 	Workspace  string `json:"workspace"`
 	Owner      string `json:"owner"`
 	Transition string `json:"transition"`
-	// Target is config.TargetDocker or config.TargetKubernetes, from the
-	// template's resources.
+	// Target is config.TargetDocker, config.TargetKubernetes or
+	// config.TargetModule, from the template's resources.
 	Target string `json:"target"`
 	// Apps are the coder_apps, in the template's order.
 	Apps []App `json:"apps"`
@@ -238,6 +238,8 @@ func summarise(p *tfjson.Plan, w Workspace) (*Summary, error) {
 		case "kubernetes_persistent_volume_claim":
 			s.Target = config.TargetKubernetes
 			s.HomeVolume, _ = first(after["metadata"])["name"].(string)
+		case "coder_script":
+			s.Target = config.TargetModule
 		case "kubernetes_deployment":
 			s.Container, image = deployment(after)
 		}
@@ -311,6 +313,8 @@ func (s *Summary) Text() string {
 		fmt.Fprintf(&b, "  %-8s %-14q %s\n           -> %s, share %s, healthcheck %s\n", a.Name, a.DisplayName, a.URL, a.Local, a.Share, a.Healthcheck)
 	}
 	switch {
+	case s.Target == config.TargetModule:
+		b.WriteString("\nNo container of its own: the module runs in the template's workspace, where its coder_script starts slotagent as a service\n")
 	case s.Container == nil && s.Target == config.TargetKubernetes:
 		b.WriteString("\nNo pod (the workspace is stopped: its Deployment has 0 replicas)\n")
 	case s.Container == nil:
@@ -320,9 +324,12 @@ func (s *Summary) Text() string {
 	default:
 		fmt.Fprintf(&b, "\nContainer %s, image %s, entrypoint %q\n", s.Container.Name, s.Container.Image, s.Container.Entrypoint)
 	}
-	if s.Target == config.TargetKubernetes {
+	switch s.Target {
+	case config.TargetKubernetes:
 		fmt.Fprintf(&b, "Home PVC %s\n\nEnvironment:\n", s.HomeVolume)
-	} else {
+	case config.TargetModule:
+		b.WriteString("\nEnvironment (coder_env):\n")
+	default:
 		fmt.Fprintf(&b, "Home volume %s\n\nEnvironment:\n", s.HomeVolume)
 	}
 	for _, name := range s.EnvNames {

@@ -86,7 +86,7 @@ func (r Runner) prepare(ctx context.Context, dir string, extraEnv map[string]str
 		return nil, nil, fmt.Errorf("terraform: %w", err)
 	}
 	cleanup := func() { os.RemoveAll(scratch) }
-	if err := copyTemplate(dir, scratch); err != nil {
+	if err := layout(dir, scratch); err != nil {
 		cleanup()
 		return nil, nil, err
 	}
@@ -151,6 +151,9 @@ func copyTemplate(src, dst string) error {
 			return nil
 		}
 		target := filepath.Join(dst, rel)
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return fmt.Errorf("terraform: %w", err)
+		}
 		if d.IsDir() {
 			return os.MkdirAll(target, 0o755)
 		}
