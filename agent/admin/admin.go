@@ -32,8 +32,13 @@ import (
 // About describes the running agent.
 type About struct {
 	// Status is "ok", or "degraded" when there are Warnings.
-	Status    string    `json:"status"`
-	Version   string    `json:"version"`
+	Status  string `json:"status"`
+	Version string `json:"version"`
+	// Role is "entrypoint" (the container's PID 1, running the Coder agent
+	// too) or "service" (beside a Coder agent, as the module starts it).
+	Role string `json:"role"`
+	// Instance is the coder-slots module instance that started a service.
+	Instance  string    `json:"instance,omitempty"`
 	PID       int       `json:"pid"`
 	StartedAt time.Time `json:"started_at"`
 	Bind      string    `json:"bind"`

@@ -18,6 +18,7 @@ import (
 
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/daemon"
+	"github.com/coder-slots/coder-slots/agent/detach"
 )
 
 // New returns the root command; version is printed by `slotagent version`.
@@ -86,25 +87,33 @@ func dataDir(cmd *cobra.Command) string {
 
 func runCmd(version string) *cobra.Command {
 	var configFile string
+	var detached bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent: admin panel, five slots, the Coder agent; rehydrate from the data dir",
-		Long:  "Run the agent. Settings come from flags, then the environment, then --config, then defaults:\n\n" + settingsTable(),
-		Args:  cobra.NoArgs,
+		Long: "Run the agent. Settings come from flags, then the environment, then --config, then defaults:\n\n" + settingsTable() +
+			"\nWith --detach it starts as a service in the background (its output in <data_dir>/logs/slotagent.log) and returns once it serves, or with the reason it does not; when the data dir's agent already runs for the same module instance, it says so and exits 0.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ready := detach.FromEnv()
 			if configFile == "" {
 				configFile = os.Getenv("SLOTAGENT_CONFIG")
 			}
 			cfg, err := config.Load(cmd.Flags(), configFile)
 			if err != nil {
+				ready.Report(err)
 				return err
 			}
-			return run(cfg, version, cmd.ErrOrStderr())
+			if detached {
+				return runDetached(cfg, cmd.OutOrStdout())
+			}
+			return run(cfg, version, cmd.ErrOrStderr(), ready)
 		},
 	}
 	cmd.Flags().String("bind", "", "address to listen on (env SLOTAGENT_BIND; default 127.0.0.1)")
 	cmd.Flags().Int("admin-port", 0, "admin panel port (env ADMIN_PORT; default 9000)")
 	cmd.Flags().StringVar(&configFile, "config", "", "YAML/JSON/TOML config file (env SLOTAGENT_CONFIG)")
+	cmd.Flags().BoolVar(&detached, "detach", false, "start as a service in the background and return once it serves")
 	return cmd
 }
 
@@ -116,15 +125,20 @@ func settingsTable() string {
 	return b.String()
 }
 
-func run(cfg *config.Config, version string, logOut io.Writer) error {
+// run runs the agent until a signal stops it; ready, when the agent was
+// started with --detach, is told how the start went.
+func run(cfg *config.Config, version string, logOut io.Writer, ready *detach.Reporter) error {
 	log := slog.New(slog.NewTextHandler(logOut, nil))
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP too: a service has no terminal, so a hang-up is someone's
+	// request to stop.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	agent, err := daemon.Start(cfg, log, version)
+	ready.Report(err)
 	if err != nil {
 		return err
 	}
-	log.Info("slotagent is up", "admin", fmt.Sprintf("http://%s:%d", cfg.Bind, cfg.AdminPort), "data_dir", cfg.DataDir)
+	log.Info("slotagent is up", "role", cfg.Role, "admin", fmt.Sprintf("http://%s:%d", cfg.Bind, cfg.AdminPort), "data_dir", cfg.DataDir)
 	sig := <-sigs
 	log.Info("shutting down", "signal", sig.String())
 	if err := agent.Shutdown(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
+	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/ecosystem"
 	"github.com/coder-slots/coder-slots/agent/humanize"
 	"github.com/coder-slots/coder-slots/agent/state"
@@ -48,6 +49,7 @@ func statusCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(list)
 			}
+			printAgent(cmd.OutOrStdout(), newClient(dataDir(cmd)))
 			printTable(cmd.OutOrStdout(), list)
 			printFollowing(cmd.OutOrStdout(), newClient(dataDir(cmd)))
 			printDatabase(cmd.OutOrStdout(), newClient(dataDir(cmd)))
@@ -92,6 +94,19 @@ func clip(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// printAgent is the agent's line: its version, its role and its PID.
+func printAgent(w io.Writer, c *client) {
+	var about admin.About
+	if err := c.call("GET", "/healthz", nil, &about); err != nil {
+		return
+	}
+	role := "as the container's entrypoint (it runs the Coder agent too)"
+	if about.Role == config.RoleService {
+		role = "as a service beside the Coder agent"
+	}
+	fmt.Fprintf(w, "slotagent %s %s, pid %d, data dir %s\n\n", about.Version, role, about.PID, about.DataDir)
 }
 
 func printTable(w io.Writer, list admin.ProcessList) {

@@ -53,8 +53,14 @@ type Config struct {
 	MaxConnsPerSlot int
 	// Slots are a–e, in order.
 	Slots []Slot
-	// CoderAgentInitScript, when set, runs as the supervised coder-agent.
+	// CoderAgentInitScript, when set, runs as the supervised coder-agent
+	// (RoleEntrypoint only).
 	CoderAgentInitScript string
+	// Role is RoleEntrypoint or RoleService.
+	Role string
+	// Instance names the coder-slots module instance that started a
+	// service (its script sets it); empty otherwise.
+	Instance string
 	// Policy is the restart policy of the slots' apps.
 	Policy supervisor.Policy
 	// ShutdownTimeout bounds an orderly shutdown (inside Docker's 10 s).
@@ -66,6 +72,20 @@ type Config struct {
 	// Postgres configures the workspace PostgreSQL.
 	Postgres Postgres
 }
+
+// Roles: how slotagent runs in a workspace. Both run the slots, the admin
+// panel and PostgreSQL; both reap the orphans of their own process tree
+// (as PID 1 every orphan of the container is theirs).
+const (
+	// RoleEntrypoint is the container's entrypoint (PID 1) of our
+	// template: it also supervises the Coder agent.
+	RoleEntrypoint = "entrypoint"
+	// RoleService runs beside a Coder agent someone else runs, started by
+	// the coder-slots module's script: it never runs a Coder agent.
+	RoleService = "service"
+	// RoleAuto is RoleEntrypoint as PID 1, RoleService otherwise.
+	RoleAuto = "auto"
+)
 
 // The values of postgres.enabled.
 const (
@@ -152,7 +172,9 @@ func Keys() []Key {
 		{"admin_allowed_hosts", "SLOTAGENT_ADMIN_ALLOWED_HOSTS", "", "more Host names the admin port answers, comma-separated: name, name:port, *.domain or *.domain:port (IP addresses, localhost and the host of admin_url always are)"},
 		{"idle_timeout", "SLOTAGENT_IDLE_TIMEOUT", "75s", "how long a kept-alive client connection to a slot or the admin port may wait for its next request"},
 		{"max_conns_per_slot", "SLOTAGENT_MAX_CONNS_PER_SLOT", "1024", "client connections one slot port serves at once; one more is closed at once (counted in /metrics)"},
-		{"coder_agent_init_script", "CODER_AGENT_INIT_SCRIPT", "", "Coder agent init script, run with sh -c as process coder-agent"},
+		{"coder_agent_init_script", "CODER_AGENT_INIT_SCRIPT", "", "Coder agent init script, run with sh -c as process coder-agent (role entrypoint only)"},
+		{"role", "SLOTAGENT_ROLE", RoleAuto, "entrypoint (the container's PID 1: also runs the Coder agent), service (beside a Coder agent, as the coder-slots module starts it) or auto (entrypoint as PID 1, else service)"},
+		{"instance", "SLOTAGENT_INSTANCE", "", "the coder-slots module instance that started this service (set by its script)"},
 		{"kill_timeout", "SLOTAGENT_KILL_TIMEOUT", "10s", "wait after SIGTERM before SIGKILL"},
 		{"min_uptime", "SLOTAGENT_MIN_UPTIME", "1s", "an exit sooner than this after start is unstable"},
 		{"max_restarts", "SLOTAGENT_MAX_RESTARTS", "16", "unstable restarts before errored"},
@@ -217,6 +239,8 @@ func Load(flags *pflag.FlagSet, file string) (*Config, error) {
 		IdleTimeout:          p.duration("idle_timeout"),
 		MaxConnsPerSlot:      p.positive("max_conns_per_slot"),
 		CoderAgentInitScript: p.str("coder_agent_init_script"),
+		Role:                 p.role("role"),
+		Instance:             p.str("instance"),
 		ShutdownTimeout:      p.duration("shutdown_timeout"),
 		Deploy: Deploy{
 			HealthListenTimeout: p.duration("health_listen_timeout"),
@@ -317,6 +341,23 @@ func (p *parser) positive(name string) int {
 		p.fail(name, "%d must not be negative", n)
 	}
 	return n
+}
+
+// role reads a role; auto becomes RoleEntrypoint when this process is
+// PID 1, else RoleService.
+func (p *parser) role(name string) string {
+	switch s := strings.ToLower(p.str(name)); s {
+	case RoleEntrypoint, RoleService:
+		return s
+	case RoleAuto:
+		if os.Getpid() == 1 {
+			return RoleEntrypoint
+		}
+		return RoleService
+	default:
+		p.fail(name, "%q is not %s, %s or %s", s, RoleEntrypoint, RoleService, RoleAuto)
+		return ""
+	}
 }
 
 // auto reads auto, or a boolean as PostgresOn or PostgresOff.

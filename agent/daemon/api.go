@@ -32,6 +32,8 @@ func (a *Agent) About() admin.About {
 	return admin.About{
 		Status:    status,
 		Version:   a.version,
+		Role:      a.cfg.Role,
+		Instance:  a.cfg.Instance,
 		PID:       os.Getpid(),
 		StartedAt: a.started,
 		Bind:      a.cfg.Bind,

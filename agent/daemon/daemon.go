@@ -106,7 +106,12 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 	a.quit, a.saverDone = make(chan struct{}), make(chan struct{})
 	go a.saveOnChange()
 	go a.sampleHistory()
-	if cfg.CoderAgentInitScript != "" {
+	switch {
+	case cfg.CoderAgentInitScript == "":
+	case cfg.Role == config.RoleService:
+		// The Coder agent that runs the workspace is someone else's.
+		log.Warn("not running the Coder agent: CODER_AGENT_INIT_SCRIPT is set, but a service leaves the Coder agent to its template", "role", cfg.Role)
+	default:
 		if err := a.startCoderAgent(); err != nil {
 			return nil, err
 		}
@@ -124,17 +129,35 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 
 // lockDataDir makes sure only one agent uses the data dir.
 func (a *Agent) lockDataDir() error {
-	path := filepath.Join(a.cfg.DataDir, "slotagent.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := LockDataDir(a.cfg.DataDir)
 	if err != nil {
-		return fmt.Errorf("open lock %s: %w", path, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		return fmt.Errorf("another slotagent is already running with data dir %s", a.cfg.DataDir)
+		return err
 	}
 	a.lock = f
 	return nil
+}
+
+// ErrLocked is LockDataDir's error when another agent holds the lock.
+var ErrLocked = errors.New("another slotagent is already running with this data dir")
+
+// LockDataDir takes the data dir's single-instance lock (an flock on
+// slotagent.lock, released by the kernel however the holder ends, and not
+// inherited by the processes it starts). It fails with an error wrapping
+// ErrLocked when another agent holds it.
+func LockDataDir(dataDir string) (*os.File, error) {
+	path := filepath.Join(dataDir, "slotagent.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s)", ErrLocked, dataDir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // loadState reads the state file. A file that cannot be used is moved

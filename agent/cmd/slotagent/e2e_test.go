@@ -424,7 +424,8 @@ func TestStopRestartLogsAndConfig(t *testing.T) {
 func TestCoderAgentIsSupervisedAndRestartedAlways(t *testing.T) {
 	a := newAgent(t)
 	marker := filepath.Join(t.TempDir(), "starts")
-	a.start("CODER_AGENT_INIT_SCRIPT=echo start >> "+marker+"; echo token=$CODER_AGENT_TOKEN; exec sleep 100", "CODER_AGENT_TOKEN=tok")
+	// Not PID 1 here: the role is said explicitly.
+	a.start("SLOTAGENT_ROLE=entrypoint", "CODER_AGENT_INIT_SCRIPT=echo start >> "+marker+"; echo token=$CODER_AGENT_TOKEN; exec sleep 100", "CODER_AGENT_TOKEN=tok")
 	starts := func() int {
 		b, _ := os.ReadFile(marker)
 		return strings.Count(string(b), "start")
@@ -509,8 +510,8 @@ func TestAgentAsPID1(t *testing.T) {
 	if _, pid := body(t, a.url("a", "/pid")); pid == "" || pid == "1" {
 		t.Fatalf("app pid in the namespace: %q", pid)
 	}
-	if _, about := body(t, a.url("admin", "/healthz")); !strings.Contains(about, `"pid": 1,`) {
-		t.Fatalf("agent is not PID 1: %s", about)
+	if _, about := body(t, a.url("admin", "/healthz")); !strings.Contains(about, `"pid": 1,`) || !strings.Contains(about, `"role": "entrypoint",`) {
+		t.Fatalf("agent is not PID 1 in the entrypoint role: %s", about)
 	}
 	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", a.child.Pid, a.child.Pid))
 	if err != nil {

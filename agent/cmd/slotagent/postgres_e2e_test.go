@@ -401,7 +401,7 @@ func TestHangingPostgresHoldsNothingUp(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "coder-agent")
 	began := time.Now()
 	a.launch(exec.Command(binary, "run"), "SLOTAGENT_POSTGRES_ENABLED=true", "SLOTAGENT_POSTGRES_BIN_DIR="+fakePostgres(t, "exec sleep 600"),
-		"SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(testkit.FreePort(t)), "CODER_AGENT_INIT_SCRIPT=touch "+marker+"; exec sleep 600")
+		"SLOTAGENT_POSTGRES_PORT="+strconv.Itoa(testkit.FreePort(t)), "SLOTAGENT_ROLE=entrypoint", "CODER_AGENT_INIT_SCRIPT=touch "+marker+"; exec sleep 600")
 	// Before the fix the start waited for `postgres --version` (10 s) first.
 	testkit.WaitHTTP(t, a.url("admin", "/healthz"), 200, 5*time.Second)
 	for _, s := range []string{"c", "d", "e"} {
