@@ -6,7 +6,7 @@ RUN_DIR ?= .run
 # The workspace image `make image` builds.
 IMAGE   ?= coder-slots/workspace:$(VERSION)
 
-.PHONY: build run test lint fuzz bench clean tf-mirror image e2e e2e-kube
+.PHONY: build run test lint fuzz bench clean tf-mirror image e2e e2e-kube dist
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/slotagent ./agent/cmd/slotagent
@@ -52,6 +52,12 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) $${t%%:*}; \
 	done
 
+# Release archives of slotagent for the coder-slots module (static,
+# version-stamped, linux amd64 and arm64) and their SHA256SUMS, in dist/:
+# the layout the module's install_url expects.
+dist:
+	scripts/dist.sh $(VERSION) dist
+
 # Benchmarks print numbers; they never run in make test.
 bench:
 	$(GO) run ./agent/cmd/slotbench
@@ -78,4 +84,4 @@ image:
 	  -t $(IMAGE) .
 
 clean:
-	rm -rf bin $(RUN_DIR)
+	rm -rf bin dist $(RUN_DIR)
