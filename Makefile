@@ -6,7 +6,7 @@ RUN_DIR ?= .run
 # The workspace image `make image` builds.
 IMAGE   ?= coder-slots/workspace:$(VERSION)
 
-.PHONY: build run test lint fuzz bench clean tf-mirror image e2e e2e-kube dist
+.PHONY: build run test lint fuzz bench clean tf-mirror image e2e e2e-kube e2e-module dist
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/slotagent ./agent/cmd/slotagent
@@ -33,7 +33,12 @@ test: lint
 # stop, start. Needs root; E2E_RECORD=1 writes the figures into
 # docs/benchmarks.md. See provision/e2e.
 e2e: build tf-mirror
-	$(GO) test -tags e2e -count=1 -timeout 80m -v -skip TestKubernetes ./provision/e2e/
+	$(GO) test -tags e2e -count=1 -timeout 80m -v -skip 'TestKubernetes|TestModuleWorkspace' ./provision/e2e/
+
+# Coder's own examples/templates/docker with the coder-slots module added
+# by one block, slotagent installed from make dist's archives. Needs root.
+e2e-module: build tf-mirror dist
+	$(GO) test -tags e2e -count=1 -timeout 60m -v -run TestModuleWorkspace ./provision/e2e/
 
 # The workspace on a one-node Kubernetes built here (its binaries from the
 # Go module proxy, cached under ~/.cache/coder-slots/e2e; Debian's

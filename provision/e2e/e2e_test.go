@@ -176,19 +176,7 @@ func TestCoderWorkspace(t *testing.T) {
 	start = time.Now()
 	w.transition(ctx, t, ws.ID, codersdk.WorkspaceTransitionStart)
 	w.followContainerLog(t)
-	err = waitFor(ctx, 5*time.Minute, 250*time.Millisecond, "slot a serving again", func() error {
-		code, body, err := w.get(ctx, "slot-a", "/")
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK || body != appBody {
-			return fmt.Errorf("%d %.200s", code, body)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w.waitServing(ctx, t, "slot-a", appBody)
 	figs.add("start → app serving through Coder", time.Since(start))
 	if got := w.currentRelease(ctx, t, "a"); got != release {
 		t.Fatalf("after the restart slot a serves %q, before it served %q", got, release)
@@ -548,6 +536,24 @@ func (w *world) history(ctx context.Context, t *testing.T, slot string) (uint32,
 		events = append(events, e.Kind+":"+cmp.Or(e.DeployID, e.Detail))
 	}
 	return n, strings.Join(events, ",")
+}
+
+// waitServing waits until an app answers through Coder with body.
+func (w *world) waitServing(ctx context.Context, t *testing.T, slug, body string) {
+	t.Helper()
+	err := waitFor(ctx, 5*time.Minute, 250*time.Millisecond, slug+" serving", func() error {
+		code, got, err := w.get(ctx, slug, "/")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || got != body {
+			return fmt.Errorf("%d %.200s", code, got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // deployRecord is the part of the agent's deploy record the test reads.

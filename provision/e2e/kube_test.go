@@ -165,19 +165,7 @@ kubernetes:
 	if secondPod == firstPod {
 		t.Fatalf("the start reused pod %s", firstPod)
 	}
-	err = waitFor(ctx, 5*time.Minute, 250*time.Millisecond, "slot a serving again", func() error {
-		code, body, err := w.get(ctx, "slot-a", "/")
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK || body != appBody {
-			return fmt.Errorf("%d %.200s", code, body)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w.waitServing(ctx, t, "slot-a", appBody)
 	figs.add("start → app serving through Coder", time.Since(start))
 	if got := w.currentRelease(ctx, t, "a"); got != rec.Release {
 		t.Fatalf("after the restart slot a serves %q, before it served %q", got, rec.Release)
