@@ -20,7 +20,8 @@ instance=$(decode "$SLOTS_INSTANCE")
 
 data_dir=${SLOTAGENT_DATA_DIR:-$HOME/data/slotagent}
 bin_dir=$data_dir/bin
-if ! mkdir -p "$bin_dir" 2>/dev/null || ! [ -w "$bin_dir" ]; then
+# The data dir holds the apps' env and database credentials: the user's alone.
+if ! (umask 077 && mkdir -p "$bin_dir") 2>/dev/null || ! [ -w "$bin_dir" ]; then
 	fail "the data dir $data_dir is not writable by $(id -un): set the module's data_dir to a folder of the workspace user on a persistent volume"
 fi
 
