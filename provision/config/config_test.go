@@ -133,7 +133,7 @@ func TestBadInput(t *testing.T) {
 		{"network mode on kubernetes", "target: kubernetes\ndocker:\n  network_mode: host\n", nil, `docker.network_mode: "host" is for target docker only`},
 		{"stop grace on kubernetes", "target: kubernetes\ndocker:\n  stop_grace_seconds: 30\n", nil, "docker.stop_grace_seconds: 30 is for target docker only; a pod's is kubernetes.termination_grace_seconds"},
 		{"termination grace", "target: kubernetes\nshutdown_timeout_seconds: 20\n", nil, "kubernetes.termination_grace_seconds: 15 must be above shutdown_timeout_seconds (20), so slotagent's shutdown finishes before Kubernetes kills it"},
-		{"target", "target: nomad\n", nil, `target: "nomad" is not "docker" or "kubernetes"`},
+		{"target", "target: nomad\n", nil, `target: "nomad" is not "docker", "kubernetes" or "module"`},
 		{"target from env", "", map[string]string{"SLOTPROV_TARGET": "k8s"}, `target: "k8s" is not`},
 		{"build mode on kubernetes", "target: kubernetes\nimage:\n  mode: build\n", nil, `image.mode: "build" is for target docker only`},
 		{"namespace", "kubernetes:\n  namespace: My_NS\n", nil, `kubernetes.namespace: "My_NS" is not a DNS-1123 label`},
