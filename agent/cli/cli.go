@@ -32,6 +32,7 @@ func New(version string) *cobra.Command {
 	root.PersistentFlags().String("data-dir", "", "data directory (env SLOTAGENT_DATA_DIR; default ~/data/slotagent)")
 	root.AddCommand(
 		runCmd(version),
+		shutdownCmd(),
 		statusCmd(),
 		deployCmd(),
 		deployLogCmd(),

@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/config"
@@ -23,6 +26,9 @@ const ServiceLog = "slotagent.log"
 const (
 	startTimeout  = 2 * time.Minute
 	answerTimeout = 30 * time.Second
+	// shutdownWait bounds `slotagent shutdown`, beyond the agent's own
+	// shutdown_timeout (8 s by default).
+	shutdownWait = 2 * time.Minute
 )
 
 // runDetached is `slotagent run --detach`: unless the data dir's agent
@@ -79,4 +85,52 @@ func alreadyRunning(cfg *config.Config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "slotagent is already running (pid %d, %s, data dir %s)\n", about.PID, about.Role, cfg.DataDir)
 	return nil
+}
+
+func shutdownCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "shutdown",
+		Short: "Stop the data dir's agent when it runs as a service (SIGTERM, then wait until it has stopped cleanly)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return shutdown(dataDir(cmd), cmd.OutOrStdout())
+		},
+	}
+}
+
+// shutdown sends the data dir's service SIGTERM and waits for it to let go
+// of the data dir's lock, which it does once its orderly shutdown is done.
+func shutdown(dir string, out io.Writer) error {
+	lock, err := daemon.LockDataDir(dir)
+	if err == nil {
+		lock.Close()
+		fmt.Fprintf(out, "no slotagent runs with data dir %s\n", dir)
+		return nil
+	}
+	if !errors.Is(err, daemon.ErrLocked) {
+		return err
+	}
+	var about admin.About
+	if err := newClient(dir).call("GET", "/healthz", nil, &about); err != nil {
+		return fmt.Errorf("the agent of data dir %s does not answer: %w", dir, err)
+	}
+	if about.Role != config.RoleService {
+		return fmt.Errorf("slotagent (pid %d) is the container's entrypoint: stop the workspace instead", about.PID)
+	}
+	if err := syscall.Kill(about.PID, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stop slotagent (pid %d): %w", about.PID, err)
+	}
+	deadline := time.Now().Add(shutdownWait)
+	for {
+		lock, err := daemon.LockDataDir(dir)
+		if err == nil {
+			lock.Close()
+			fmt.Fprintf(out, "slotagent (pid %d) stopped\n", about.PID)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("slotagent (pid %d) did not stop within %s", about.PID, shutdownWait)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -20,6 +20,7 @@ const (
 	OutputsTF   = "outputs.tf"
 	ReadmeMD    = "README.md"
 	RunScript   = "run.sh"
+	StopScript  = "stop.sh"
 )
 
 // ReleaseDownload is where the project's releases are downloaded from: a
@@ -44,9 +45,12 @@ func DefaultInstallURL(release string) string {
 //go:embed run.sh
 var runScript []byte
 
+//go:embed stop.sh
+var stopScript []byte
+
 // moduleFiles renders the module's files.
 func moduleFiles(c *config.Config) (map[string][]byte, error) {
-	files := map[string][]byte{RunScript: runScript, ReadmeMD: moduleReadme(c)}
+	files := map[string][]byte{RunScript: runScript, StopScript: stopScript, ReadmeMD: moduleReadme(c)}
 	for name, write := range map[string]func(*writer, *hclwrite.Body, *config.Config){
 		MainTF:      (*writer).moduleMain,
 		VariablesTF: (*writer).moduleVariables,
@@ -146,6 +150,17 @@ func (w *writer) moduleMain(b *hclwrite.Body, c *config.Config) {
 		"start_blocks_login", lit(cty.False),
 		"script", w.expr(`join("", concat(["#!/bin/sh\n"], [for k, v in local.script_settings : "${k}='${base64encode(v)}'\n"], [file("${path.module}/run.sh")]))`))
 	w.longHostsCheck(r)
+	b.AppendNewline()
+
+	r = b.AppendNewBlock("resource", []string{"coder_script", "slotagent_stop"}).Body()
+	comment(r, "A clean stop when the workspace stops, if the container's stop grace",
+		"lets the Coder agent run its stop scripts (destroy_grace_seconds on Docker).")
+	attrs(r,
+		"agent_id", w.expr("var.agent_id"),
+		"display_name", str("coder-slots stop"),
+		"icon", w.expr("var.icon"),
+		"run_on_stop", lit(cty.True),
+		"script", w.expr(`file("${path.module}/stop.sh")`))
 	b.AppendNewline()
 
 	health := func(path string) hclwrite.Tokens { return w.expr(`"http://127.0.0.1:${var.port}` + path + `"`) }

@@ -52,9 +52,10 @@ resource "docker_container" "workspace" {
 }
 `+"```"+`
 
-Without it the Docker provider removes the container with a 0 s timeout:
-every process in it is killed at once on `+"`coder stop`"+`, and slotagent
-recovers on the next start instead of stopping cleanly (the apps come back
+With it the Coder agent has time to run the module's stop script, which
+stops slotagent cleanly. Without it the Docker provider removes the
+container with a 0 s timeout: every process in it is killed at once on
+`+"`coder stop`"+`, and slotagent recovers on the next start instead (the apps come back
 on the same release; the workspace PostgreSQL replays its log). On
 Kubernetes the same line is the pod's `+"`termination_grace_period_seconds`"+`
 (above `+"`shutdown_timeout_seconds`"+`, %d s here).

@@ -170,6 +170,16 @@ func TestServiceStartsDetachedAndStopsCleanly(t *testing.T) {
 	if about.Role != "service" {
 		t.Fatalf("after the restart: role %q", about.Role)
 	}
+	// What the module's stop script runs.
+	if out, errOut, code := a.cli("shutdown"); code != 0 || out != "slotagent (pid "+strconv.Itoa(about.PID)+") stopped\n" {
+		t.Fatalf("shutdown: exit %d, %q %q", code, out, errOut)
+	}
+	if testkit.PIDAlive(about.PID) || strings.Count(a.serviceLog(), "stopped cleanly") != 2 {
+		t.Fatalf("shutdown did not stop the service cleanly:\n%s", a.serviceLog())
+	}
+	if out, _, code := a.cli("shutdown"); code != 0 || !strings.Contains(out, "no slotagent runs with data dir") {
+		t.Fatalf("shutdown with nothing running: %d %q", code, out)
+	}
 }
 
 // A service killed with SIGKILL leaves its apps running (they are in
