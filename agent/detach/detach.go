@@ -33,7 +33,7 @@ const (
 // It returns the service's PID once it is up, or its one-line reason for
 // not starting.
 func Start(exe string, args, env []string, logPath string, timeout time.Duration) (int, error) {
-	closeInheritedOnExec()
+	CloseInheritedOnExec()
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return 0, fmt.Errorf("detach: %w", err)
@@ -116,11 +116,11 @@ func (r *Reporter) Report(err error) {
 	r.f = nil
 }
 
-// closeInheritedOnExec marks every descriptor above stderr close-on-exec:
+// CloseInheritedOnExec marks every descriptor above stderr close-on-exec:
 // Go's own are already, but those this process inherited (a pipe of the
-// script that runs it, say) would otherwise reach the service and keep
-// the caller waiting for their end.
-func closeInheritedOnExec() {
+// script that runs it, a lock held by flock(1)) would otherwise reach every
+// process it starts, and outlive it in those that outlive it.
+func CloseInheritedOnExec() {
 	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
 		return
 	}

@@ -22,6 +22,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/coder/coder/v2/codersdk"
+
+	"github.com/coder-slots/coder-slots/agent/detach"
 )
 
 // The workspace and its owner; the template's apps keep slotprov's default
@@ -33,25 +35,15 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	closeInheritedOnExec()
+	// `flock /tmp/e2e.lock make e2e` hands the lock down as an open
+	// descriptor: without this, dockerd and the other daemons inherit it,
+	// and one left behind by a killed run holds the lock for good.
+	detach.CloseInheritedOnExec()
 	if err := preflight(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: "+err.Error())
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
-}
-
-// closeInheritedOnExec keeps the descriptors this process inherited (such as
-// the one `flock /tmp/e2e.lock make e2e` holds the lock by) from the
-// daemons it starts: a dockerd that outlived a killed test would hold the
-// lock for everyone.
-func closeInheritedOnExec() {
-	fds, _ := os.ReadDir("/proc/self/fd")
-	for _, f := range fds {
-		if fd, err := strconv.Atoi(f.Name()); err == nil && fd > 2 {
-			syscall.CloseOnExec(fd)
-		}
-	}
 }
 
 // figures are the timings the run prints, in order.
