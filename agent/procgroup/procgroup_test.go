@@ -201,8 +201,13 @@ func TestSnapshotMeasuresSeveralTrees(t *testing.T) {
 		cmd := startGroup(t, "sleep 100 & wait")
 		pid := cmd.Process.Pid
 		waitFor(t, 5*time.Second, "a sleep", func() bool {
+			// Just after its exec a process may have no page resident yet.
 			kids := Descendants(pid)
-			return len(kids) == 1 && comm(kids[0]) == "sleep"
+			if len(kids) != 1 || comm(kids[0]) != "sleep" {
+				return false
+			}
+			st, err := readStat(kids[0])
+			return err == nil && st.rssPages > 0
 		})
 		roots = append(roots, pid)
 	}

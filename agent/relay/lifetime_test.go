@@ -160,8 +160,11 @@ func TestRelayClosesDeadUpstreamsUnderIdleClients(t *testing.T) {
 	waitFor(t, func() bool { return closedByApp.Load() == clients }, "the app closing its idle connections")
 	closed := time.Now()
 	waitFor(t, func() bool { return closeWaits(t, port) == 0 }, "no upstream socket left in CLOSE-WAIT")
-	if d := time.Since(closed); d > time.Second {
-		t.Fatalf("dead upstream sockets closed %s after the app closed them, want within a second", d)
+	// The relay looks every half second; a loaded machine adds its
+	// scheduling delay (1.09 s was seen under a load of 10 on 2 cores, 3 s
+	// with -race under 17); without the sweep they stay for idle_timeout.
+	if d := time.Since(closed); d > 5*time.Second {
+		t.Fatalf("dead upstream sockets closed %s after the app closed them, want within 5 s", d)
 	}
 	for _, c := range cs {
 		c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")

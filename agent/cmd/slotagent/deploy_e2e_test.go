@@ -382,11 +382,11 @@ func TestDeployRefusesBadInputAndChangesNothing(t *testing.T) {
 		t.Fatalf("slot a changed: %+v", p)
 	}
 
-	// A folder without package.json and without --start fails in detect.
+	// A folder with no app in it and without --start fails in detect.
 	plain := t.TempDir()
 	writeFile(t, filepath.Join(plain, "README"), "hi")
 	out, errOut, code := a.cli("deploy", "a", "--dir", plain, "--wait")
-	if code != 1 || !strings.Contains(out+errOut, "no package.json") {
+	if code != 1 || !strings.Contains(out+errOut, "no app found: looked for package.json") {
 		t.Fatalf("folder without package.json: %d\n%s%s", code, out, errOut)
 	}
 	// A lockfile whose package manager is missing says which and how.
