@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,22 +12,6 @@ import (
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
-
-// writeTree writes name → content under a fresh folder.
-func writeTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
 
 // deployReq deploys req into slot a and waits for it to succeed.
 func (e *engine) deployReq(t *testing.T, req Request) Record {
@@ -68,7 +51,7 @@ func TestDeployGoApp(t *testing.T) {
 	e.slow = 5 * time.Minute
 	files := testkit.GoApp(t)
 	files["Procfile"] = "web: hello\n"
-	app := writeTree(t, files)
+	app := testkit.WriteTree(t, files)
 	// The machine's build cache (the standard library compiled already;
 	// the module cache stays the data dir's own, empty at first).
 	gocache, err := reaper.Output(t.Context(), exec.Command("go", "env", "GOCACHE"))
@@ -110,7 +93,7 @@ func TestDeployPythonApp(t *testing.T) {
 	index := testkit.PythonIndex(t, map[string]string{"slotdemo": "def greeting():\n    return 'hello from slotdemo'\n"})
 	e := newEngine(t, func(c *Config) { c.Health.ListenTimeout = 30 * time.Second })
 	e.slow = 5 * time.Minute
-	app := writeTree(t, map[string]string{
+	app := testkit.WriteTree(t, map[string]string{
 		"requirements.txt": "slotdemo==1.0\n",
 		"Procfile":         "web: python3 app.py\n",
 		"app.py": `import os, slotdemo
@@ -149,7 +132,7 @@ make_server('127.0.0.1', int(os.environ['PORT']), app).serve_forever()
 // stay hidden.
 func TestDeployStaticSites(t *testing.T) {
 	e := newEngine(t, nil)
-	root := writeTree(t, map[string]string{"index.html": "<h1>root site</h1>", ".env": "SECRET=1"})
+	root := testkit.WriteTree(t, map[string]string{"index.html": "<h1>root site</h1>", ".env": "SECRET=1"})
 	rec := e.deployReq(t, Request{Dir: root})
 	if rec.Language != "static" {
 		t.Fatalf("language %q", rec.Language)
@@ -164,7 +147,7 @@ func TestDeployStaticSites(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 
-	built := writeTree(t, map[string]string{
+	built := testkit.WriteTree(t, map[string]string{
 		"package.json": `{"name":"site","scripts":{"build":"node build.js"}}`,
 		"build.js":     "require('fs').mkdirSync('dist', {recursive: true}); require('fs').writeFileSync('dist/index.html', '<h1>built ' + process.env.SITE_TITLE + '</h1>');\n",
 	})

@@ -17,20 +17,6 @@ import (
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
 
-// writeTree writes name → content under a fresh folder.
-func writeTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, p, data)
-	}
-	return dir
-}
-
 // rawGet sends one request line as written on a raw socket to the slot's
 // public port and returns the whole answer.
 func rawGet(t *testing.T, addr, target string) string {
@@ -63,7 +49,7 @@ func TestGoAndStaticSlotsComeBackAfterKill9(t *testing.T) {
 	}
 	files := testkit.GoApp(t)
 	files["Procfile"] = "web: hello\n"
-	goApp := writeTree(t, files)
+	goApp := testkit.WriteTree(t, files)
 	a.mustCLI("deploy", "a", "--dir", goApp, "--env", "VERSION=v1", "--env", "GOCACHE="+strings.TrimSpace(string(gocache)), "--wait")
 	if _, b := body(t, a.url("a", "/")); b != "go v1 36" {
 		t.Fatalf("slot a: %q", b)

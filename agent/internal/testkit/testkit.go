@@ -67,6 +67,23 @@ func WriteAppIn(dir, src string) error {
 	return nil
 }
 
+// WriteTree writes each name → content (names may hold folders) under a
+// fresh temporary folder and returns that folder.
+func WriteTree(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // FreePort returns a free loopback port for a test's server; see
 // FreePortErr.
 func FreePort(t testing.TB) int {
