@@ -295,6 +295,8 @@ func (w *world) checkConsistent(ctx context.Context, t *testing.T, ssh func(stri
 	err := waitFor(ctx, 2*time.Minute, time.Second, "slot a's database row", func() error {
 		var err error
 		out, err = ssh(`psql "$(slotagent db a url)" -tAc 'SELECT x FROM e2e'; slotagent status`)
+		// coder ssh ends its lines with \r\n.
+		out = strings.ReplaceAll(out, "\r", "")
 		if err == nil && !strings.Contains(out, "42\n") {
 			err = fmt.Errorf("no row 42:\n%s", out)
 		}
