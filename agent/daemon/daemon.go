@@ -99,6 +99,7 @@ func Start(cfg *config.Config, log *slog.Logger, version string) (*Agent, error)
 	a.refreshGitHooks()
 	a.sup = supervisor.New(cfg.LogDir(), logs.Options{MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups}, 2*time.Second)
 	a.sup.RecordWith(a.recordGroups)
+	a.jobs.RecordWith(a.recordGroups)
 	a.preparePostgres()
 	if err := a.listen(); err != nil {
 		return nil, err

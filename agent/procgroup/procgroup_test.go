@@ -384,3 +384,18 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("groups of a process that does not exist: %v", got)
 	}
 }
+
+func TestRegistryRecordsBeforeStartedReturns(t *testing.T) {
+	r := NewRegistry("job-")
+	var seen map[string]Identity
+	r.RecordWith(func() { seen = r.Groups() })
+	ended := r.Started(os.Getpid())
+	if len(seen) != 1 {
+		t.Fatalf("recorded %v when Started returned, want this process", seen)
+	}
+	ended()
+	<-r.Changes() // an end is signalled
+	if got := r.Groups(); len(got) != 0 {
+		t.Fatalf("groups after the end: %v", got)
+	}
+}

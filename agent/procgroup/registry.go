@@ -12,6 +12,7 @@ import (
 // next agent after an unclean stop. It is a reaper.Tracker.
 type Registry struct {
 	prefix  string
+	record  func()
 	mu      sync.Mutex
 	groups  map[string]Identity
 	changes chan struct{}
@@ -21,6 +22,13 @@ type Registry struct {
 func NewRegistry(prefix string) *Registry {
 	return &Registry{prefix: prefix, groups: map[string]Identity{}, changes: make(chan struct{}, 1)}
 }
+
+// RecordWith makes record the way a new group is recorded: Started calls
+// it, and waits until it returns, before the command runs (see
+// reaper.Tracker); record must save what Groups returns durably. Without
+// it a new group is signalled on Changes, as its end always is. Call it
+// before any command starts.
+func (r *Registry) RecordWith(record func()) { r.record = record }
 
 // Started records the group whose leader is pgid (when it still runs) and
 // returns the function that forgets it.
@@ -33,7 +41,11 @@ func (r *Registry) Started(pgid int) (ended func()) {
 	r.mu.Lock()
 	r.groups[name] = id
 	r.mu.Unlock()
-	r.signal()
+	if r.record != nil {
+		r.record()
+	} else {
+		r.signal()
+	}
 	return func() {
 		r.mu.Lock()
 		delete(r.groups, name)

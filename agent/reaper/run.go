@@ -32,7 +32,10 @@ func (e *ExitError) Error() string {
 // Tracker is told of the process group of every command that RunTo runs
 // under a context carrying it (WithTracker): Started when the command has
 // started (its PID is the group's ID), and the function Started returned
-// once RunTo is done with it (the group killed).
+// once RunTo is done with it (the group killed). The command is held at a
+// gate (see StartGated) until Started returns, so a tracker that records
+// the group durably before it returns leaves no moment in which an agent
+// killed leaves a command running unrecorded.
 type Tracker interface {
 	Started(pgid int) (ended func())
 }
@@ -54,6 +57,7 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	name := cmd.Path // a gate rewrites it
 	var copies sync.WaitGroup
 	var closers, readers []*os.File
 	attach := func(w io.Writer) (*os.File, error) {
@@ -82,7 +86,14 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 		copies.Wait()
 		return fmt.Errorf("pipe: %w", err)
 	}
-	child, err := Start(cmd)
+	t, tracked := ctx.Value(trackerKey{}).(Tracker)
+	var child *Child
+	var gate *Gate
+	if tracked {
+		child, gate, err = StartGated(cmd)
+	} else {
+		child, err = Start(cmd)
+	}
 	for _, f := range closers {
 		f.Close()
 	}
@@ -90,9 +101,10 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 		copies.Wait()
 		return err
 	}
-	if t, ok := ctx.Value(trackerKey{}).(Tracker); ok {
+	if tracked {
 		ended := t.Started(child.Pid)
 		defer ended()
+		gate.Open()
 	}
 	select {
 	case <-child.Done():
@@ -100,7 +112,7 @@ func RunTo(ctx context.Context, cmd *exec.Cmd, stdout, stderr io.Writer) error {
 		_ = syscall.Kill(-child.Pid, syscall.SIGKILL)
 		<-child.Done()
 		drain(&copies, readers)
-		return fmt.Errorf("%s: %w", cmd.Path, ctx.Err())
+		return fmt.Errorf("%s: %w", name, ctx.Err())
 	}
 	// Whatever the command left in its group must not hold the pipes open.
 	_ = syscall.Kill(-child.Pid, syscall.SIGKILL)

@@ -3,11 +3,8 @@ package supervisor
 import (
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -390,8 +387,7 @@ func (p *Process) runOnce(stop <-chan struct{}) (reaper.Exit, string, error) {
 	p.mu.Unlock()
 	p.recordGroups()
 	// Recorded: the command may run now.
-	_, _ = gate.Write([]byte("\n"))
-	gate.Close()
+	gate.Open()
 
 	var memCheck <-chan time.Time
 	if pol := p.spec.Policy; pol.MaxMemory > 0 && pol.MemoryCheckInterval > 0 {
@@ -436,56 +432,34 @@ func (p *Process) recordGroups() {
 	}
 }
 
-// gateScript runs the process's command (its arguments) once the agent
-// writes a line to fd 3, which it does when the new group is recorded; when
-// the agent dies first, the read ends with end-of-file and the command
-// never runs. No shell stays: it execs the command.
-const gateScript = `IFS= read -r _ <&3 || exit 125; exec 3<&-; exec "$@"`
-
-// spawn starts the process, held at its gate until the caller writes a
-// line to gate and closes it; logged closes once its output pipes are
-// closed and every line is written.
-func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, gate *os.File, err error) {
+// spawn starts the process, held at its gate (see reaper.StartGated) until
+// the caller opens it; logged closes once its output pipes are closed and
+// every line is written.
+func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, gate *reaper.Gate, err error) {
 	if len(p.spec.Command) == 0 {
 		return nil, nil, nil, errEmptyCommand
 	}
-	path := p.spec.Command[0]
-	if !strings.Contains(path, "/") || filepath.IsAbs(path) {
-		// Found on the agent's PATH, as exec.Command does, and a missing
-		// program fails the start rather than the gate's exec.
-		if path, err = exec.LookPath(path); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	gateR, gateW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("gate pipe: %w", err)
-	}
-	defer gateR.Close()
 	outW, outDone, err := p.sink.Pipe(logs.Stdout)
 	if err != nil {
-		gateW.Close()
 		return nil, nil, nil, fmt.Errorf("log pipe: %w", err)
 	}
 	errW, errDone, err := p.sink.Pipe(logs.Stderr)
 	if err != nil {
-		gateW.Close()
 		outW.Close()
 		<-outDone
 		return nil, nil, nil, fmt.Errorf("log pipe: %w", err)
 	}
-	args := append([]string{"-c", gateScript, "slotagent-gate", path}, p.spec.Command[1:]...)
-	cmd := exec.Command("/bin/sh", args...)
+	// Found on the agent's PATH, and a missing program fails the start
+	// rather than the gate's exec.
+	cmd := exec.Command(p.spec.Command[0], p.spec.Command[1:]...)
 	cmd.Dir = p.spec.Dir
 	cmd.Env = p.spec.Env
 	cmd.Stdout, cmd.Stderr = outW, errW
-	cmd.ExtraFiles = []*os.File{gateR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.spec.Credential}
-	child, err = reaper.Start(cmd)
+	child, gate, err = reaper.StartGated(cmd)
 	outW.Close()
 	errW.Close()
 	if err != nil {
-		gateW.Close()
 		<-outDone
 		<-errDone
 		return nil, nil, nil, err
@@ -496,7 +470,7 @@ func (p *Process) spawn() (child *reaper.Child, logged <-chan struct{}, gate *os
 		<-errDone
 		close(both)
 	}()
-	return child, both, gateW, nil
+	return child, both, gate, nil
 }
 
 // terminate ends the process group of child and every descendant that left

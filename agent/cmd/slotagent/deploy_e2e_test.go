@@ -92,6 +92,20 @@ func setVersion(t *testing.T, work, version string) {
 	writeFile(t, filepath.Join(work, "server.js"), strings.Replace(sampleServer, "'v1'", "'"+version+"'", 1))
 }
 
+// servingV1WithV2Pushed starts an agent whose slot a serves the sample at
+// v1 (deployed with fastDeploys), with v2 pushed to the sample's
+// repository; it returns the agent and the repository.
+func servingV1WithV2Pushed(t *testing.T) (*agent, string) {
+	t.Helper()
+	a := newAgent(t)
+	bare, work := sampleRepo(t, t.TempDir())
+	a.start(fastDeploys...)
+	a.mustCLI("deploy", "a", "--repo", bare, "--wait")
+	setVersion(t, work, "v2")
+	commitAndPush(t, work, bare, "v2")
+	return a, bare
+}
+
 // fastDeploys makes failing health gates quick.
 var fastDeploys = []string{"SLOTAGENT_HEALTH_INTERVAL=100ms", "SLOTAGENT_HEALTH_ATTEMPTS=5", "SLOTAGENT_HEALTH_LISTEN_TIMEOUT=4s", "SLOTAGENT_DRAIN_TIMEOUT=5s"}
 
@@ -287,12 +301,7 @@ func assertNoSecretInLogs(t *testing.T, dataDir string, secrets ...string) {
 }
 
 func TestFailedDeploysLeaveTheOldReleaseServing(t *testing.T) {
-	a := newAgent(t)
-	bare, work := sampleRepo(t, t.TempDir())
-	a.start(fastDeploys...)
-	a.mustCLI("deploy", "a", "--repo", bare, "--wait")
-	setVersion(t, work, "v2")
-	commitAndPush(t, work, bare, "v2")
+	a, bare := servingV1WithV2Pushed(t)
 	before := a.processes().Processes[1]
 
 	cases := []struct {
@@ -502,12 +511,7 @@ func TestDeployFolderAndPrivateHTTPRepo(t *testing.T) {
 // TestKill9MidDeploy: the agent dies during a build; the next one marks
 // the deploy abandoned, removes the half-made release and serves the old one.
 func TestKill9MidDeploy(t *testing.T) {
-	a := newAgent(t)
-	bare, work := sampleRepo(t, t.TempDir())
-	a.start(fastDeploys...)
-	a.mustCLI("deploy", "a", "--repo", bare, "--wait")
-	setVersion(t, work, "v2")
-	commitAndPush(t, work, bare, "v2")
+	a, bare := servingV1WithV2Pushed(t)
 	out := a.mustCLI("deploy", "a", "--repo", bare, "--build", "sleep 30")
 	id := strings.Fields(out)[1]
 	// The build (sleep 30) runs once its stage is announced in the log.

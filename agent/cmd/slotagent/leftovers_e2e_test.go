@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -222,4 +223,26 @@ func (a *agent) waitProcessIn(dir string) {
 			a.t.Fatalf("no process ever ran in %s", dir)
 		}
 	}
+}
+
+// TestKill9AsABuildStartsLeavesNoBuild: the agent dies the moment a
+// deploy's build command runs (the build kills it, the earliest moment a
+// command can be seen running); the next agent kills the build and serves
+// the release from before the deploy.
+func TestKill9AsABuildStartsLeavesNoBuild(t *testing.T) {
+	a, bare := servingV1WithV2Pushed(t)
+	a.mustCLI("deploy", "a", "--repo", bare, "--build", "kill -KILL $PPID; exec sleep 300")
+	a.wait(60 * time.Second)
+	if sig := a.child.Exit().Signal; sig != syscall.SIGKILL {
+		t.Fatalf("the agent ended with %s, not killed by its build\n%s", a.child.Exit(), a.stderr())
+	}
+	building := func() bool {
+		return slices.ContainsFunc(strays(a.dataDir, nil), func(p string) bool { return strings.HasSuffix(strings.TrimSpace(p), " sleep 300") })
+	}
+	if !building() {
+		t.Fatalf("no build outlived the agent: the test shows nothing (in the data dir: %v)", strays(a.dataDir, nil))
+	}
+	a.start(fastDeploys...)
+	a.noStrays("after the agent died as a build started", true)
+	getUntil(t, a.url("a", "/"), "hello v1 1m", 20*time.Second)
 }
