@@ -111,10 +111,10 @@ var done = deploy.Record{ID: "20260301T120000000-a", Slot: "a", Trigger: deploy.
 type fakeDeploys struct{}
 
 func (fakeDeploys) Deploy(string, deploy.Request) (deploy.Record, error) { return done, nil }
-func (fakeDeploys) Rollback(string, string) (deploy.Record, error) {
+func (fakeDeploys) Rollback(string, string, string) (deploy.Record, error) {
 	return deploy.Record{}, deploy.ErrBusy{Running: done.ID}
 }
-func (fakeDeploys) SetEnv(string, map[string]string, []string) (map[string]string, *deploy.Record, error) {
+func (fakeDeploys) SetEnv(string, map[string]string, []string, string) (map[string]string, *deploy.Record, error) {
 	return nil, nil, nil
 }
 func (fakeDeploys) Get(id string) (deploy.Record, bool) { return done, id == done.ID }

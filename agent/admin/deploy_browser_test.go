@@ -46,6 +46,7 @@ func TestDeployPageInARealBrowser(t *testing.T) {
 		t.Fatalf("log out of order:\n%s", log)
 	}
 	waitText(t, ctx, "#deploy-status", "succeeded", 5*time.Second)
+	waitText(t, ctx, "#deploy-subject", "v2", 5*time.Second)
 	stages := waitText(t, ctx, ".stage-list", "health", 5*time.Second)
 	if strings.Contains(stages, "under way") || !strings.Contains(stages, "build") {
 		t.Fatalf("stages of a finished deploy: %q", stages)
@@ -79,7 +80,8 @@ func TestDeployPageInARealBrowser(t *testing.T) {
 		chromedp.WaitVisible("button[data-rollback]", chromedp.ByQuery), chromedp.Click("button[data-rollback]", chromedp.ByQuery)); err != nil {
 		t.Fatal(err)
 	}
-	waitText(t, ctx, "#deploy-trigger", "rollback", 10*time.Second)
+	waitText(t, ctx, "#deploy-trigger", "rollback from the panel", 10*time.Second)
+	waitText(t, ctx, "#deploy-subject", "v1", time.Second)
 	waitText(t, ctx, "#deploy-status", "succeeded", time.Minute)
 	if text := pageText(t, ctx, proxy.url("slot-a--dev--alice")); !strings.Contains(text, "hello v1") {
 		t.Fatalf("slot URL after the rollback from the deploy page: %q", text)

@@ -18,8 +18,8 @@ import (
 // Deploys is what the deploy endpoints need from the agent.
 type Deploys interface {
 	Deploy(slot string, req deploy.Request) (deploy.Record, error)
-	Rollback(slot, release string) (deploy.Record, error)
-	SetEnv(slot string, set map[string]string, unset []string) (map[string]string, *deploy.Record, error)
+	Rollback(slot, release, origin string) (deploy.Record, error)
+	SetEnv(slot string, set map[string]string, unset []string, origin string) (map[string]string, *deploy.Record, error)
 	Get(id string) (deploy.Record, bool)
 	List(slot string) []deploy.Record
 	Logs(id string) ([]string, <-chan string, func(), error)
@@ -81,15 +81,21 @@ func writeDeployError(w http.ResponseWriter, err error) {
 	}
 }
 
+// origin says where r came from, for deploy records: "cli" over the
+// control socket, "panel" on the admin port.
+func origin(r *http.Request) string {
+	if fromControl(r) {
+		return "cli"
+	}
+	return "panel"
+}
+
 func (a *API) deploy(w http.ResponseWriter, r *http.Request, name string) {
 	var req deploy.Request
 	if !readJSON(w, r, &req) {
 		return
 	}
-	req.Origin = "panel"
-	if fromControl(r) {
-		req.Origin = "cli"
-	}
+	req.Origin = origin(r)
 	rec, err := a.d.Deploy(name, req)
 	if err != nil {
 		writeDeployError(w, err)
@@ -109,7 +115,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, name string) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	rec, err := a.d.Rollback(name, req.Release)
+	rec, err := a.d.Rollback(name, req.Release, origin(r))
 	if err != nil {
 		writeDeployError(w, err)
 		return
@@ -139,7 +145,7 @@ func (a *API) setEnv(w http.ResponseWriter, r *http.Request, name string) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	env, rec, err := a.d.SetEnv(name, req.Set, req.Unset)
+	env, rec, err := a.d.SetEnv(name, req.Set, req.Unset, origin(r))
 	if err != nil {
 		writeDeployError(w, err)
 		return

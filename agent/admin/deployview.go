@@ -35,23 +35,20 @@ type stageBar struct {
 	Running    bool
 }
 
-// triggerText says what started rec, in words.
+// triggerText says what started rec, and from where, in words.
 func triggerText(rec deploy.Record) string {
+	from := map[string]string{"panel": " from the panel or the API", "cli": " from the command line"}[rec.Origin]
 	switch rec.Trigger {
 	case deploy.TriggerGitPush:
 		return "git push"
+	case deploy.TriggerFollow:
+		return "follow: a new commit on the followed branch"
 	case deploy.TriggerRollback:
-		return "rollback"
+		return "rollback" + from
 	case deploy.TriggerEnv:
-		return "environment change (same code, new release)"
+		return "environment change" + from + " (same code, new release)"
 	}
-	switch rec.Origin {
-	case "panel":
-		return "deploy from the panel or the API"
-	case "cli":
-		return "slotagent deploy (the command line)"
-	}
-	return "deploy"
+	return "deploy" + from
 }
 
 // stageBars lays rec's stages out on a bar, and says how long the deploy

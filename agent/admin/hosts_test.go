@@ -58,7 +58,7 @@ type countingDeploys struct {
 	envChanges atomic.Int32
 }
 
-func (c *countingDeploys) SetEnv(string, map[string]string, []string) (map[string]string, *deploy.Record, error) {
+func (c *countingDeploys) SetEnv(string, map[string]string, []string, string) (map[string]string, *deploy.Record, error) {
 	c.envChanges.Add(1)
 	return nil, nil, nil
 }

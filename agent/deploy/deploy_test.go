@@ -323,7 +323,7 @@ func TestExclusiveAndDeploysExcludeEachOther(t *testing.T) {
 	if !errors.As(err, &busy) || busy.Running != "stop" {
 		t.Fatalf("deploy during an exclusive call: %v", err)
 	}
-	if _, _, err := e.d.SetEnv("a", map[string]string{"K": "v"}, nil); !errors.As(err, &busy) {
+	if _, _, err := e.d.SetEnv("a", map[string]string{"K": "v"}, nil, "cli"); !errors.As(err, &busy) {
 		t.Fatalf("env change during an exclusive call: %v", err)
 	}
 	close(leave)
@@ -354,7 +354,7 @@ func TestEnvChangeReadsTheStateItChanges(t *testing.T) {
 		t.Fatalf("deploy: %s %s", rec.Status, rec.Error)
 	}
 	if e.raceADeploy(t, "new", func() (string, error) {
-		_, rec, err := e.d.SetEnv("a", map[string]string{"VERSION": "v2"}, nil)
+		_, rec, err := e.d.SetEnv("a", map[string]string{"VERSION": "v2"}, nil, "cli")
 		if err != nil {
 			return "", err
 		}
@@ -568,7 +568,7 @@ func TestRollbackReadsTheStateItChanges(t *testing.T) {
 	}
 	// The rollback's target is release one, which the next deploy prunes.
 	if e.raceADeploy(t, "three", func() (string, error) {
-		rec, err := e.d.Rollback("a", "")
+		rec, err := e.d.Rollback("a", "", "cli")
 		return rec.ID, err
 	}) {
 		if got := e.serves(t); got != "two none" {

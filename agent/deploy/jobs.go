@@ -87,10 +87,13 @@ func (j *job) build(ctx context.Context, req Request) error {
 			}
 		}
 	}()
+	var subject string
 	err = j.stage("fetch", func() error {
 		if req.push != nil {
 			commit = req.push.commit
-			return j.checkoutPushed(ctx, req.push, work)
+			var err error
+			subject, err = j.checkoutPushed(ctx, req.push, work)
+			return err
 		}
 		if req.Dir != "" {
 			j.logf("copying %s", req.Dir)
@@ -105,13 +108,14 @@ func (j *job) build(ctx context.Context, req Request) error {
 			return err
 		}
 		commit = c
-		j.logf("commit %s", c)
+		subject = j.subject(ctx, g, c)
+		j.logf("commit %s %s", c, subject)
 		return g.Checkout(ctx, c, work)
 	})
 	if err != nil {
 		return err
 	}
-	j.updateRecord(func(r *Record) { r.Commit = commit })
+	j.updateRecord(func(r *Record) { r.Commit, r.Subject = commit, subject })
 	id := stamp(now) + "-" + shortCommit(commit)
 	dir = filepath.Join(d.releasesDir(name), id)
 	if err := os.Rename(work, dir); err != nil {
@@ -168,7 +172,7 @@ func (j *job) build(ctx context.Context, req Request) error {
 	}
 	rel := state.Release{
 		ID: id, Dir: dir, Command: plan.Start, Env: env, CreatedAt: now,
-		Repo: source.Redact(req.Repo), Ref: req.Ref, Commit: commit,
+		Repo: source.Redact(req.Repo), Ref: req.Ref, Commit: commit, Subject: subject,
 		Language: language(plan), Plan: plan.Describe(), Static: static, SPA: req.SPA && static != "", Path: runner.AppPath(dir, plan),
 	}
 	if req.push != nil {
@@ -185,9 +189,31 @@ func (j *job) build(ctx context.Context, req Request) error {
 	return err
 }
 
+// MaxSubject caps the characters of a commit's subject in records.
+const MaxSubject = 200
+
+// subject is the first line of commit's message for the record: masked
+// (the one choke point of what the deploy tells: a secret in a commit
+// message shows no more than in the log) and cut to MaxSubject characters
+// with an ellipsis. A message that cannot be read is no reason to fail
+// the deploy: it is "" and the log says why.
+func (j *job) subject(ctx context.Context, g *source.Git, commit string) string {
+	s, err := g.Subject(ctx, commit)
+	if err != nil {
+		j.logf("(commit message not read: %v)", err)
+		return ""
+	}
+	s = j.sink.Mask(s)
+	if r := []rune(s); len(r) > MaxSubject {
+		s = string(r[:MaxSubject-1]) + "…"
+	}
+	return s
+}
+
 // Rollback switches the slot back to a kept release (the one before the
-// current when id is empty), through the same health gate.
-func (d *Deployer) Rollback(name, id string) (Record, error) {
+// current when id is empty), through the same health gate; origin goes to
+// the record (see Record.Origin).
+func (d *Deployer) Rollback(name, id, origin string) (Record, error) {
 	var rel state.Release
 	j, err := d.begin(name, TriggerRollback, func(ss state.Slot, r *Record) (bool, error) {
 		if id == "" {
@@ -202,7 +228,7 @@ func (d *Deployer) Rollback(name, id string) (Record, error) {
 		if id == ss.Current && ss.Desired == state.DesiredRunning {
 			return false, invalid("release %s is already serving in slot %s", id, name)
 		}
-		r.Repo, r.Ref, r.Commit, r.Release = rel.Repo, rel.Ref, rel.Commit, rel.ID
+		r.Repo, r.Ref, r.Commit, r.Subject, r.Release, r.Origin = rel.Repo, rel.Ref, rel.Commit, rel.Subject, rel.ID, origin
 		return true, nil
 	})
 	if err != nil {
@@ -222,8 +248,8 @@ func (d *Deployer) Rollback(name, id string) (Record, error) {
 // release serving, that is a new release of the same code with the new env,
 // cut over like a deploy (so a rollback restores the old env), and its
 // record is returned. An empty slot keeps the env for its next deploy (nil
-// record).
-func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (map[string]string, *Record, error) {
+// record). origin goes to the record (see Record.Origin).
+func (d *Deployer) SetEnv(name string, set map[string]string, unset []string, origin string) (map[string]string, *Record, error) {
 	if d.slots(name) == nil {
 		return nil, nil, invalid("unknown slot %q", name)
 	}
@@ -255,7 +281,7 @@ func (d *Deployer) SetEnv(name string, set map[string]string, unset []string) (m
 			return false, d.saveEnv(name, env, cur, ok)
 		}
 		rel = withEnv(cur, env)
-		r.Repo, r.Ref, r.Commit, r.Release = rel.Repo, rel.Ref, rel.Commit, rel.ID
+		r.Repo, r.Ref, r.Commit, r.Subject, r.Release, r.Origin = rel.Repo, rel.Ref, rel.Commit, rel.Subject, rel.ID, origin
 		return true, nil
 	})
 	if err != nil {

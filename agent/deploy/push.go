@@ -205,12 +205,13 @@ func (d *Deployer) Push(name string, p Push) (Record, error) {
 }
 
 // checkoutPushed writes the pushed commit's files into work, reading the
-// push's quarantine.
-func (j *job) checkoutPushed(ctx context.Context, ps *pushSource, work string) error {
-	j.logf("pushed branch %s at %s", j.rec.Ref, ps.commit)
+// push's quarantine, and returns the commit's subject (see job.subject).
+func (j *job) checkoutPushed(ctx context.Context, ps *pushSource, work string) (subject string, err error) {
 	g := &source.Git{CacheDir: ps.repo, Env: j.d.cfg.Env, Log: j.out, Quarantine: ps.quarantine}
+	subject = j.subject(ctx, g, ps.commit)
+	j.logf("pushed branch %s at %s %s", j.rec.Ref, ps.commit, subject)
 	if err := g.Checkout(ctx, ps.commit, work); err != nil {
-		return fmt.Errorf("pushed commit: %w", err)
+		return "", fmt.Errorf("pushed commit: %w", err)
 	}
-	return nil
+	return subject, nil
 }

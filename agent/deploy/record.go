@@ -52,13 +52,18 @@ type Record struct {
 	ID      string  `json:"id"`
 	Slot    string  `json:"slot"`
 	Trigger Trigger `json:"trigger"`
-	// Origin is where a deploy was asked for: "panel" (the admin port)
-	// or "cli" (the control socket); empty when not known.
-	Origin  string `json:"origin,omitempty"`
-	Repo    string `json:"repo,omitempty"`
-	Ref     string `json:"ref,omitempty"`
-	Dir     string `json:"dir,omitempty"`
-	Commit  string `json:"commit,omitempty"`
+	// Origin is where a deploy, rollback or env change was asked for:
+	// "panel" (the admin port) or "cli" (the control socket); empty when
+	// not known (a follow or git push deploy, a record of an older agent).
+	Origin string `json:"origin,omitempty"`
+	Repo   string `json:"repo,omitempty"`
+	Ref    string `json:"ref,omitempty"`
+	Dir    string `json:"dir,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	// Subject is the first line of the commit's message, masked like the
+	// deploy's log and at most MaxSubject characters; empty when the
+	// source is no commit (a folder) or for records of older agents.
+	Subject string `json:"subject,omitempty"`
 	Release string `json:"release,omitempty"`
 	// Previous is the commit the slot served when the deploy began.
 	Previous string `json:"previous,omitempty"`

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
@@ -418,6 +419,36 @@ func (g *Git) Checkout(ctx context.Context, commit, dest string) (err error) {
 		return fmt.Errorf("check out %s into %s: %w", sha, dest, err)
 	}
 	return nil
+}
+
+// Subject returns the first line of the message of commit (a full id, in
+// the cache or the quarantine), tabs made spaces, invalid UTF-8 and other
+// control characters (a terminal's escape sequences) replaced by U+FFFD;
+// "" for an empty message.
+func (g *Git) Subject(ctx context.Context, commit string) (string, error) {
+	if !isCommitID(commit) {
+		return "", fmt.Errorf("read commit message: %q is not a full commit id", commit)
+	}
+	out, _, err := runGit(ctx, g.readEnv(), "", nil, nil, g.gitDir(), "cat-file", "commit", commit)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", fmt.Errorf("read the message of commit %s: %w", commit, err)
+	}
+	// A commit object is its headers, a blank line, then the message.
+	_, msg, _ := strings.Cut(out, "\n\n")
+	line, _, _ := strings.Cut(msg, "\n")
+	line = strings.ToValidUTF8(strings.TrimSpace(line), "\uFFFD")
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t':
+			return ' '
+		case unicode.IsControl(r):
+			return '\uFFFD'
+		}
+		return r
+	}, line), nil
 }
 
 // prepareDest makes dest an empty folder: it creates it when missing and

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 )
@@ -530,5 +531,46 @@ func TestHeads(t *testing.T) {
 	}
 	if _, _, err := Heads(context.Background(), nil, "-uhack"); err == nil {
 		t.Error("Heads accepted a repository starting with -")
+	}
+}
+
+// TestSubject: the first line of a commit's message, with a terminal's
+// escape sequences and invalid UTF-8 made harmless; an empty message is
+// "", a commit that is not in the cache or not a full id an error.
+func TestSubject(t *testing.T) {
+	t.Parallel()
+	r := newSampleRepo(t, "")
+	g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache.git")}
+	commitWith := func(msg string) string {
+		writeFile(t, filepath.Join(r.work, "n"), msg, 0o644)
+		git(t, r.work, "add", "-A")
+		git(t, r.work, "commit", "-q", "--allow-empty-message", "--cleanup=verbatim", "-m", msg)
+		git(t, r.work, "push", "-q", r.bare, "main")
+		sha, err := g.Fetch(context.Background(), r.bare, "main")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha
+	}
+	for _, c := range []struct{ msg, want string }{
+		{"Fix the login\n\nLonger body\nlines", "Fix the login"},
+		{"  spaced\tsubject  \n", "spaced subject"},
+		{"red \x1b[31malert\x1b[0m", "red \uFFFD[31malert\uFFFD[0m"},
+		{"", ""},
+	} {
+		sha := commitWith(c.msg)
+		if got, err := g.Subject(context.Background(), sha); err != nil || got != c.want {
+			t.Errorf("Subject of a commit with message %q = %q, %v; want %q", c.msg, got, err, c.want)
+		}
+	}
+	// Bytes that are no UTF-8 (git itself may convert them): valid UTF-8.
+	if got, err := g.Subject(context.Background(), commitWith("latin \xe9t\xe9")); err != nil || !utf8.ValidString(got) || !strings.HasPrefix(got, "latin ") {
+		t.Errorf("Subject of a Latin-1 message = %q, %v; want valid UTF-8", got, err)
+	}
+	if _, err := g.Subject(context.Background(), strings.Repeat("ab", 20)); err == nil {
+		t.Error("Subject of a commit not in the cache: no error")
+	}
+	if _, err := g.Subject(context.Background(), "HEAD"); err == nil {
+		t.Error("Subject of HEAD (not a full id): no error")
 	}
 }

@@ -97,6 +97,9 @@ type Release struct {
 	Repo   string `json:"repo,omitempty"`
 	Ref    string `json:"ref,omitempty"`
 	Commit string `json:"commit,omitempty"`
+	// Subject is the first line of the commit's message, masked and
+	// length-capped as in the deploy's record.
+	Subject string `json:"subject,omitempty"`
 	// Language and Plan say what the app is and how it was installed,
 	// built and started (buildpack's Plan.Describe); empty for releases of
 	// older agents.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,8 +209,9 @@ func TestDeployRedeployRollbackAndEnv(t *testing.T) {
 	}
 
 	// Re-deploy with unchanged dependencies while a client keeps asking.
+	// Its commit message quotes the secret: the record shows it masked.
 	setVersion(t, work, "v2")
-	commitAndPush(t, work, bare, "v2")
+	commitAndPush(t, work, bare, "v2 reads tok-secret-123 from the env\n\nthe body is not recorded")
 	l := startLoad(a.url("a", "/"))
 	l.waitBody(t, "hello v1 1m")
 	start := time.Now()
@@ -267,6 +269,20 @@ func TestDeployRedeployRollbackAndEnv(t *testing.T) {
 	dirs, _ := os.ReadDir(filepath.Join(a.dataDir, "slots", "a", "releases"))
 	if len(dirs) > 3 {
 		t.Fatalf("release folders on disk: %d", len(dirs))
+	}
+
+	// Every record says where it was asked for (here: the command line)
+	// and the subject of its commit, masked; a rollback's and an env
+	// change's are those of the release's commit.
+	var list admin.DeployList
+	a.apiJSON("/api/slots/a/deploys", &list)
+	var got []string
+	for _, r := range slices.Backward(list.Deploys) {
+		got = append(got, string(r.Trigger)+" "+r.Origin+" "+r.Subject)
+	}
+	want := []string{"deploy cli v1", "deploy cli v2 reads ******** from the env", "rollback cli v1", "env cli v1", "rollback cli v2 reads ******** from the env"}
+	if !slices.Equal(got, want) {
+		t.Errorf("records (trigger, origin, subject):\n%q\nwant\n%q", got, want)
 	}
 
 	// The secret values never left the agent.
