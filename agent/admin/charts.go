@@ -26,13 +26,19 @@ const (
 	plotHeightPx  = 150
 	sparkHeightPx = 40
 	// sparkColumns is the dashboard's sparklines: one column a minute.
-	sparkColumns = 60
+	// A history younger than the hour is drawn over the minutes it has,
+	// at least sparkMinColumns, not in the right-hand edge of an hour.
+	sparkColumns    = 60
+	sparkMinColumns = 10
 )
 
 // Spark is a slot's cell on the dashboard: requests per minute over the
 // last hour, and the last 5 minutes' rate and error rates.
 type Spark struct {
 	Requests template.HTML
+	// Span says what Requests covers: "last hour", or "since 15:04" for
+	// a younger history (local time).
+	Span string
 	// PerMinute is the requests per minute of the last 5 minutes.
 	PerMinute string
 	// Rate5xx counts the app's 5xx and the slot's own 503s, Rate4xx the
@@ -46,6 +52,10 @@ type Spark struct {
 // one-minute buckets.
 func spark(s history.Series) *Spark {
 	n := len(s.Times)
+	span, columns := "last hour", sparkColumns
+	if s.Since.After(s.From) {
+		span, columns = "since "+s.Since.Local().Format("15:04"), min(sparkColumns, max(n, sparkMinColumns))
+	}
 	ok, c4, bad := make([]float64, n), make([]float64, n), make([]float64, n)
 	var recent, recent4, recent5 float64
 	for i := range n {
@@ -57,12 +67,12 @@ func spark(s history.Series) *Spark {
 			recent5 += errs
 		}
 	}
-	sp := &Spark{PerMinute: rate(recent / 5)}
+	sp := &Spark{Span: span, PerMinute: rate(recent / float64(max(1, min(5, n))))}
 	if recent > 0 {
 		sp.Rate5xx, sp.Rate4xx, sp.Bad = percent(recent5/recent), percent(recent4/recent), recent5 > 0
 	}
 	floor := chart.Height / float64(sparkHeightPx)
-	c := chart.Chart{Title: "requests per minute, last hour", Class: "spark", Columns: sparkColumns,
+	c := chart.Chart{Title: "requests per minute, " + span, Class: "spark", Columns: columns,
 		Bars: []chart.Series{{Class: "err", Values: bad, Floor: floor}, {Class: "c4", Values: c4, Floor: floor}, {Class: "ok", Values: ok}}}
 	c.Scale = chart.Linear(c.Largest())
 	c.Scale.Ticks = nil // too small for gridlines

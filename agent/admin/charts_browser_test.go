@@ -392,6 +392,17 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 			t.Errorf("%s is %d px wide on a %d px screen; card %q's content is %d px wider than the card", page, width, inner, over.Card, over.Px)
 		}
 		if page == admin {
+			// Each figure of the rates is on one line ("1345/min", not
+			// "1345/m" over "in"): an inline box that wraps has a client
+			// rectangle per line.
+			var wrapped []string
+			if err := chromedp.Run(ctx, chromedp.Evaluate(`[...document.querySelectorAll('td.rates span')].filter(s => !s.classList.contains('figures'))
+			  .filter(s => s.getClientRects().length !== 1).map(s => s.textContent)`, &wrapped)); err != nil {
+				t.Fatal(err)
+			}
+			if len(wrapped) > 0 {
+				t.Errorf("at 390 px these rates wrap: %q", wrapped)
+			}
 			shot(t, ctx, "", "screenshot-dashboard-phone.png")
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +78,23 @@ func TestPixelHeightsMatchTheStyleSheet(t *testing.T) {
 		if m == nil || string(m[1]) != strconv.Itoa(px) {
 			t.Errorf("%s's height in style.css: %q, the code says %d px", sel, m, px)
 		}
+	}
+}
+
+// TestSparkOfAYoungHistory: a history younger than the hour is drawn over
+// the minutes it has (at least sparkMinColumns), not squeezed into the
+// right-hand edge of an empty hour, and says since when; its rate is over
+// the minutes it has.
+func TestSparkOfAYoungHistory(t *testing.T) {
+	h := history.New([]string{"a"}).Slot("a")
+	for range 30 {
+		h.Request(200, time.Now(), time.Millisecond, false)
+	}
+	sp := spark(h.ReadMerged(history.Hour, int(time.Minute/history.FineStep)))
+	if !strings.Contains(string(sp.Requests), `viewBox="0 0 10 100"`) || !strings.HasPrefix(sp.Span, "since ") {
+		t.Errorf("spark of a minute-old history: span %q, svg %s", sp.Span, sp.Requests)
+	}
+	if sp.PerMinute != "30" {
+		t.Errorf("30 requests in a one-minute history: %s/min", sp.PerMinute)
 	}
 }
