@@ -78,6 +78,9 @@ func (r *Runner) installPython(ctx context.Context, dir string, p Plan) (bool, e
 	done := filepath.Join(venv, venvDoneFile)
 	if data, err := os.ReadFile(done); err == nil && strings.TrimSpace(string(data)) == p.LockHash {
 		r.logf("reusing the virtualenv %s (dependencies unchanged)", venv)
+		// Used now: PruneVenvs leaves it alone until this deploy is recorded.
+		now := time.Now()
+		_ = os.Chtimes(done, now, now)
 		return true, nil
 	}
 	if err := os.RemoveAll(venv); err != nil {
@@ -104,22 +107,100 @@ func (r *Runner) installPython(ctx context.Context, dir string, p Plan) (bool, e
 
 // lockFile takes an exclusive lock on path, waiting until ctx ends.
 func lockFile(ctx context.Context, path string) (func(), error) {
+	for {
+		unlock, err := tryLockFile(path)
+		if err != nil || unlock != nil {
+			return unlock, err
+		}
+		if err := ctxtime.Sleep(ctx, 50*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// tryLockFile takes an exclusive lock on path if no one holds it (a nil
+// unlock and no error: someone does).
+func tryLockFile(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		if err := ctxtime.Sleep(ctx, 50*time.Millisecond); err != nil {
-			f.Close()
-			return nil, err
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return func() { f.Close() }, nil
+	}
+	f.Close()
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, nil
+	}
+	return nil, err
+}
+
+// PruneVenvs removes the virtualenvs of the cache that no kept release
+// uses and that no deploy made or reused within grace (a deploy under way
+// has not recorded its release yet: grace is the longest a deploy may
+// take). inUse lists the PATH folders of every kept release of every slot;
+// a virtualenv is in use when its bin/ is one of them, matched by name
+// (the data dir may have been spelled otherwise when the release was
+// made). One being filled (locked) is left alone. It returns the folders
+// it removed.
+func (r *Runner) PruneVenvs(inUse []string, grace time.Duration) ([]string, error) {
+	root := filepath.Join(r.CacheDir, "python", "venvs")
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prune virtualenvs: %w", err)
+	}
+	used := map[string]bool{}
+	for _, p := range inUse {
+		venv := filepath.Dir(filepath.Clean(p))
+		if filepath.Base(p) == "bin" && filepath.Base(filepath.Dir(venv)) == "venvs" {
+			used[filepath.Base(venv)] = true
 		}
 	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		venv := filepath.Join(root, e.Name())
+		if !e.IsDir() || used[e.Name()] {
+			continue
+		}
+		gone, err := pruneVenv(venv, time.Now().Add(-grace))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if gone {
+			removed = append(removed, venv)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("prune virtualenvs: %w", err)
+	}
+	return removed, nil
+}
+
+// pruneVenv removes venv unless it is locked or was made, filled or
+// reused after cutoff. Its lock file stays: a deploy may be waiting on it.
+func pruneVenv(venv string, cutoff time.Time) (bool, error) {
+	unlock, err := tryLockFile(venv + ".lock")
+	if err != nil || unlock == nil {
+		return false, err
+	}
+	defer unlock()
+	info, err := os.Stat(filepath.Join(venv, venvDoneFile))
+	if err != nil {
+		// Half made (its install failed or was killed): its folder's age.
+		if info, err = os.Stat(venv); err != nil {
+			return false, err
+		}
+	}
+	if info.ModTime().After(cutoff) {
+		return false, nil
+	}
+	if err := os.RemoveAll(venv); err != nil {
+		return false, err
+	}
+	return true, nil
 }

@@ -143,6 +143,13 @@ func (a *Agent) Slot(name string) state.Slot {
 	return state.Slot{}
 }
 
+// KeptReleases lists the releases the saved state keeps, of every slot.
+func (a *Agent) KeptReleases() []state.Release {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return a.st.Clone().KeptReleases()
+}
+
 // UpdateSlot changes one slot's state and saves it. The change is made on
 // a copy, validated and saved before it replaces the state in memory, so a
 // refused or failed save changes nothing.

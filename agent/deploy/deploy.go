@@ -32,6 +32,8 @@ type Store interface {
 	Slot(name string) state.Slot
 	// UpdateSlot changes a slot's state and saves the state file.
 	UpdateSlot(name string, change func(*state.Slot)) error
+	// KeptReleases lists the releases the state keeps, of every slot.
+	KeptReleases() []state.Release
 }
 
 // Config configures the deployer.
@@ -117,10 +119,11 @@ func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string,
 		base = reaper.WithTracker(base, cfg.Tracker)
 	}
 	d.ctx, d.cancel = context.WithCancel(base)
-	for _, name := range names {
-		if cleanStray {
+	if cleanStray {
+		for _, name := range names {
 			d.removeStrayReleases(name)
 		}
+		d.pruneCache()
 	}
 	return d, nil
 }
@@ -484,6 +487,7 @@ func (j *job) switchTo(ctx context.Context, rel state.Release, cand *slot.Candid
 func (sw *switched) finish(ctx context.Context) {
 	sw.prev.Finish(ctx, sw.j.d.cfg.Drain)
 	removeAll(sw.drop)
+	sw.j.d.pruneCache()
 }
 
 // undo gives the traffic back to the previous app and saves the slot's

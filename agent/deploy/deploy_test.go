@@ -66,6 +66,12 @@ func (f *fileStore) Slot(name string) state.Slot {
 	return ss
 }
 
+func (f *fileStore) KeptReleases() []state.Release {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st.Clone().KeptReleases()
+}
+
 // readHook arms the store's onRead.
 func (e *engine) readHook(f func()) {
 	e.store.mu.Lock()

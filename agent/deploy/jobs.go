@@ -140,7 +140,7 @@ func (j *job) build(ctx context.Context, req Request) error {
 	maps.Copy(env, req.Env)
 	// Install and build see the env the app will see (NEXT_PUBLIC_*, a
 	// migration through DATABASE_URL), its values masked in the log.
-	runner := &buildpack.Runner{Env: j.slot.BuildEnv(env), CacheDir: filepath.Join(d.cfg.DataDir, "cache"), Log: j.out, Mask: j.sink.Mask}
+	runner := &buildpack.Runner{Env: j.slot.BuildEnv(env), CacheDir: d.cacheDir(), Log: j.out, Mask: j.sink.Mask}
 	prevDir := ""
 	if cur, ok := prev.Find(prev.Current); ok {
 		prevDir = cur.Dir
@@ -317,6 +317,7 @@ func (d *Deployer) saveEnv(name string, env map[string]string, cur state.Release
 	})
 	if err == nil {
 		removeAll(drop)
+		d.pruneCache()
 	}
 	return err
 }
@@ -327,6 +328,27 @@ func withEnv(cur state.Release, env map[string]string) state.Release {
 	rel := cur
 	rel.ID, rel.Env, rel.CreatedAt = stamp(now)+"-"+shortCommit(cur.Commit), env, now
 	return rel
+}
+
+// cacheDir holds what deploys share: package managers' caches and Python
+// virtualenvs.
+func (d *Deployer) cacheDir() string { return filepath.Join(d.cfg.DataDir, "cache") }
+
+// pruneCache removes the virtualenvs that no kept release of any slot
+// uses any more (a deploy under way is protected for as long as a deploy
+// may take).
+func (d *Deployer) pruneCache() {
+	var inUse []string
+	for _, r := range d.store.KeptReleases() {
+		inUse = append(inUse, r.Path...)
+	}
+	removed, err := (&buildpack.Runner{CacheDir: d.cacheDir()}).PruneVenvs(inUse, d.cfg.Timeout)
+	for _, venv := range removed {
+		d.log.Info("removed a virtualenv no release uses", "dir", venv)
+	}
+	if err != nil {
+		d.log.Warn("could not prune the cache", "err", err)
+	}
 }
 
 // removeAll deletes the folders of pruned releases.

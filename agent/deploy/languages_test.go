@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,19 +94,7 @@ func TestDeployPythonApp(t *testing.T) {
 	index := testkit.PythonIndex(t, map[string]string{"slotdemo": "def greeting():\n    return 'hello from slotdemo'\n"})
 	e := newEngine(t, func(c *Config) { c.Health.ListenTimeout = 30 * time.Second })
 	e.slow = 5 * time.Minute
-	app := testkit.WriteTree(t, map[string]string{
-		"requirements.txt": "slotdemo==1.0\n",
-		"Procfile":         "web: python3 app.py\n",
-		"app.py": `import os, slotdemo
-from wsgiref.simple_server import make_server
-
-def app(environ, start_response):
-    start_response('200 OK', [('Content-Type', 'text/plain')])
-    return [(slotdemo.greeting() + ' ' + os.environ.get('VERSION', '')).encode()]
-
-make_server('127.0.0.1', int(os.environ['PORT']), app).serve_forever()
-`,
-	})
+	app := testkit.WriteTree(t, pythonApp("slotdemo==1.0\n"))
 	env := map[string]string{"PIP_INDEX_URL": index, "VERSION": "v1"}
 	rec := e.deployReq(t, Request{Dir: app, Env: env})
 	if rec.Language != "python" || !strings.Contains(rec.Plan, "pip install") {
@@ -124,6 +113,67 @@ make_server('127.0.0.1', int(os.environ['PORT']), app).serve_forever()
 	}
 	if _, body := e.get(t, "/"); body != "hello from slotdemo v2" {
 		t.Fatalf("after the redeploy: %q", body)
+	}
+}
+
+// pythonApp is a WSGI app greeting with the slotdemo package of the
+// test's index and its VERSION env value.
+func pythonApp(requirements string) map[string]string {
+	return map[string]string{
+		"requirements.txt": requirements,
+		"Procfile":         "web: python3 app.py\n",
+		"app.py": `import os, slotdemo
+from wsgiref.simple_server import make_server
+
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [(slotdemo.greeting() + ' ' + os.environ.get('VERSION', '')).encode()]
+
+make_server('127.0.0.1', int(os.environ['PORT']), app).serve_forever()
+`,
+	}
+}
+
+// TestOldVirtualenvsArePruned: a virtualenv stays while a kept release
+// uses it (a rollback needs it) and goes with the last such release;
+// the one serving stays.
+func TestOldVirtualenvsArePruned(t *testing.T) {
+	testkit.NeedPython(t)
+	index := testkit.PythonIndex(t, map[string]string{"slotdemo": "def greeting():\n    return 'hello from slotdemo'\n"})
+	e := newEngine(t, func(c *Config) { c.Health.ListenTimeout = 30 * time.Second; c.KeepReleases = 2 })
+	e.slow = 5 * time.Minute
+	env := map[string]string{"PIP_INDEX_URL": index}
+	venvs := func() []string {
+		dirs, _ := filepath.Glob(filepath.Join(e.data, "cache", "python", "venvs", "*", ".slotagent-done"))
+		return dirs
+	}
+	e.deployReq(t, Request{Dir: testkit.WriteTree(t, pythonApp("slotdemo==1.0\n")), Env: env})
+	first := venvs()
+	if len(first) != 1 {
+		t.Fatalf("virtualenvs after the first deploy: %q", first)
+	}
+	// Last used long before any deploy under way could have started.
+	old := time.Now().Add(-2 * e.d.cfg.Timeout)
+	if err := os.Chtimes(first[0], old, old); err != nil {
+		t.Fatal(err)
+	}
+	second := testkit.WriteTree(t, pythonApp("slotdemo==1.0\n# another dependency set\n"))
+	e.deployReq(t, Request{Dir: second, Env: env})
+	if got := venvs(); len(got) != 2 {
+		t.Fatalf("the first release is kept, so is its virtualenv: %q", got)
+	}
+	e.deployReq(t, Request{Dir: second, Env: map[string]string{"PIP_INDEX_URL": index, "VERSION": "v3"}})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := venvs()
+		if len(got) == 1 && got[0] != first[0] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first release was pruned, its virtualenv %s was not: %q", first[0], got)
+		}
+	}
+	if _, body := e.get(t, "/"); body != "hello from slotdemo v3" {
+		t.Fatalf("serves %q", body)
 	}
 }
 

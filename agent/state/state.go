@@ -141,6 +141,16 @@ func (s *State) Release(slot, id string) (Release, bool) {
 	return sl.Find(id)
 }
 
+// KeptReleases lists the releases kept on disk, of every slot (in no
+// particular order of slots).
+func (s *State) KeptReleases() []Release {
+	var out []Release
+	for _, ss := range s.Slots {
+		out = append(out, ss.Releases...)
+	}
+	return out
+}
+
 // Clone returns a deep copy of s, so it can be saved outside a lock.
 func (s *State) Clone() *State {
 	c := &State{
