@@ -39,6 +39,8 @@ type Spark struct {
 	// Span says what Requests covers: "last hour", or "since 15:04" for
 	// a younger history (local time).
 	Span string
+	// None, instead of an empty chart, says that there were no requests.
+	None string
 	// PerMinute is the requests per minute of the last 5 minutes.
 	PerMinute string
 	// Rate5xx counts the app's 5xx and the slot's own 503s, Rate4xx the
@@ -52,9 +54,10 @@ type Spark struct {
 // one-minute buckets.
 func spark(s history.Series) *Spark {
 	n := len(s.Times)
-	span, columns := "last hour", sparkColumns
+	span, none, columns := "last hour", "no requests in the last hour", sparkColumns
 	if s.Since.After(s.From) {
-		span, columns = "since "+s.Since.Local().Format("15:04"), min(sparkColumns, max(n, sparkMinColumns))
+		since := "since " + s.Since.Local().Format("15:04")
+		span, none, columns = since, "no requests "+since, min(sparkColumns, max(n, sparkMinColumns))
 	}
 	ok, c4, bad := make([]float64, n), make([]float64, n), make([]float64, n)
 	var recent, recent4, recent5 float64
@@ -74,6 +77,10 @@ func spark(s history.Series) *Spark {
 	floor := chart.Height / float64(sparkHeightPx)
 	c := chart.Chart{Title: "requests per minute, " + span, Class: "spark", Columns: columns,
 		Bars: []chart.Series{{Class: "err", Values: bad, Floor: floor}, {Class: "c4", Values: c4, Floor: floor}, {Class: "ok", Values: ok}}}
+	if c.Largest() == 0 {
+		sp.None = none
+		return sp
+	}
 	c.Scale = chart.Linear(c.Largest())
 	c.Scale.Ticks = nil // too small for gridlines
 	sp.Requests = c.SVG()

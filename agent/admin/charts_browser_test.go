@@ -373,37 +373,41 @@ func TestHistoryChartsInARealBrowser(t *testing.T) {
 	}
 	shot(t, ctx, "", "screenshot-charts-dashboard.png")
 
-	// A 390 px phone: nothing wider than the screen, nor than its card
-	// (a card scrolls sideways rather than widen the page), the captions
-	// whole.
-	for _, page := range []string{admin, admin + "slots/a"} {
-		var width, inner int
-		var over struct {
-			Px   int
-			Card string
-		}
-		if err := chromedp.Run(ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(page), chromedp.WaitVisible("svg", chromedp.ByQuery),
-			chromedp.Evaluate(`document.documentElement.scrollWidth`, &width), chromedp.Evaluate(`window.innerWidth`, &inner),
-			chromedp.Evaluate(`[...document.querySelectorAll('.card')].map(c => ({Px: c.scrollWidth - c.clientWidth,
-			  Card: (c.querySelector('h2') || c).textContent.slice(0, 40)})).sort((a, b) => b.Px - a.Px)[0]`, &over)); err != nil {
-			t.Fatal(err)
-		}
-		if width > inner || over.Px > 0 {
-			t.Errorf("%s is %d px wide on a %d px screen; card %q's content is %d px wider than the card", page, width, inner, over.Card, over.Px)
-		}
-		if page == admin {
-			// Each figure of the rates is on one line ("1345/min", not
-			// "1345/m" over "in"): an inline box that wraps has a client
-			// rectangle per line.
+	// A 1280 px laptop and a 390 px phone: nothing wider than the screen,
+	// nor than its card (a card scrolls sideways rather than widen the
+	// page); each figure of the rates on one line ("1345/min", not
+	// "1345/m" over "in": an inline box that wraps has a client rectangle
+	// per line); the captions whole.
+	for _, screen := range []int{1280, 390} {
+		for _, page := range []string{admin, admin + "slots/a"} {
+			var width, inner int
+			var over struct {
+				Px   int
+				Card string
+			}
+			if err := chromedp.Run(ctx, chromedp.EmulateViewport(int64(screen), 844), chromedp.Navigate(page), chromedp.WaitVisible("svg", chromedp.ByQuery),
+				chromedp.Evaluate(`document.documentElement.scrollWidth`, &width), chromedp.Evaluate(`window.innerWidth`, &inner),
+				chromedp.Evaluate(`[...document.querySelectorAll('.card')].map(c => ({Px: c.scrollWidth - c.clientWidth,
+				  Card: (c.querySelector('h2') || c).textContent.slice(0, 40)})).sort((a, b) => b.Px - a.Px)[0]`, &over)); err != nil {
+				t.Fatal(err)
+			}
+			if width > inner || over.Px > 0 {
+				t.Errorf("%s is %d px wide on a %d px screen; card %q's content is %d px wider than the card", page, width, inner, over.Card, over.Px)
+			}
+			if page != admin {
+				continue
+			}
 			var wrapped []string
 			if err := chromedp.Run(ctx, chromedp.Evaluate(`[...document.querySelectorAll('td.rates span')].filter(s => !s.classList.contains('figures'))
 			  .filter(s => s.getClientRects().length !== 1).map(s => s.textContent)`, &wrapped)); err != nil {
 				t.Fatal(err)
 			}
 			if len(wrapped) > 0 {
-				t.Errorf("at 390 px these rates wrap: %q", wrapped)
+				t.Errorf("at %d px these rates wrap: %q", screen, wrapped)
 			}
-			shot(t, ctx, "", "screenshot-dashboard-phone.png")
+			if screen == 390 {
+				shot(t, ctx, "", "screenshot-dashboard-phone.png")
+			}
 		}
 	}
 	if err := chromedp.Run(ctx, chromedp.Evaluate(chartProbeJS, &got)); err != nil || got.CaptionsCut != 0 {

@@ -84,9 +84,12 @@ func TestPixelHeightsMatchTheStyleSheet(t *testing.T) {
 // TestSparkOfAYoungHistory: a history younger than the hour is drawn over
 // the minutes it has (at least sparkMinColumns), not squeezed into the
 // right-hand edge of an empty hour, and says since when; its rate is over
-// the minutes it has.
+// the minutes it has; with no requests it says so instead of an empty box.
 func TestSparkOfAYoungHistory(t *testing.T) {
 	h := history.New([]string{"a"}).Slot("a")
+	if sp := spark(h.ReadMerged(history.Hour, int(time.Minute/history.FineStep))); sp.Requests != "" || !strings.HasPrefix(sp.None, "no requests since ") {
+		t.Errorf("spark of no requests: %q, %s", sp.None, sp.Requests)
+	}
 	for range 30 {
 		h.Request(200, time.Now(), time.Millisecond, false)
 	}
