@@ -47,6 +47,8 @@ func TestDeployPageInARealBrowser(t *testing.T) {
 	}
 	waitText(t, ctx, "#deploy-status", "succeeded", 5*time.Second)
 	waitText(t, ctx, "#deploy-subject", "v2", 5*time.Second)
+	// The badge says so at the log's end; the card follows at its refresh.
+	waitText(t, ctx, "#deploy-card h2", "succeeded", 5*time.Second)
 	stages := waitText(t, ctx, ".stage-list", "health", 5*time.Second)
 	if strings.Contains(stages, "under way") || !strings.Contains(stages, "build") {
 		t.Fatalf("stages of a finished deploy: %q", stages)
