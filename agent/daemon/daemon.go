@@ -268,13 +268,34 @@ func (a *Agent) killMembers() {
 	a.st.Members = nil
 }
 
-// listen binds every port before any app starts, so a port that is taken
-// fails the start with a clear error, and makes the deployer; the admin
-// port and control socket are served later, by serve.
+// listen makes the deployer (which settles the pushes a dead agent left
+// pending, so the slots know which release they await) and binds every
+// port before any app starts, so a port that is taken fails the start with
+// a clear error; the admin port and control socket are served later, by
+// serve.
 func (a *Agent) listen() error {
 	metrics := admin.NewMetrics()
 	a.hist = history.Open(a.cfg.HistoryDir(), config.SlotNames, a.warn)
 	maxConns := slotConnCap(a.cfg.MaxConnsPerSlot, len(a.cfg.Slots), a.log)
+	dc := a.cfg.Deploy
+	dcfg := deploy.DefaultConfig(a.cfg.DataDir)
+	dcfg.Env = appBaseEnv()
+	dcfg.Health = deploy.HealthConfig{ListenTimeout: dc.HealthListenTimeout, Attempts: dc.HealthAttempts,
+		Interval: dc.HealthInterval, Timeout: dc.HealthTimeout}
+	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
+	dcfg.Tracker = a.jobs
+	dcfg.OnFinish = func(rec deploy.Record) {
+		metrics.ObserveDeploy(rec)
+		a.markDeploy(rec)
+		if rec.Trigger != deploy.TriggerFollow {
+			a.follower.Kick(rec.Slot) // a manual deploy pauses following: show it now
+		}
+	}
+	var err error
+	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, !a.stateLost, a.log)
+	if err != nil {
+		return fmt.Errorf("deploys: %w", err)
+	}
 	for _, sc := range a.cfg.Slots {
 		s, err := slot.Listen(slot.Config{
 			Name:        sc.Name,
@@ -296,25 +317,6 @@ func (a *Agent) listen() error {
 			return fmt.Errorf("%w (%s)", err, config.Describe("slots."+sc.Name+".port"))
 		}
 		a.slots[sc.Name] = s
-	}
-	dc := a.cfg.Deploy
-	dcfg := deploy.DefaultConfig(a.cfg.DataDir)
-	dcfg.Env = appBaseEnv()
-	dcfg.Health = deploy.HealthConfig{ListenTimeout: dc.HealthListenTimeout, Attempts: dc.HealthAttempts,
-		Interval: dc.HealthInterval, Timeout: dc.HealthTimeout}
-	dcfg.Drain, dcfg.KeepReleases = dc.DrainTimeout, dc.KeepReleases
-	dcfg.Tracker = a.jobs
-	dcfg.OnFinish = func(rec deploy.Record) {
-		metrics.ObserveDeploy(rec)
-		a.markDeploy(rec)
-		if rec.Trigger != deploy.TriggerFollow {
-			a.follower.Kick(rec.Slot) // a manual deploy pauses following: show it now
-		}
-	}
-	var err error
-	a.deployer, err = deploy.New(dcfg, a.slotByName, a, config.SlotNames, !a.stateLost, a.log)
-	if err != nil {
-		return fmt.Errorf("deploys: %w", err)
 	}
 	a.follower = follow.New(follow.Config{Env: dcfg.Env, Stop: a.StopSlot, Log: a.log.With("part", "follow")},
 		a.deployer, a, config.SlotNames)

@@ -104,7 +104,8 @@ type Deployer struct {
 }
 
 // New returns a deployer. Records left running by a dead agent become
-// abandoned. With cleanStray, release folders the state does not know
+// abandoned, and the pushes it left pending are settled (see
+// settlePushes). With cleanStray, release folders the state does not know
 // (half-made by a deploy that died) are removed; an agent whose state file
 // was unusable passes false, so nothing the old state knew is lost.
 func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string, cleanStray bool, log *slog.Logger) (*Deployer, error) {
@@ -119,6 +120,7 @@ func New(cfg Config, slots func(string) *slot.Slot, store Store, names []string,
 		base = reaper.WithTracker(base, cfg.Tracker)
 	}
 	d.ctx, d.cancel = context.WithCancel(base)
+	d.settlePushes(names)
 	if cleanStray {
 		for _, name := range names {
 			d.removeStrayReleases(name)
@@ -402,7 +404,7 @@ func (j *job) cutover(ctx context.Context, rel state.Release, isNew bool) (promo
 	var sw *switched
 	err = j.stage("cutover", func() error {
 		var err error
-		if sw, err = j.switchTo(ctx, rel, cand, isNew); err == nil {
+		if sw, err = j.switchTo(ctx, rel, cand, isNew, nil); err == nil {
 			sw.finish(ctx)
 		}
 		return err
@@ -444,16 +446,20 @@ func (j *job) launch(ctx context.Context, rel state.Release) (*slot.Candidate, e
 // switched is a candidate that serves the slot and is saved as its
 // current release, while the previous app still runs, without traffic.
 type switched struct {
-	j      *job
-	cand   *slot.Candidate
-	prev   *slot.Previous
-	before state.Slot // the slot's state before the switch (for undo)
-	drop   []string   // folders of the releases pruned by the switch
+	j       *job
+	cand    *slot.Candidate
+	prev    *slot.Previous
+	before  state.Slot // the slot's state before the switch (for undo)
+	drop    []string   // folders of the releases pruned by the switch
+	pending bool       // saved with a state.PendingPush, until confirm
 }
 
 // switchTo sends the slot's traffic to cand and saves rel as the slot's
 // current release. On failure cand is gone and the previous app serves.
-func (j *job) switchTo(ctx context.Context, rel state.Release, cand *slot.Candidate, isNew bool) (*switched, error) {
+// With push set (a git push whose branch git has yet to move) the state
+// saves it as the slot's pending push, completed with what served before,
+// and nothing is pruned until confirm.
+func (j *job) switchTo(ctx context.Context, rel state.Release, cand *slot.Candidate, isNew bool, push *state.PendingPush) (*switched, error) {
 	err := ctx.Err()
 	if err == nil && isNew {
 		err = syncTree(rel.Dir)
@@ -462,13 +468,20 @@ func (j *job) switchTo(ctx context.Context, rel state.Release, cand *slot.Candid
 		j.slot.Discard(cand, candidateGrace)
 		return nil, err
 	}
-	sw := &switched{j: j, cand: cand, prev: j.slot.Swap(cand)}
+	sw := &switched{j: j, cand: cand, prev: j.slot.Swap(cand), pending: push != nil}
 	err = j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
+		if push != nil {
+			p := *push
+			p.Desired, p.Current, p.Env = ss.Desired, ss.Current, ss.Env
+			ss.Push = &p
+		}
 		ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
 		if isNew {
 			ss.Releases = append(ss.Releases, rel)
 		}
-		ss.Releases, sw.drop = j.d.prune(ss.Releases, rel.ID)
+		if push == nil {
+			ss.Releases, sw.drop = j.d.prune(ss.Releases, rel.ID)
+		}
 	})
 	if err != nil {
 		// What serves must match the saved state, or the next boot
@@ -480,6 +493,19 @@ func (j *job) switchTo(ctx context.Context, rel state.Release, cand *slot.Candid
 	}
 	j.updateRecord(func(r *Record) { r.Release = rel.ID })
 	return sw, nil
+}
+
+// confirm saves a pending push's switch as final (the pending push goes,
+// the releases beyond those kept are pruned); it does nothing for a
+// switch that was not pending.
+func (sw *switched) confirm() error {
+	if !sw.pending {
+		return nil
+	}
+	return sw.j.d.store.UpdateSlot(sw.j.rec.Slot, func(ss *state.Slot) {
+		ss.Push = nil
+		ss.Releases, sw.drop = sw.j.d.prune(ss.Releases, ss.Current)
+	})
 }
 
 // finish drains and stops the previous app and removes the pruned
@@ -497,7 +523,7 @@ func (sw *switched) undo() error {
 	sw.prev.Revert(sw.cand, candidateGrace)
 	b := sw.before
 	err := j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
-		ss.Desired, ss.Current, ss.Env, ss.Releases = b.Desired, b.Current, b.Env, b.Releases
+		ss.Desired, ss.Current, ss.Env, ss.Releases, ss.Push = b.Desired, b.Current, b.Env, b.Releases, b.Push
 	})
 	j.updateRecord(func(r *Record) { r.Release = "" })
 	return err

@@ -2,14 +2,21 @@ package deploy
 
 import (
 	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/slot"
 	"github.com/coder-slots/coder-slots/agent/source"
+	"github.com/coder-slots/coder-slots/agent/state"
 )
 
 func TestPushCheckKeepsTheQuarantineInsideTheRepository(t *testing.T) {
@@ -123,5 +130,82 @@ func TestPushCheckRefAgainstTheBranchNow(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%+v: %v, want %q", tc.p, err, tc.want)
 		}
+	}
+}
+
+// An agent killed between the prepared switch and git's commit leaves a
+// pending push; the next deployer lets the branch decide (both ways).
+func TestNewSettlesAPushADeadAgentLeftPending(t *testing.T) {
+	for _, moved := range []bool{true, false} {
+		t.Run(map[bool]string{true: "branch moved", false: "branch stayed"}[moved], func(t *testing.T) {
+			data := t.TempDir()
+			work := t.TempDir()
+			git(t, work, "init", "-q", "-b", "main")
+			git(t, work, "commit", "-q", "--allow-empty", "-m", "one")
+			c1 := git(t, work, "rev-parse", "HEAD")
+			git(t, work, "commit", "-q", "--allow-empty", "-m", "two")
+			c2 := git(t, work, "rev-parse", "HEAD")
+			repo := GitRepo(data, "a")
+			git(t, work, "clone", "-q", "--bare", work, repo)
+			git(t, work, "--git-dir="+repo, "symbolic-ref", "HEAD", "refs/heads/other")
+			if !moved {
+				git(t, work, "--git-dir="+repo, "update-ref", "refs/heads/main", c1)
+			}
+			var rels []state.Release
+			for i, c := range []string{c1, c2} {
+				id := "r" + strconv.Itoa(i+1)
+				dir := filepath.Join(data, "slots", "a", "releases", id)
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				rels = append(rels, state.Release{ID: id, Dir: dir, Commit: c, Env: map[string]string{"V": id}})
+			}
+			recs, err := loadRecords(filepath.Join(data, "deploys"), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const id = "a-20260101T000000000-push"
+			if err := recs.add(&Record{ID: id, Slot: "a", Trigger: TriggerGitPush, Ref: "main", Commit: c2, Release: "r2", Status: Running}); err != nil {
+				t.Fatal(err)
+			}
+			st := state.New()
+			st.Slots["a"] = &state.Slot{Desired: state.DesiredRunning, Current: "r2", Env: rels[1].Env, Releases: rels,
+				Push: &state.PendingPush{Deploy: id, Release: "r2", Branch: "main", Commit: c2, Desired: state.DesiredRunning, Current: "r1", Env: rels[0].Env}}
+			store := &fileStore{path: filepath.Join(data, "state.json"), st: st}
+			if err := state.Save(store.path, st); err != nil {
+				t.Fatal(err)
+			}
+			d, err := New(DefaultConfig(data), func(string) *slot.Slot { return nil }, store, []string{"a"}, true, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close(time.Second)
+			saved, err := state.Load(store.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss := saved.Slots["a"]
+			rec, _ := d.Get(id)
+			_, r2err := os.Stat(rels[1].Dir)
+			if moved {
+				if ss.Push != nil || ss.Current != "r2" || ss.Env["V"] != "r2" || len(ss.Releases) != 2 || r2err != nil {
+					t.Fatalf("state %+v, release folder: %v", ss, r2err)
+				}
+				if head := git(t, work, "--git-dir="+repo, "symbolic-ref", "HEAD"); head != "refs/heads/main" {
+					t.Fatalf("HEAD is %s: the slot does not track the pushed branch", head)
+				}
+				if rec.Status != Succeeded || rec.Error != "" || rec.Release != "r2" {
+					t.Fatalf("record %+v", rec)
+				}
+				return
+			}
+			if ss.Push != nil || ss.Current != "r1" || ss.Env["V"] != "r1" || len(ss.Releases) != 1 || !errors.Is(r2err, os.ErrNotExist) {
+				t.Fatalf("state %+v, release folder: %v", ss, r2err)
+			}
+			want := "the agent stopped before git moved branch main to " + c2[:7] + ", and the branch is at " + c1[:7]
+			if rec.Status != Failed || !strings.Contains(rec.Error, want) || rec.Release != "" {
+				t.Fatalf("record %+v, want the error %q", rec, want)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,13 @@ import (
 // receive-pack gone without a word, gitWait passed, the agent stopping —
 // the branch's value in the repository decides: the pushed commit serves
 // when (and only when) the branch points at it.
+//
+// The switch at "prepared" is saved with a state.PendingPush (what served
+// before it), made final once the branch is seen moved. An agent killed in
+// between never hears how git ended (and its death makes the hook fail,
+// so git aborts a transaction it had not committed yet): the next agent
+// settles the pending push before it brings any app back, with the same
+// rule, the branch's value (see settlePushes).
 
 // gitWait bounds how long a healthy candidate waits for git to update the
 // branch once pre-receive has accepted (git migrates the objects and
@@ -176,7 +184,8 @@ wait:
 				break wait
 			}
 			if sw == nil {
-				if sw, err = j.switchTo(ctx, rel, cand, true); err != nil {
+				pending := &state.PendingPush{Deploy: j.rec.ID, Release: rel.ID, Branch: branch, Commit: ps.commit}
+				if sw, err = j.switchTo(ctx, rel, cand, true, pending); err != nil {
 					call.reply <- refReply{err: fmt.Errorf("slot %s could not switch to %s: %w", j.rec.Slot, shortCommit(ps.commit), err)}
 					return false, err
 				}
@@ -203,7 +212,7 @@ wait:
 	cur, rerr := g.Branch(rctx, branch)
 	if rerr == nil && cur == ps.commit {
 		if sw == nil {
-			if sw, err = j.switchTo(rctx, rel, cand, true); err != nil {
+			if sw, err = j.switchTo(rctx, rel, cand, true, nil); err != nil {
 				answer("", err)
 				return false, fmt.Errorf("git moved branch %s, but slot %s could not switch to it: %w", branch, j.rec.Slot, err)
 			}
@@ -214,6 +223,10 @@ wait:
 			msg += fmt.Sprintf("; tracking branch %s failed: %v", branch, err)
 		} else if prev != branch {
 			msg += fmt.Sprintf("; it now tracks branch %s (was %s)", branch, prev)
+		}
+		if err := sw.confirm(); err != nil {
+			// The state still says pending: the next start settles it.
+			j.logf("saving the switch as final failed: %v", err)
 		}
 		j.logf("%s", msg)
 		sw.finish(ctx)
@@ -235,4 +248,65 @@ wait:
 		return false, err
 	}
 	return false, fmt.Errorf("git did not move branch %s to %s (it refused the update, or the push was cut off): the slot keeps serving what it served", branch, shortCommit(ps.commit))
+}
+
+// settlePushes ends the pushes that a dead agent left pending (see
+// state.PendingPush) by the rule a live push ends with: the pushed release
+// stays when the branch points at its commit, and otherwise what served
+// before serves again and the release is forgotten (its folder, no longer
+// known, goes with the strays). Its deploy record says how it ended.
+func (d *Deployer) settlePushes(names []string) {
+	for _, name := range names {
+		if p := d.store.Slot(name).Push; p != nil {
+			d.settlePush(name, *p)
+		}
+	}
+}
+
+// settlePush settles slot name's pending push p (see settlePushes).
+func (d *Deployer) settlePush(name string, p state.PendingPush) {
+	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	defer cancel()
+	g := &source.Git{CacheDir: GitRepo(d.cfg.DataDir, name), Env: d.cfg.Env}
+	cur, rerr := g.Branch(ctx, p.Branch)
+	moved := rerr == nil && cur == p.Commit
+	err := d.store.UpdateSlot(name, func(ss *state.Slot) {
+		ss.Push = nil
+		if !moved {
+			ss.Desired, ss.Current, ss.Env = p.Desired, p.Current, p.Env
+			ss.Releases = slices.DeleteFunc(ss.Releases, func(r state.Release) bool { return r.ID == p.Release })
+		}
+		ss.Releases, _ = d.prune(ss.Releases, ss.Current) // the folders go with the strays
+	})
+	if err != nil {
+		d.log.Error("cannot settle the push an earlier agent left pending", "slot", name, "deploy", p.Deploy, "err", err)
+		return
+	}
+	status, why := Succeeded, ""
+	if moved {
+		if _, err := g.SetHead(ctx, p.Branch); err != nil {
+			d.log.Warn("cannot track the pushed branch", "slot", name, "branch", p.Branch, "err", err)
+		}
+		d.log.Warn("a push an earlier agent left pending: git moved the branch, its release serves", "slot", name, "deploy", p.Deploy, "release", p.Release)
+	} else {
+		status = Failed
+		at := "is at " + shortCommit(cur)
+		switch {
+		case rerr != nil:
+			at = "cannot be read (" + rerr.Error() + ")"
+		case cur == "":
+			at = "does not exist"
+		}
+		why = fmt.Sprintf("the agent stopped before git moved branch %s to %s, and the branch %s: the slot serves what it served", p.Branch, shortCommit(p.Commit), at)
+		d.log.Warn("a push an earlier agent left pending: git did not move the branch, the release before it serves", "slot", name, "deploy", p.Deploy, "release", p.Release, "reason", why)
+	}
+	err = d.records.updateID(p.Deploy, func(r *Record) {
+		r.Status, r.Error = status, why
+		if !moved {
+			r.Release = ""
+		}
+	})
+	if err != nil {
+		d.log.Warn("cannot update a push's deploy record", "deploy", p.Deploy, "err", err)
+	}
 }

@@ -184,6 +184,23 @@ func (r *records) remove(rec *Record) {
 	}
 }
 
+// updateID changes the record with that id, if it is kept, and writes it.
+func (r *records) updateID(id string, change func(*Record)) error {
+	slot, _, _ := strings.Cut(id, "-")
+	r.mu.Lock()
+	var found *Record
+	for _, rec := range r.bySlot[slot] {
+		if rec.ID == id {
+			found = rec
+		}
+	}
+	r.mu.Unlock()
+	if found == nil {
+		return nil
+	}
+	return r.update(found, change)
+}
+
 // get returns a copy of the record with that id.
 func (r *records) get(id string) (Record, bool) {
 	slot, _, _ := strings.Cut(id, "-")

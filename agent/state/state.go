@@ -56,6 +56,29 @@ type Slot struct {
 	Env map[string]string `json:"env,omitempty"`
 	// Follow, when set, has the slot deploy its branch's new commits.
 	Follow *Follow `json:"follow,omitempty"`
+	// Push, when set, is a git push's release that serves while git has
+	// not yet moved the branch.
+	Push *PendingPush `json:"pending_push,omitempty"`
+}
+
+// PendingPush is a git push's release switched to when git locked and
+// checked the branch (the reference-transaction hook's prepared state),
+// before git moved it. Git may still fail the update, and an agent killed
+// meanwhile never learns how it ended: the agent that starts next and
+// finds one lets the branch's value decide which release serves.
+type PendingPush struct {
+	// Deploy is the push's deploy.
+	Deploy string `json:"deploy"`
+	// Release is the push's release, the slot's current one.
+	Release string `json:"release"`
+	// Branch and Commit are the branch git was asked to move and where.
+	Branch string `json:"branch"`
+	Commit string `json:"commit"`
+	// Desired, Current and Env are the slot's before the switch: what
+	// serves again when the branch did not move.
+	Desired string            `json:"desired"`
+	Current string            `json:"current,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
 }
 
 // Follow is a slot following a branch of a repository (package follow).
@@ -177,6 +200,11 @@ func (s *State) Clone() *State {
 			f := *sl.Follow
 			cs.Follow = &f
 		}
+		if sl.Push != nil {
+			p := *sl.Push
+			p.Env = maps.Clone(p.Env)
+			cs.Push = &p
+		}
 		if sl.Releases != nil {
 			cs.Releases = make([]Release, len(sl.Releases))
 			for i, r := range sl.Releases {
@@ -191,7 +219,8 @@ func (s *State) Clone() *State {
 
 // Validate checks that st is consistent: the version is current, every
 // slot's Desired is known, release IDs are non-empty and unique within a
-// slot, and Current, when set, names one of the slot's releases.
+// slot, Current, when set, names one of the slot's releases, and a
+// pending push names the current release and a previous one that exists.
 func Validate(st *State) error {
 	if st == nil {
 		return errors.New("state is nil")
@@ -219,6 +248,16 @@ func Validate(st *State) error {
 		}
 		if sl.Current != "" && !ids[sl.Current] {
 			return fmt.Errorf("slot %q: current release %q is not among its releases", name, sl.Current)
+		}
+		if p := sl.Push; p != nil {
+			switch {
+			case p.Release != sl.Current:
+				return fmt.Errorf("slot %q: the pending push's release %q is not the current one", name, p.Release)
+			case p.Desired != DesiredPlaceholder && p.Desired != DesiredRunning:
+				return fmt.Errorf("slot %q: the pending push: unknown desired state %q", name, p.Desired)
+			case p.Current != "" && !ids[p.Current]:
+				return fmt.Errorf("slot %q: the pending push's previous release %q is not among its releases", name, p.Current)
+			}
 		}
 	}
 	return nil

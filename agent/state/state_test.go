@@ -37,6 +37,8 @@ func sample() *State {
 			},
 		},
 		Follow: &Follow{Repo: "https://example.com/x.git", Branch: "main", Interval: 30 * time.Second, Since: at},
+		Push: &PendingPush{Deploy: "a-20260102-push", Release: "20260102-bbb", Branch: "main", Commit: "bbbbbbb",
+			Desired: DesiredRunning, Current: "20260101-aaa", Env: map[string]string{"FOO": "old"}},
 	}
 	st.Slots["b"] = &Slot{Desired: DesiredPlaceholder}
 	return st
@@ -155,14 +157,17 @@ func TestValidate(t *testing.T) {
 		mutate func(*State)
 		want   string
 	}{
-		"current names no release": {func(s *State) { s.Slots["a"].Current = "gone" }, `current release "gone"`},
-		"current with no releases": {func(s *State) { s.Slots["b"].Current = "x" }, `current release "x"`},
-		"unknown desired":          {func(s *State) { s.Slots["b"].Desired = "stopped" }, `unknown desired state "stopped"`},
-		"empty desired":            {func(s *State) { s.Slots["b"].Desired = "" }, `unknown desired state ""`},
-		"duplicate release":        {func(s *State) { s.Slots["a"].Releases[1].ID = "20260101-aaa" }, "duplicate release ID"},
-		"empty release ID":         {func(s *State) { s.Slots["a"].Releases[0].ID = "" }, "no ID"},
-		"nil slot":                 {func(s *State) { s.Slots["c"] = nil }, `slot "c"`},
-		"wrong version":            {func(s *State) { s.Version = 7 }, "version 7"},
+		"current names no release":  {func(s *State) { s.Slots["a"].Current = "gone" }, `current release "gone"`},
+		"current with no releases":  {func(s *State) { s.Slots["b"].Current = "x" }, `current release "x"`},
+		"unknown desired":           {func(s *State) { s.Slots["b"].Desired = "stopped" }, `unknown desired state "stopped"`},
+		"empty desired":             {func(s *State) { s.Slots["b"].Desired = "" }, `unknown desired state ""`},
+		"duplicate release":         {func(s *State) { s.Slots["a"].Releases[1].ID = "20260101-aaa" }, "duplicate release ID"},
+		"empty release ID":          {func(s *State) { s.Slots["a"].Releases[0].ID = "" }, "no ID"},
+		"nil slot":                  {func(s *State) { s.Slots["c"] = nil }, `slot "c"`},
+		"wrong version":             {func(s *State) { s.Version = 7 }, "version 7"},
+		"pending push not current":  {func(s *State) { s.Slots["a"].Push.Release = "20260101-aaa" }, "pending push's release"},
+		"pending push, no previous": {func(s *State) { s.Slots["a"].Push.Current = "gone" }, `previous release "gone"`},
+		"pending push, desired":     {func(s *State) { s.Slots["a"].Push.Desired = "" }, "pending push: unknown desired state"},
 	} {
 		st := sample()
 		tc.mutate(st)
@@ -186,6 +191,8 @@ func TestClone(t *testing.T) {
 	c.Slots["a"].Releases[0].ID = "changed"
 	c.Slots["b"].Desired = DesiredRunning
 	c.Slots["a"].Follow.Paused = "changed"
+	c.Slots["a"].Push.Env["FOO"] = "changed"
+	c.Slots["a"].Push.Current = "changed"
 	c.Slots["new"] = &Slot{}
 	if !reflect.DeepEqual(orig, sample()) {
 		t.Fatalf("changing the clone changed the original: %+v", orig)

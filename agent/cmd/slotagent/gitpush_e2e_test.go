@@ -25,11 +25,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coder-slots/coder-slots/agent/admin"
 	"github.com/coder-slots/coder-slots/agent/config"
 	"github.com/coder-slots/coder-slots/agent/deploy"
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/reaper"
+	"github.com/coder-slots/coder-slots/agent/state"
 )
 
 // gitPush runs `git push args...` in work and returns its output and
@@ -656,4 +659,92 @@ func TestGitPushOverSSH(t *testing.T) {
 	if log, _ := os.ReadFile(filepath.Join(filepath.Dir(sshConfig), "sshd.log")); strings.Count(string(log), "Accepted publickey for ") != 3 {
 		t.Fatalf("the pushes did not all log in through sshd:\n%s", log)
 	}
+}
+
+// killWhenState kills the agent with SIGKILL as soon as its state file,
+// written anew, satisfies cond (watched with inotify, so the kill follows
+// the write within microseconds); the channel closes once it did, or the
+// test ended first.
+func (a *agent) killWhenState(cond func(*state.State) bool) <-chan struct{} {
+	a.t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, a.dataDir, unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE); err != nil {
+		unix.Close(fd)
+		a.t.Fatal(err)
+	}
+	pid, path, done := a.child.Pid, filepath.Join(a.dataDir, "state.json"), make(chan struct{})
+	ctx := a.t.Context()
+	go func() {
+		defer close(done)
+		defer unix.Close(fd)
+		buf := make([]byte, 64<<10)
+		for ctx.Err() == nil {
+			if n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 100); n <= 0 {
+				continue
+			}
+			if _, err := unix.Read(fd, buf); err != nil {
+				continue
+			}
+			if st, err := state.Load(path); err == nil && cond(st) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// TestKill9BetweenPreparedAndCommitLetsTheBranchDecide: the agent dies
+// just after it switched slot a to a push's release in the
+// reference-transaction hook's prepared state, before git moved the
+// branch; its death fails the hook, so git aborts the update. The next
+// agent lets the branch decide, as the aborted path does: the release
+// from before the push serves.
+func TestKill9BetweenPreparedAndCommitLetsTheBranchDecide(t *testing.T) {
+	a, work, repo := pushAgent(t)
+	if out, ok := gitPush(t, work, nil, repo, "main"); !ok {
+		t.Fatalf("first push:\n%s\nagent:\n%s", out, a.stderr())
+	}
+	v1 := gitRun(t, work, "rev-parse", "HEAD")
+	before := a.processes().Processes[1].Release
+	setVersion(t, work, "v2")
+	v2 := commit(t, work, "v2")
+	killed := a.killWhenState(func(st *state.State) bool {
+		ss := st.Slots["a"]
+		return ss != nil && ss.Current != before
+	})
+	out, ok := gitPush(t, work, nil, repo, "main")
+	<-killed
+	a.wait(10 * time.Second)
+	if ok || refOf(t, repo, "refs/heads/main") != v1 {
+		t.Fatalf("the agent answered git before it died (main at %s): the test shows nothing\n%s", refOf(t, repo, "refs/heads/main"), out)
+	}
+
+	a.start(append(fastDeploys, "CODER_WORKSPACE_NAME=dev")...)
+	getUntil(t, a.url("a", "/"), "hello v1 1m", 20*time.Second)
+	if now := a.processes().Processes[1].Release; now != before {
+		t.Fatalf("slot a serves release %s, want %s (before the push)", now, before)
+	}
+	st, err := state.Load(filepath.Join(a.dataDir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := st.Slots["a"]
+	if ss.Push != nil || ss.Current != before || slices.ContainsFunc(ss.Releases, func(r state.Release) bool { return r.Commit == v2 }) {
+		t.Fatalf("state of slot a: %+v", ss)
+	}
+	if rec := a.deploys()[0]; rec.Commit != v2 || rec.Status != deploy.Failed || !strings.Contains(rec.Error, "the agent stopped before git moved branch main") {
+		t.Fatalf("record of the push: %+v", rec)
+	}
+	if dirs, _ := os.ReadDir(filepath.Join(a.dataDir, "slots", "a", "releases")); len(dirs) != 1 {
+		t.Fatalf("release folders: %v", dirs)
+	}
+	// Nothing is stuck: the same push goes through now.
+	if out, ok := gitPush(t, work, nil, repo, "main"); !ok {
+		t.Fatalf("push after the restart:\n%s\nagent:\n%s", out, a.stderr())
+	}
+	getUntil(t, a.url("a", "/"), "hello v2 1m", 20*time.Second)
 }
