@@ -1,8 +1,9 @@
 package main
 
 // End-to-end tests that a slot's secret env values stay masked in every
-// output of a deploy that fails: what git push and `deploy --wait` print,
-// the records (API, disk), the slot's page, the agent's own log.
+// output of a deploy that fails: what git push, `deploy --wait` and
+// `status` print, the records (API, disk), the slot's and the deploy's
+// pages, the following's status, the agent's own log.
 
 import (
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/follow"
 )
 
 // leakySecret is the secret value the apps of these tests print.
@@ -51,24 +53,37 @@ func leakyApp(t *testing.T, work string, failBuild bool) {
 	writeFile(t, filepath.Join(work, "server.js"), "console.log('token ' + process.env.API_TOKEN); process.exit(3)\n")
 }
 
-func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
-	a, work, repo := pushAgent(t)
-	a.mustCLI("env", "a", "set", "API_TOKEN="+leakySecret)
+// leakyTree makes work, a copy of the sample app, ready for leakyApp.
+func leakyTree(t *testing.T, work string) {
+	t.Helper()
 	gitRun(t, work, "rm", "-q", "-r", "--cached", ".")
 	for _, f := range []string{"package-lock.json", "server.js"} {
 		if err := os.Remove(filepath.Join(work, f)); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
+	a, work, repo := pushAgent(t)
+	a.mustCLI("env", "a", "set", "API_TOKEN="+leakySecret)
+	leakyTree(t, work)
+	// Slot b follows main of an upstream repository, with the secret in
+	// its env.
+	upstream, upWork := sampleRepo(t, t.TempDir())
+	a.mustCLI("env", "b", "set", "API_TOKEN="+leakySecret)
+	a.mustCLI("deploy", "b", "--repo", upstream, "--ref", "main", "--wait")
+	a.mustCLI("follow", "b", "--interval", "1s")
+	leakyTree(t, upWork)
 
 	cases := []struct {
-		name string
+		name, slot string
 		// run deploys and returns what the user saw, and whether it
 		// succeeded.
 		run  func() (string, bool)
 		want string // in the record's error
 	}{
-		{"git push, build fails", func() (string, bool) {
+		{"git push, build fails", "a", func() (string, bool) {
 			leakyApp(t, work, true)
 			commit(t, work, "build fails")
 			out, ok := gitPush(t, work, nil, repo, "main")
@@ -77,42 +92,60 @@ func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
 			}
 			return out, ok
 		}, "build failed"},
-		{"deploy --wait, build fails", func() (string, bool) {
+		{"deploy --wait, build fails", "a", func() (string, bool) {
 			out, errOut, code := a.cli("deploy", "a", "--dir", work, "--wait")
 			return out + errOut, code == 0
 		}, "build failed"},
-		{"git push, app prints it and exits", func() (string, bool) {
+		{"git push, app prints it and exits", "a", func() (string, bool) {
 			leakyApp(t, work, false)
 			commit(t, work, "app exits")
 			return gitPush(t, work, nil, repo, "main")
 		}, "start command exited"},
+		{"follow, build fails", "b", func() (string, bool) {
+			// Its commit message quotes the secret too.
+			leakyApp(t, upWork, true)
+			commitAndPush(t, upWork, upstream, "build fails with "+leakySecret)
+			sha := gitRun(t, upWork, "rev-parse", "HEAD")
+			st := a.waitFollow("b", "the failed commit noted", func(s follow.Status) bool { return s.FailedCommit == sha })
+			var answer string
+			for _, path := range []string{"/api/slots/b/follow", "/api/slots", "/api/slots/b/releases"} {
+				_, b := body(t, a.url("admin", path))
+				answer += path + ": " + b + "\n"
+			}
+			return st.Message + "\n" + a.mustCLI("status") + a.mustCLI("status", "--json") + answer, false
+		}, "build failed"},
 	}
 	for _, c := range cases {
-		before := len(a.deploys())
+		before := len(a.settled(c.slot))
 		out, ok := c.run()
 		if ok {
 			t.Fatalf("%s: the deploy succeeded:\n%s", c.name, out)
 		}
 		noLeak(t, c.name+": what the user saw", out)
-		recs := a.deploys()
+		recs := a.settled(c.slot)
 		if len(recs) != before+1 || recs[0].Status != deploy.Failed || !strings.Contains(recs[0].Error, c.want) {
 			t.Fatalf("%s: want a failed record saying %q, got %+v", c.name, c.want, recs[0])
 		}
 		if !strings.Contains(recs[0].Error, "********") {
 			t.Errorf("%s: the record's error does not quote the masked output: %q", c.name, recs[0].Error)
 		}
-		noLeak(t, c.name+": /api/slots/a/deploys", recs[0].Error)
-		var rec deploy.Record
-		a.apiJSON("/api/deploys/"+recs[0].ID, &rec)
-		if rec.ID != recs[0].ID {
-			t.Fatalf("%s: /api/deploys/%s: %+v", c.name, recs[0].ID, rec)
+		_, list := body(t, a.url("admin", "/api/slots/"+c.slot+"/deploys"))
+		noLeak(t, c.name+": /api/slots/{slot}/deploys", list)
+		code, rec := body(t, a.url("admin", "/api/deploys/"+recs[0].ID))
+		if code != 200 || !strings.Contains(rec, recs[0].ID) {
+			t.Fatalf("%s: /api/deploys/%s: %d %s", c.name, recs[0].ID, code, rec)
 		}
-		noLeak(t, c.name+": /api/deploys/{id}", rec.Error)
-		code, page := body(t, a.url("admin", "/slots/a"))
-		if code != 200 || !strings.Contains(page, recs[0].ID) {
-			t.Fatalf("%s: the slot's page (%d) does not list the deploy:\n%s", c.name, code, page)
+		noLeak(t, c.name+": /api/deploys/{id}", rec)
+		for _, page := range []string{"/slots/" + c.slot, "/deploys/" + recs[0].ID} {
+			code, html := body(t, a.url("admin", page))
+			if code != 200 || !strings.Contains(html, recs[0].ID) {
+				t.Fatalf("%s: %s (%d) does not show the deploy:\n%s", c.name, page, code, html)
+			}
+			noLeak(t, c.name+": "+page, html)
 		}
-		noLeak(t, c.name+": the slot's page", page)
+		if c.slot == "b" && (recs[0].Trigger != deploy.TriggerFollow || recs[0].Subject != "build fails with ********") {
+			t.Errorf("%s: want a follow record with the subject masked, got %s %q", c.name, recs[0].Trigger, recs[0].Subject)
+		}
 	}
 
 	// Nothing the agent wrote shows it: deploy records and logs, the
