@@ -149,22 +149,36 @@ func TestKill9DuringStopRestartAndRollback(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		args []string
-		// ready is when the agent is killed.
-		ready func(a *agent)
+		// ready is when the agent is killed; leader is the serving app's
+		// group leader (npm).
+		ready func(a *agent, leader int)
 	}{
-		{"stop", []string{"stop", "a"}, func(a *agent) {
+		{"stop", []string{"stop", "a"}, func(a *agent, leader int) {
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				// The placeholder serves while the app stops, and npm,
+				// the group's leader, has exited on SIGTERM: its node
+				// drains on, found only as a recorded member.
+				if _, b := body(a.t, a.url("a", "/")); strings.Contains(b, "ready for deployment") && !testkit.PIDAlive(leader) {
+					return
+				}
+				if time.Now().After(deadline) {
+					a.t.Fatal("slot a never went back to its placeholder with its npm gone")
+				}
+			}
+		}},
+		{"stop at once", []string{"stop", "a"}, func(a *agent, _ int) {
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 				if _, b := body(a.t, a.url("a", "/")); strings.Contains(b, "ready for deployment") {
-					return // the placeholder, while the app stops
+					return // the placeholder, as the app's stop begins
 				}
 				if time.Now().After(deadline) {
 					a.t.Fatal("slot a never went back to its placeholder")
 				}
 			}
 		}},
-		{"restart", []string{"restart", "a"}, func(a *agent) { a.waitStatus("a", "stopping") }},
-		{"rollback", []string{"rollback", "a", "r1"}, func(a *agent) { a.serves("a", "v1") }},
-		{"rollback start", []string{"rollback", "a", "r1"}, func(a *agent) {
+		{"restart", []string{"restart", "a"}, func(a *agent, _ int) { a.waitStatus("a", "stopping") }},
+		{"rollback", []string{"rollback", "a", "r1"}, func(a *agent, _ int) { a.serves("a", "v1") }},
+		{"rollback start", []string{"rollback", "a", "r1"}, func(a *agent, _ int) {
 			a.waitProcessIn(filepath.Join(a.dataDir, "apps", "a", "r1"))
 		}},
 	} {
@@ -178,13 +192,14 @@ func TestKill9DuringStopRestartAndRollback(t *testing.T) {
 			a.serves("a", "v2")
 			_, pidText := body(t, a.url("a", "/pid"))
 			old, _ := strconv.Atoi(pidText)
+			leader := a.processes().Processes[1].PID
 			cmd := exec.Command(binary, tc.args...)
 			cmd.Env = a.env
 			client, err := reaper.Start(cmd)
 			if err != nil {
 				t.Fatal(err)
 			}
-			tc.ready(a)
+			tc.ready(a, leader)
 			a.signal(syscall.SIGKILL)
 			a.wait(5 * time.Second)
 			<-client.Done()
