@@ -27,11 +27,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/coder-slots/coder-slots/agent/shell"
 )
@@ -158,9 +161,9 @@ func (pj *packageJSON) needsInstall() bool {
 // folder named in opt) becomes a static site served from the build's output.
 func detectNode(dir string, opt Options, start string) (Plan, error) {
 	p := Plan{Language: Node}
-	pkgData, err := os.ReadFile(filepath.Join(dir, "package.json"))
+	pkgData, err := readAppFile(dir, "package.json")
 	if err != nil {
-		return p, fmt.Errorf("read package.json: %w", err)
+		return p, err
 	}
 	var pj packageJSON
 	if err := json.Unmarshal(pkgData, &pj); err != nil {
@@ -270,7 +273,7 @@ func notInstalled(m Manager, lockfile string) error {
 func installArgs(dir string, m Manager, lockfile string) []string {
 	switch m {
 	case Yarn:
-		if yarnBerry(filepath.Join(dir, lockfile)) {
+		if yarnBerry(dir, lockfile) {
 			// Yarn 2+ spells "frozen lockfile" --immutable and has no
 			// progress flag; it turns progress off itself when CI is set.
 			return []string{"yarn", "install", "--immutable"}
@@ -291,16 +294,11 @@ func npmInstallArgs() []string {
 	return []string{"npm", "install", "--no-audit", "--no-fund", "--no-progress"}
 }
 
-// yarnBerry reports whether a yarn.lock was written by Yarn 2 or later.
-func yarnBerry(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	head := make([]byte, 4096)
-	n, _ := f.Read(head)
-	return strings.Contains(string(head[:n]), "\n__metadata:")
+// yarnBerry reports whether the yarn.lock named lockfile in dir was
+// written by Yarn 2 or later.
+func yarnBerry(dir, lockfile string) bool {
+	data, err := readAppFile(dir, lockfile)
+	return err == nil && strings.Contains(string(data[:min(len(data), 4096)]), "\n__metadata:")
 }
 
 // lockHash hashes everything that determines the installed node_modules.
@@ -324,12 +322,12 @@ func hashParts(dir string, values [][2]string, names []string) (string, error) {
 		part(v[0], []byte(v[1]))
 	}
 	for _, name := range names {
-		data, err := os.ReadFile(filepath.Join(dir, name))
+		data, err := readAppFile(dir, name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("read %s: %w", name, err)
+			return "", err
 		}
 		part(name, data)
 	}
@@ -366,14 +364,14 @@ func detectStart(dir, explicit string, m Manager, pj *packageJSON) (string, bool
 	return "", false, errors.New("no start command found: add a start script to package.json, a Procfile with a web: line, a server.js or index.js, or pass --start")
 }
 
-// procfileWeb returns the command of the Procfile's web: process.
-func procfileWeb(path string) (string, bool, error) {
-	data, err := os.ReadFile(path)
+// procfileWeb returns the command of the web: process of dir's Procfile.
+func procfileWeb(dir string) (string, bool, error) {
+	data, err := readAppFile(dir, "Procfile")
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("read Procfile: %w", err)
+		return "", false, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		name, cmd, ok := strings.Cut(strings.TrimSpace(line), ":")
@@ -413,4 +411,53 @@ func commandLine(argv []string) string {
 		parts[i] = shell.Quote(a)
 	}
 	return strings.Join(parts, " ")
+}
+
+// readAppFile reads the file name of the app in dir, which must be a
+// regular file inside dir: a link is followed only inside dir (os.Root),
+// and a FIFO, device or socket is refused without a read that could block
+// or never end (a pushed tree may hold any of them, or links to them). A
+// missing file is an error wrapping fs.ErrNotExist.
+func readAppFile(dir, name string) ([]byte, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer root.Close()
+	// O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if info, lerr := root.Lstat(name); lerr == nil && info.Mode().Type() == fs.ModeSymlink && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("read %s: a link that leads out of the app", name)
+		}
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("read %s: %s, not a regular file", name, kind(info.Mode()))
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return data, nil
+}
+
+// kind names the type of a file that is not a regular one.
+func kind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a folder"
+	}
+	return "a special file"
 }

@@ -7,6 +7,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -332,5 +335,84 @@ func TestLockHash(t *testing.T) {
 		if got := hash(t, change); got == h {
 			t.Errorf("changing %s kept the hash", name)
 		}
+	}
+}
+
+// Detect reads only regular files inside the app: a FIFO in the tree, or a
+// link to one outside it, must not hang it, and a link out of the tree is
+// not read (a pushed tree may hold any of them).
+func TestDetectReadsOnlyRegularFilesInsideTheApp(t *testing.T) {
+	t.Setenv("PATH", fakePath(t, true)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	outside := t.TempDir()
+	fifo := filepath.Join(outside, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A Detect stuck on the FIFO gets its end-of-file when the test ends.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	secret := filepath.Join(outside, "secret.json")
+	writeFiles(t, outside, map[string]string{"secret.json": pkgWithStart})
+	node := map[string]string{"package.json": pkgWithStart, "package-lock.json": `{"lockfileVersion":3}`, "server.js": "x"}
+	for _, tc := range []struct {
+		name  string
+		tree  map[string]string
+		file  string // replaced by a link to target, or a FIFO when target is ""
+		to    string
+		wantE string
+	}{
+		{"package.json to a FIFO", node, "package.json", fifo, "package.json"},
+		{"package.json a FIFO", node, "package.json", "", "package.json"},
+		{"package.json out of the app", node, "package.json", secret, "package.json: a link that leads out of the app"},
+		{"lockfile to a FIFO", node, "package-lock.json", fifo, "package-lock.json"},
+		{"lockfile a FIFO", node, "package-lock.json", "", "package-lock.json: a named pipe, not a regular file"},
+		{"Procfile a FIFO", node, "Procfile", "", "Procfile: a named pipe, not a regular file"},
+		{"yarn.lock to a FIFO", map[string]string{"package.json": pkgWithStart, "server.js": "x"}, "yarn.lock", fifo, "yarn.lock"},
+		{".npmrc to a FIFO", node, ".npmrc", fifo, ".npmrc"},
+		{"Procfile to a FIFO", node, "Procfile", fifo, "Procfile"},
+		{"go.mod to a FIFO", map[string]string{"main.go": "package main\nfunc main() {}\n"}, "go.mod", fifo, "go.mod"},
+		{"pyproject.toml to a FIFO", map[string]string{"requirements.txt": "flask\n", "app.py": "x"}, "pyproject.toml", fifo, "pyproject.toml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, tc.tree)
+			path := filepath.Join(dir, tc.file)
+			_ = os.Remove(path)
+			var err error
+			if tc.to == "" {
+				err = unix.Mkfifo(path, 0o600)
+			} else {
+				err = os.Symlink(tc.to, path)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := Detect(dir, Options{})
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.wantE) || strings.Count(err.Error(), "\n") != 0 {
+					t.Fatalf("Detect: %v, want one line about %s", err, tc.wantE)
+				}
+				t.Log(err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Detect hangs")
+			}
+		})
+	}
+	// A link inside the app is followed.
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"config/package.json": pkgWithStart, "server.js": "x"})
+	if err := os.Symlink("config/package.json", filepath.Join(dir, "package.json")); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := Detect(dir, Options{}); err != nil || p.Start != "npm start" {
+		t.Fatalf("package.json linked inside the app: %+v, %v", p, err)
 	}
 }

@@ -32,9 +32,9 @@ func detectGo(dir string, opt Options, start string) (Plan, error) {
 	if _, err := exec.LookPath("go"); err != nil {
 		return p, fmt.Errorf("go.mod found but go is not installed: build the workspace image with --build-arg WITH_GO=1 (make image WITH_GO=1) or put go on PATH")
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	data, err := readAppFile(dir, "go.mod")
 	if err != nil {
-		return p, fmt.Errorf("read go.mod: %w", err)
+		return p, err
 	}
 	modPath := modfile.ModulePath(data)
 	if modPath == "" {

@@ -65,7 +65,7 @@ func Detect(dir string, opt Options) (Plan, error) {
 	}
 	start := opt.Start
 	if start == "" {
-		web, _, err := procfileWeb(filepath.Join(dir, "Procfile"))
+		web, _, err := procfileWeb(dir)
 		if err != nil {
 			return Plan{}, err
 		}

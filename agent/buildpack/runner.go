@@ -177,7 +177,7 @@ func (r *Runner) canReuse(dir string, p Plan, prev string) bool {
 	if err != nil || !info.IsDir() {
 		return false
 	}
-	data, err := os.ReadFile(filepath.Join(prev, LockHashFile))
+	data, err := readAppFile(prev, LockHashFile)
 	return err == nil && strings.TrimSpace(string(data)) == p.LockHash
 }
 
