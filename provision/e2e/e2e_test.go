@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -86,71 +87,29 @@ func TestCoderWorkspace(t *testing.T) {
 	// Render for the host's network (dockerd has no bridge here), validate
 	// with the real Terraform, push with slotprov, then once more with the
 	// coder CLI, as template admins do.
-	tpl := filepath.Join(w.tmp, "template")
-	cfg := filepath.Join(w.tmp, "slots.yaml")
-	writeFile(t, cfg, fmt.Sprintf("app_host: \"*.coder.localhost:%d\"\napp_url_style: short\nimage:\n  ref: %s\ndocker:\n  network_mode: host\n", w.port, workspaceImage))
-	slotprov := filepath.Join(w.root, "bin", "slotprov")
-	rc := filepath.Join(w.root, ".cache", "tf-mirror", "terraformrc")
-	mustRun(ctx, t, nil, slotprov, "render", "-c", cfg, "-o", tpl)
-	mustRun(ctx, t, nil, slotprov, "validate", tpl, "--terraform-config", rc)
-	coderEnv := []string{"CODER_URL=" + w.url, "CODER_SESSION_TOKEN=" + w.token}
+	tpl, _, first := w.slotprovTemplate(ctx, t, templateName, "template",
+		fmt.Sprintf("app_host: \"*.coder.localhost:%d\"\napp_url_style: short\nimage:\n  ref: %s\ndocker:\n  network_mode: host\n", w.port, workspaceImage), &figs)
 	start := time.Now()
-	mustRun(ctx, t, coderEnv, slotprov, "push", tpl, "-c", cfg, "--name", templateName, "--activate")
-	figs.add("slotprov push → template active", time.Since(start))
-	org, err := w.client.OrganizationByName(ctx, codersdk.DefaultOrganization)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := w.client.TemplateByName(ctx, org.ID, templateName)
-	if err != nil {
-		t.Fatalf("the template slotprov pushed: %v", err)
-	}
-	start = time.Now()
-	mustRun(ctx, t, coderEnv, w.coderBin, "--global-config", filepath.Join(w.tmp, "coder-cli"),
+	mustRun(ctx, t, w.coderEnv(), w.coderBin, "--global-config", filepath.Join(w.tmp, "coder-cli"),
 		"templates", "push", templateName, "--directory", tpl, "--yes")
 	figs.add("coder templates push → template active", time.Since(start))
-	tmpl, err := w.client.TemplateByName(ctx, org.ID, templateName)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmpl := w.template(ctx, t, templateName)
 	if tmpl.ActiveVersionID == first.ActiveVersionID {
 		t.Fatal("coder templates push did not make a new active version")
 	}
 
 	// A workspace: the build, the agent ready, all six apps healthy.
 	start = time.Now()
-	ws, err := w.client.CreateUserWorkspace(ctx, codersdk.Me, codersdk.CreateWorkspaceRequest{TemplateID: tmpl.ID, Name: workspaceName})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
-	t.Cleanup(func() { w.deleteWorkspace(t, ws.ID) })
-	w.waitBuild(ctx, t, ws.LatestBuild.ID)
+	ws := w.createWorkspace(ctx, t, tmpl, workspaceName)
 	w.followContainerLog(t)
 	w.waitHealthy(ctx, t, ws.ID)
 	figs.add("create → agent ready, six apps healthy", time.Since(start))
-
-	// The panel and a placeholder through Coder's subdomain proxy.
-	if body := w.mustGet(ctx, t, "admin", "/", http.StatusOK); !strings.Contains(body, "slot-b") && !strings.Contains(body, "Slot B") {
-		t.Fatalf("the panel through Coder does not list the slots:\n%.400s", body)
-	}
-	if body := w.mustGet(ctx, t, "slot-b", "/", http.StatusOK); !strings.Contains(body, "admin--"+workspaceName+"--"+owner) {
-		t.Fatalf("slot b's placeholder through Coder does not link the panel's URL:\n%.400s", body)
-	}
+	w.checkProxied(ctx, t)
 
 	// A real app with an npm dependency, from a git repository, deployed
 	// through the agent's API behind Coder's proxy.
-	repo := gitDaemon(ctx, t, w.tmp)
-	start = time.Now()
-	rec := w.deploy(ctx, t, repo)
-	figs.add("deploy (git fetch, npm ci, health gate, cutover)", time.Since(start))
-	appBody := w.mustGet(ctx, t, "slot-a", "/", http.StatusOK)
-	if !strings.Contains(appBody, "e2e-app is-number=true slot=a") {
-		t.Fatalf("slot a through Coder does not serve the app:\n%.400s", appBody)
-	}
-	release := w.currentRelease(ctx, t, "a")
-	if release != rec.Release {
-		t.Fatalf("slot a serves release %q, the deploy made %q", release, rec.Release)
-	}
+	rec, appBody := w.deployApp(ctx, t, gitDaemon(ctx, t, w.tmp), &figs)
+	release := rec.Release
 
 	requestsBefore, eventsBefore := w.history(ctx, t, "a")
 	if requestsBefore < 1 || !strings.Contains(eventsBefore, "deploy:"+rec.ID) {
@@ -165,14 +124,7 @@ func TestCoderWorkspace(t *testing.T) {
 	w.checkCleanStop(t, vol)
 
 	// Start: the same release serves again, with no step by hand.
-	start = time.Now()
-	w.transition(ctx, t, ws.ID, codersdk.WorkspaceTransitionStart)
-	w.followContainerLog(t)
-	w.waitServing(ctx, t, "slot-a", appBody)
-	figs.add("start → app serving through Coder", time.Since(start))
-	if got := w.currentRelease(ctx, t, "a"); got != release {
-		t.Fatalf("after the restart slot a serves %q, before it served %q", got, release)
-	}
+	w.startServing(ctx, t, ws.ID, appBody, release, &figs, func() { w.followContainerLog(t) })
 	// The history is on the home volume: what it had before the stop is
 	// still there, and the agent's start is recorded after it.
 	if n, events := w.history(ctx, t, "a"); n < requestsBefore || !strings.HasPrefix(events, eventsBefore) ||
@@ -238,6 +190,13 @@ func step(t *testing.T, name string, f func() error) {
 // dockerAndImage starts the harness's dockerd (stopped when the test ends)
 // and builds the base images and the workspace image on it.
 func (w *world) dockerAndImage(ctx context.Context, t *testing.T) {
+	bases := w.dockerBases(ctx, t)
+	step(t, "workspace image", func() error { return w.docker.workspaceImage(ctx, w.root, bases) })
+}
+
+// dockerBases starts the harness's dockerd (stopped when the test ends)
+// and makes the local base images on it.
+func (w *world) dockerBases(ctx context.Context, t *testing.T) baseTags {
 	step(t, "dockerd", func() (err error) {
 		w.docker, err = startDocker(ctx, w.cache)
 		return err
@@ -248,7 +207,7 @@ func (w *world) dockerAndImage(ctx context.Context, t *testing.T) {
 		bases, err = w.docker.baseImages(ctx, w.cache)
 		return err
 	})
-	step(t, "workspace image", func() error { return w.docker.workspaceImage(ctx, w.root, bases) })
+	return bases
 }
 
 // coderServer builds Coder and starts it with a PostgreSQL of its own.
@@ -556,13 +515,17 @@ type deployRecord struct {
 	Release string `json:"release"`
 }
 
-// deploy deploys repo's main into slot a through the panel's API behind
+// deploy deploys repo's ref into slot through the panel's API behind
 // Coder's proxy and waits for it to succeed.
-func (w *world) deploy(ctx context.Context, t *testing.T, repo string) deployRecord {
+func (w *world) deploy(ctx context.Context, t *testing.T, slot, repo, ref string) deployRecord {
 	t.Helper()
-	code, body, err := w.request(ctx, http.MethodPost, "admin", "/api/slots/a/deploy", strings.NewReader(`{"repo":"`+repo+`","ref":"main"}`))
+	req, err := json.Marshal(map[string]string{"repo": repo, "ref": ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body, err := w.request(ctx, http.MethodPost, "admin", "/api/slots/"+slot+"/deploy", bytes.NewReader(req))
 	if err != nil || code != http.StatusAccepted {
-		t.Fatalf("POST /api/slots/a/deploy through Coder: %d %v\n%.400s", code, err, body)
+		t.Fatalf("POST /api/slots/%s/deploy through Coder: %d %v\n%.400s", slot, code, err, body)
 	}
 	var rec deployRecord
 	if err := json.Unmarshal([]byte(body), &rec); err != nil || rec.ID == "" {
@@ -681,9 +644,15 @@ func (w *world) dockerVersion(ctx context.Context) string {
 	return strings.TrimSpace(out)
 }
 
+// slowStopBranch is the e2e repository's branch whose app takes its whole
+// grace to stop.
+const slowStopBranch = "slow-stop"
+
 // gitDaemon makes a git repository with a small Node.js app that needs an
-// npm package, and serves it with `git daemon` on loopback (the workspace
-// shares the host's network); it returns the repository's git:// URL.
+// npm package (branch main) and, on branch slowStopBranch, an app that
+// takes its whole grace to stop; it serves it with `git daemon` on
+// loopback (the workspace shares the host's network) and returns the
+// repository's git:// URL.
 func gitDaemon(ctx context.Context, t *testing.T, tmp string) string {
 	t.Helper()
 	base := filepath.Join(tmp, "git")
@@ -702,6 +671,18 @@ http.createServer((req, res) => {
 	mustRun(ctx, t, git, "git", "-C", work, "init", "-q", "-b", "main")
 	mustRun(ctx, t, git, "git", "-C", work, "add", "-A")
 	mustRun(ctx, t, git, "git", "-C", work, "commit", "-q", "-m", "e2e app")
+	mustRun(ctx, t, git, "git", "-C", work, "checkout", "-q", "-b", slowStopBranch)
+	writeFile(t, filepath.Join(work, "server.js"), `const http = require("http");
+// It ignores SIGTERM and never answers /hold: a stop drains the request
+// held there for as long as slotagent allows, then the app is killed.
+process.on("SIGTERM", () => console.log("SIGTERM: still draining"));
+http.createServer((req, res) => {
+  if (req.url === "/hold") return;
+  res.end("e2e-app slow-stop slot=" + process.env.SLOT_NAME + "\n");
+}).listen(process.env.PORT, "127.0.0.1");
+`)
+	mustRun(ctx, t, git, "git", "-C", work, "commit", "-q", "-a", "-m", "e2e app that takes its grace to stop")
+	mustRun(ctx, t, git, "git", "-C", work, "checkout", "-q", "main")
 	mustRun(ctx, t, git, "git", "clone", "-q", "--bare", work, filepath.Join(base, "app.git"))
 	port, err := freePort()
 	if err != nil {

@@ -78,7 +78,9 @@ func preflight() error {
 		return errors.New("make e2e needs root: it starts its own dockerd and runs PostgreSQL as the user postgres")
 	}
 	var missing []string
-	for _, bin := range []string{"dockerd", "docker", "debootstrap", "git", "npm", "terraform", "tar"} {
+	// containerd, ctr and runc: the Kubernetes node's runtime; gcc and strip:
+	// its pause program (static: libc6-dev).
+	for _, bin := range []string{"dockerd", "docker", "debootstrap", "git", "npm", "terraform", "tar", "containerd", "ctr", "runc", "gcc", "strip"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}
@@ -87,7 +89,7 @@ func preflight() error {
 		missing = append(missing, "postgres (Debian's postgresql)")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("make e2e needs %s on this machine (apt-get install docker.io debootstrap postgresql git npm; terraform on PATH)", strings.Join(missing, ", "))
+		return fmt.Errorf("make e2e needs %s on this machine (apt-get install docker.io debootstrap postgresql git npm containerd gcc libc6-dev; terraform on PATH)", strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -422,12 +424,7 @@ func (e *dockerEngine) baseImages(ctx context.Context, cache string) (baseTags, 
 		df := "FROM " + tags.debian + "\n" +
 			"RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm ca-certificates" +
 			" && useradd --create-home --uid 1000 --user-group --shell /bin/bash node && rm -rf /var/lib/apt/lists/*\n"
-		empty, err := os.MkdirTemp("", "coder-slots-e2e-ctx-")
-		if err != nil {
-			return baseTags{}, fmt.Errorf("context: %w", err)
-		}
-		defer os.RemoveAll(empty)
-		if _, err := e.build(ctx, empty, strings.NewReader(df), "-f", "-", "-t", tags.node); err != nil {
+		if err := e.buildDockerfile(ctx, df, tags.node); err != nil {
 			return baseTags{}, err
 		}
 	}
@@ -475,6 +472,17 @@ func (e *dockerEngine) build(ctx context.Context, contextDir string, stdin io.Re
 	all := append([]string{"build", "--network", "host", "--force-rm"}, args...)
 	all = append(all, contextDir)
 	return command(ctx, "", []string{"DOCKER_HOST=" + e.host, "DOCKER_BUILDKIT=0"}, stdin, "docker", all...)
+}
+
+// buildDockerfile builds the Dockerfile df, which copies nothing in, as tag.
+func (e *dockerEngine) buildDockerfile(ctx context.Context, df, tag string) error {
+	empty, err := os.MkdirTemp("", "coder-slots-e2e-ctx-")
+	if err != nil {
+		return fmt.Errorf("context: %w", err)
+	}
+	defer os.RemoveAll(empty)
+	_, err = e.build(ctx, empty, strings.NewReader(df), "-f", "-", "-t", tag)
+	return err
 }
 
 // workspaceImage builds images/Dockerfile from the repository at root on

@@ -5,7 +5,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,19 +35,15 @@ const (
 // built here: the same template rendered for target kubernetes, pushed to
 // a real Coder, a workspace created, the apps healthy, a deploy, a clean
 // stop (the pod ends within its grace), a start on the same volume and
-// release, and a delete that leaves neither Deployment nor PVC. Docker
-// builds the image and is stopped before the cluster starts.
+// release, a stop and an immediate start while an app drains (never two
+// pods at once), a delete that leaves neither Deployment nor PVC, and the
+// faults. Docker builds the image and is stopped before the cluster starts.
 func TestKubernetesWorkspace(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
 	w := newWorld(t)
 	var figs figures
-
-	var kubeBin string
-	step(t, "kubernetes binaries", func() (err error) {
-		kubeBin, err = kubeBinaries(ctx, w.root, w.cache)
-		return err
-	})
+	kubeBin := w.kubeBinaries(ctx, t)
 	w.dockerAndImage(ctx, t)
 	var archive, imageID string
 	step(t, "workspace image saved", func() (err error) {
@@ -74,9 +72,7 @@ func TestKubernetesWorkspace(t *testing.T) {
 	// Render for the cluster: the pod on the node's network (it reaches
 	// Coder on loopback), the image loaded on the node, the provisioner's
 	// kubeconfig; validate with the real Terraform; push with slotprov.
-	tpl := filepath.Join(w.tmp, "template-kube")
-	cfg := filepath.Join(w.tmp, "slots-kube.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`app_host: "*.coder.localhost:%d"
+	tpl, cfg, tmpl := w.slotprovTemplate(ctx, t, kubeTemplate, "template-kube", fmt.Sprintf(`app_host: "*.coder.localhost:%d"
 app_url_style: short
 target: kubernetes
 image:
@@ -89,63 +85,21 @@ kubernetes:
   image_pull_policy: IfNotPresent
   config_path: %s
   start_timeout_seconds: 120
-`, w.port, workspaceImage, kubeNamespace, kubeStorageClass, k.kubeconfig))
-	slotprov := filepath.Join(w.root, "bin", "slotprov")
-	rc := filepath.Join(w.root, ".cache", "tf-mirror", "terraformrc")
-	mustRun(ctx, t, nil, slotprov, "render", "-c", cfg, "-o", tpl)
-	mustRun(ctx, t, nil, slotprov, "validate", tpl, "--terraform-config", rc)
-	coderEnv := []string{"CODER_URL=" + w.url, "CODER_SESSION_TOKEN=" + w.token}
-	start = time.Now()
-	mustRun(ctx, t, coderEnv, slotprov, "push", tpl, "-c", cfg, "--name", kubeTemplate, "--activate")
-	figs.add("slotprov push → template active", time.Since(start))
-	org, err := w.client.OrganizationByName(ctx, codersdk.DefaultOrganization)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := w.client.TemplateByName(ctx, org.ID, kubeTemplate)
-	if err != nil {
-		t.Fatalf("the template slotprov pushed: %v", err)
-	}
+  termination_grace_seconds: %d
+shutdown_timeout_seconds: %d
+`, w.port, workspaceImage, kubeNamespace, kubeStorageClass, k.kubeconfig, kubeShutdownSeconds+15, kubeShutdownSeconds), &figs)
 
 	// A workspace: the build (which waits for the pod), the agent ready,
 	// all six apps healthy.
 	start = time.Now()
-	ws, err := w.client.CreateUserWorkspace(ctx, codersdk.Me, codersdk.CreateWorkspaceRequest{TemplateID: tmpl.ID, Name: workspaceName})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
-	deleted := false
-	t.Cleanup(func() {
-		if !deleted {
-			w.deleteWorkspace(t, ws.ID)
-		}
-	})
-	w.waitBuild(ctx, t, ws.LatestBuild.ID)
+	ws := w.createWorkspace(ctx, t, tmpl, workspaceName)
 	figs.add("create → build done (pod available)", time.Since(start))
 	firstPod := k.followPodLog(ctx, t, w, ws.ID)
 	w.waitHealthy(ctx, t, ws.ID)
 	figs.add("create → agent ready, six apps healthy", time.Since(start))
-
-	// The panel and a placeholder through Coder's subdomain proxy.
-	if body := w.mustGet(ctx, t, "admin", "/", http.StatusOK); !strings.Contains(body, "slot-b") && !strings.Contains(body, "Slot B") {
-		t.Fatalf("the panel through Coder does not list the slots:\n%.400s", body)
-	}
-	if body := w.mustGet(ctx, t, "slot-b", "/", http.StatusOK); !strings.Contains(body, "admin--"+workspaceName+"--"+owner) {
-		t.Fatalf("slot b's placeholder through Coder does not link the panel's URL:\n%.400s", body)
-	}
-
-	// A real app deployed through the agent's API behind Coder's proxy.
+	w.checkProxied(ctx, t)
 	repo := gitDaemon(ctx, t, w.tmp)
-	start = time.Now()
-	rec := w.deploy(ctx, t, repo)
-	figs.add("deploy (git fetch, npm ci, health gate, cutover)", time.Since(start))
-	appBody := w.mustGet(ctx, t, "slot-a", "/", http.StatusOK)
-	if !strings.Contains(appBody, "e2e-app is-number=true slot=a") {
-		t.Fatalf("slot a through Coder does not serve the app:\n%.400s", appBody)
-	}
-	if got := w.currentRelease(ctx, t, "a"); got != rec.Release {
-		t.Fatalf("slot a serves release %q, the deploy made %q", got, rec.Release)
-	}
+	rec, appBody := w.deployApp(ctx, t, repo, &figs)
 
 	// Stop: the pod gets its SIGTERM and grace, slotagent stops cleanly and
 	// leaves nothing running in its state on the volume.
@@ -159,21 +113,20 @@ kubernetes:
 	w.checkCleanStop(t, pv)
 
 	// Start: a new pod on the same volume serves the same release.
-	start = time.Now()
-	w.transition(ctx, t, ws.ID, codersdk.WorkspaceTransitionStart)
-	secondPod := k.followPodLog(ctx, t, w, ws.ID)
-	if secondPod == firstPod {
-		t.Fatalf("the start reused pod %s", firstPod)
-	}
-	w.waitServing(ctx, t, "slot-a", appBody)
-	figs.add("start → app serving through Coder", time.Since(start))
-	if got := w.currentRelease(ctx, t, "a"); got != rec.Release {
-		t.Fatalf("after the restart slot a serves %q, before it served %q", got, rec.Release)
-	}
+	var secondPod string
+	w.startServing(ctx, t, ws.ID, appBody, rec.Release, &figs, func() {
+		if secondPod = k.followPodLog(ctx, t, w, ws.ID); secondPod == firstPod {
+			t.Fatalf("the start reused pod %s", firstPod)
+		}
+	})
+
+	// Stop, then start at once, while an app takes its whole grace to
+	// stop: the start's pod waits for the stopped one to end, so two pods
+	// never share the home volume and the host ports.
+	k.stopThenStart(ctx, t, w, ws.ID, secondPod, repo, appBody, &figs)
 
 	// Delete: neither the Deployment nor the home PVC is left.
 	start = time.Now()
-	deleted = true
 	w.deleteWorkspace(t, ws.ID)
 	figs.add("delete (build done)", time.Since(start))
 	if out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "deployments,persistentvolumeclaims", "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
@@ -187,6 +140,184 @@ kubernetes:
 
 	header := fmt.Sprintf("a real Coder %s server and Kubernetes %s (containerd %s) on this machine", w.coderVersion(ctx), k.version(ctx), containerdVersion(ctx))
 	t.Logf("make e2e figures (Kubernetes), %s:\n%s", header, figs.table())
+}
+
+// kubeShutdownSeconds is slotagent's stop budget in the Kubernetes
+// workspace: long enough that a stop which drains a held request (a
+// quarter of it) and then waits out an app that ignores SIGTERM (its
+// kill_timeout, 10 s) outlasts a Coder build here (about 15 s).
+const kubeShutdownSeconds = 60
+
+// stopThenStart deploys into slot b an app that takes its whole grace to
+// stop, holds a request to it open (a stop drains it first), stops the
+// workspace and starts it the moment the stop build is done. It checks
+// that the start changed the Deployment while the stopped pod was still
+// running (else it would prove nothing), and, from the apiserver's ordered
+// stream of the workspace's pod events, that the new pod was made only
+// after the old one had ended: never two live pods on one home volume and
+// one set of host ports. Both apps serve again after the start.
+func (k *kubeCluster) stopThenStart(ctx context.Context, t *testing.T, w *world, id uuid.UUID, pod, repo, appBody string, figs *figures) {
+	t.Helper()
+	w.deploy(ctx, t, "b", repo, slowStopBranch)
+	slowBody := w.mustGet(ctx, t, "slot-b", "/", http.StatusOK)
+	if !strings.Contains(slowBody, "e2e-app slow-stop slot=b") {
+		t.Fatalf("slot b does not serve the slow-stop app:\n%.400s", slowBody)
+	}
+	// The pod is on the node's network: slot b's port is this host's.
+	hold, err := net.Dial("tcp", "127.0.0.1:3002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	if _, err := hold.Write([]byte("GET /hold HTTP/1.1\r\nHost: slot-b\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	events := k.watchPods(t, w, id)
+
+	start := time.Now()
+	w.transition(ctx, t, id, codersdk.WorkspaceTransitionStop)
+	figs.add("slow stop: stop (build done)", time.Since(start))
+	generation := k.deploymentGeneration(ctx, t, id)
+	b, err := w.client.CreateWorkspaceBuild(ctx, id, codersdk.CreateWorkspaceBuildRequest{Transition: codersdk.WorkspaceTransitionStart})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	// The start's new pod template reaches the Deployment: the old pod
+	// must still be running then, or the race was never run.
+	err = waitFor(ctx, 3*time.Minute, 100*time.Millisecond, "the start's Deployment update", func() error {
+		if g := k.deploymentGeneration(ctx, t, id); g == generation {
+			return fmt.Errorf("generation still %s", g)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase, _ := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "pod", pod, "-o", "jsonpath={.status.phase}")
+	figs.add("slow stop: stop → the start updates the Deployment", time.Since(start))
+	if phase != "Running" {
+		t.Fatalf("pod %s was %q when the start updated the Deployment: it ended before, and the test proves nothing (hold the stop longer)", pod, phase)
+	}
+	w.waitBuild(ctx, t, b.ID)
+	// hashicorp/kubernetes 1.13.4 ends wait_for_rollout at once when the
+	// controller has not yet seen the update (2.x waits): the start build
+	// may end before its pod exists. Said, not asserted (a race).
+	if out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "pod", pod, "-o", "name"); err == nil && strings.TrimSpace(out) != "" {
+		t.Logf("the start build ended while pod %s was still there", pod)
+	}
+	newPod := k.followPodLog(ctx, t, w, id)
+	w.waitServing(ctx, t, "slot-a", appBody)
+	w.waitServing(ctx, t, "slot-b", slowBody)
+	figs.add("slow stop: stop → both apps serving again", time.Since(start))
+
+	events.overlap(t, pod, newPod)
+}
+
+// deploymentGeneration is the generation of the workspace's Deployment:
+// every change of its spec (a build's new pod template) increments it.
+func (k *kubeCluster) deploymentGeneration(ctx context.Context, t *testing.T, id uuid.UUID) string {
+	t.Helper()
+	out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "deployments", "-l", workspaceSelector(id), "-o", "jsonpath={.items[*].metadata.generation}")
+	if err != nil || len(strings.Fields(out)) != 1 {
+		t.Fatalf("the workspace's Deployment: %q %v", out, err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// podEvents is `kubectl get pods --watch` of one workspace: the
+// apiserver's events, in its order, written to a file.
+type podEvents struct {
+	d    *daemon
+	file string
+}
+
+// watchPods starts following the workspace's pod events.
+func (k *kubeCluster) watchPods(t *testing.T, w *world, id uuid.UUID) *podEvents {
+	t.Helper()
+	e := &podEvents{file: filepath.Join(w.tmp, "pod-events-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".json")}
+	f, err := os.Create(e.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e.d, err = startDaemon(filepath.Join(k.bin, "kubectl"), e.file, nil, nil, "--kubeconfig", k.kubeconfig, "-n", kubeNamespace,
+		"get", "pods", "-l", workspaceSelector(id), "--watch", "--output-watch-events", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.d.stop(syscall.SIGTERM, 5*time.Second) })
+	return e
+}
+
+// overlap reads the events up to newPod's creation and fails the test
+// unless, when newPod was added, no other pod was alive (alive: not
+// deleted, phase neither Succeeded nor Failed) and oldPod had been seen.
+func (e *podEvents) overlap(t *testing.T, oldPod, newPod string) {
+	t.Helper()
+	// The stream's events are read as they are: wait for newPod's ADDED.
+	var seen []string
+	err := waitFor(context.Background(), 30*time.Second, 100*time.Millisecond, "pod "+newPod+" in the watch", func() error {
+		seen = nil
+		live, sawOld := map[string]bool{}, false
+		f, err := os.Open(e.file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		dec := json.NewDecoder(f)
+		for {
+			var ev struct {
+				Type   string `json:"type"`
+				Object struct {
+					Metadata struct {
+						Name string `json:"name"`
+					} `json:"metadata"`
+					Status struct {
+						Phase string `json:"phase"`
+					} `json:"status"`
+				} `json:"object"`
+			}
+			if err := dec.Decode(&ev); err != nil {
+				return fmt.Errorf("no ADDED event of %s yet (%v) in %v", newPod, err, seen)
+			}
+			name, phase := ev.Object.Metadata.Name, ev.Object.Status.Phase
+			seen = append(seen, ev.Type+" "+name+" "+phase)
+			alive := ev.Type != "DELETED" && phase != "Succeeded" && phase != "Failed"
+			if name == oldPod {
+				sawOld = true
+			}
+			if ev.Type == "ADDED" && name == newPod {
+				delete(live, newPod)
+				if !sawOld {
+					t.Fatalf("the watch never saw pod %s before %s:\n%s", oldPod, newPod, strings.Join(seen, "\n"))
+				}
+				if len(live) > 0 {
+					t.Fatalf("pod %s was made while %v still ran: two pods on one home volume and one set of host ports\n%s", newPod, live, strings.Join(seen, "\n"))
+				}
+				return nil
+			}
+			if alive {
+				live[name] = true
+			} else {
+				delete(live, name)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the workspace's pod events, in the apiserver's order:\n%s", strings.Join(seen, "\n"))
+}
+
+// kubeBinaries is the folder of the cluster's programs, built when the
+// cache has none of this version.
+func (w *world) kubeBinaries(ctx context.Context, t *testing.T) string {
+	var bin string
+	step(t, "kubernetes binaries", func() (err error) {
+		bin, err = kubeBinaries(ctx, w.root, w.cache)
+		return err
+	})
+	return bin
 }
 
 // saveImage writes `docker save` of ref into the cache, once per image ID,
@@ -301,12 +432,6 @@ func (k *kubeCluster) homeDir(ctx context.Context, t *testing.T, id uuid.UUID) s
 // says why, and that deleting the workspace leaves no Deployment and no
 // PVC. The settings differ from cfg by slotprov's environment.
 func (k *kubeCluster) faults(ctx context.Context, t *testing.T, w *world, tpl, cfg string, figs *figures) {
-	slotprov := filepath.Join(w.root, "bin", "slotprov")
-	coderEnv := []string{"CODER_URL=" + w.url, "CODER_SESSION_TOKEN=" + w.token}
-	org, err := w.client.OrganizationByName(ctx, codersdk.DefaultOrganization)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const deadline = 15
 	for _, f := range []struct {
 		name string
@@ -322,12 +447,9 @@ func (k *kubeCluster) faults(ctx context.Context, t *testing.T, w *world, tpl, c
 	} {
 		env := append([]string{"SLOTPROV_KUBERNETES_START_TIMEOUT_SECONDS=" + strconv.Itoa(deadline)}, f.env...)
 		dir := tpl + "-" + f.name
-		mustRun(ctx, t, env, slotprov, "render", "-c", cfg, "-o", dir)
-		mustRun(ctx, t, append(env, coderEnv...), slotprov, "push", dir, "-c", cfg, "--name", "kube-"+f.name, "--activate")
-		tmpl, err := w.client.TemplateByName(ctx, org.ID, "kube-"+f.name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		mustRun(ctx, t, env, w.slotprov(), "render", "-c", cfg, "-o", dir)
+		mustRun(ctx, t, append(env, w.coderEnv()...), w.slotprov(), "push", dir, "-c", cfg, "--name", "kube-"+f.name, "--activate")
+		tmpl := w.template(ctx, t, "kube-"+f.name)
 		start := time.Now()
 		ws, err := w.client.CreateUserWorkspace(ctx, codersdk.Me, codersdk.CreateWorkspaceRequest{TemplateID: tmpl.ID, Name: f.name})
 		if err != nil {
@@ -374,13 +496,30 @@ func (k *kubeCluster) followPodLog(ctx context.Context, t *testing.T, w *world, 
 	var pod string
 	err := waitFor(ctx, 3*time.Minute, 250*time.Millisecond, "the workspace's pod running", func() error {
 		out, err := k.kubectl(ctx, nil, "-n", kubeNamespace, "get", "pods", "-l", workspaceSelector(id),
-			"--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
+			"--field-selector", "status.phase=Running", "-o", "json")
 		if err != nil {
 			return err
 		}
-		names := strings.Fields(out)
+		var pods struct {
+			Items []struct {
+				Metadata struct {
+					Name              string     `json:"name"`
+					DeletionTimestamp *time.Time `json:"deletionTimestamp"`
+				} `json:"metadata"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(out), &pods); err != nil {
+			return err
+		}
+		// A terminating pod is still Running: not the one a start made.
+		var names []string
+		for _, p := range pods.Items {
+			if p.Metadata.DeletionTimestamp == nil {
+				names = append(names, p.Metadata.Name)
+			}
+		}
 		if len(names) != 1 {
-			return fmt.Errorf("running pods: %q", out)
+			return fmt.Errorf("running pods not terminating: %q", names)
 		}
 		pod = names[0]
 		return nil
@@ -452,19 +591,39 @@ func containerdVersion(ctx context.Context) string {
 // TestKubernetesCluster is the cluster alone: up, a hostNetwork pod of the
 // sandbox image running, down — and the host as it was: kubelet's sysctls
 // back, no process of the cluster, nothing mounted under its folder, no
-// cgroup of kubelet's, its fixed folders gone when it made them.
+// cgroup of kubelet's, its fixed folders gone when it made them. It first
+// leaves a running cluster behind, as a killed run does, and the next
+// start must tear that one down.
 func TestKubernetesCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	w := newWorld(t)
-	var kubeBin string
-	step(t, "kubernetes binaries", func() (err error) {
-		kubeBin, err = kubeBinaries(ctx, w.root, w.cache)
-		return err
-	})
+	kubeBin := w.kubeBinaries(ctx, t)
+	dir := filepath.Join(w.cache, kubeStateDir)
+	// What an earlier killed run left goes before the host is looked at.
+	if err := teardownKube(dir); err != nil {
+		t.Fatalf("an earlier run's leftovers: %v", err)
+	}
 	before := hostSnapshot(t)
+
+	// A run that never tears down: its cluster and pod keep running.
+	abandoned := func() {
+		k, err := startKube(ctx, kubeBin, w.cache, t.Logf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopOnSignal(t, k)
+		k.sandboxPod(ctx, t)
+	}
+	step(t, "a cluster left running, as by a killed run", func() error {
+		abandoned()
+		if len(processesNaming(dir)) == 0 {
+			return errors.New("no process of the cluster names its folder: the teardown would find nothing")
+		}
+		return nil
+	})
 	var k *kubeCluster
-	step(t, "kubernetes cluster", func() (err error) {
+	step(t, "kubernetes cluster over the leftovers", func() (err error) {
 		k, err = startKube(ctx, kubeBin, w.cache, t.Logf)
 		return err
 	})
@@ -475,6 +634,23 @@ func TestKubernetesCluster(t *testing.T) {
 		}
 	})
 	stopOnSignal(t, k)
+	k.sandboxPod(ctx, t)
+	start := time.Now()
+	k.stop()
+	stopped = true
+	t.Logf("cluster down in %s", time.Since(start).Round(time.Millisecond))
+	if left := processesNaming(k.dir); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
+	}
+	if after := hostSnapshot(t); after != before {
+		t.Errorf("the host changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// sandboxPod runs a hostNetwork pod of the sandbox image and waits for it
+// to be Ready.
+func (k *kubeCluster) sandboxPod(ctx context.Context, t *testing.T) {
+	t.Helper()
 	pod := `apiVersion: v1
 kind: Pod
 metadata: {name: sandbox, namespace: default}
@@ -488,19 +664,6 @@ spec:
 	}
 	if _, err := k.kubectl(ctx, nil, "wait", "--for=condition=Ready", "pod/sandbox", "--timeout=120s"); err != nil {
 		t.Fatal(err)
-	}
-	if len(processesNaming(k.dir)) == 0 {
-		t.Fatal("no process of the cluster names its folder: the teardown would find nothing")
-	}
-	start := time.Now()
-	k.stop()
-	stopped = true
-	t.Logf("cluster down in %s", time.Since(start).Round(time.Millisecond))
-	if left := processesNaming(k.dir); len(left) > 0 {
-		t.Errorf("processes left: %v", left)
-	}
-	if after := hostSnapshot(t); after != before {
-		t.Errorf("the host changed:\nbefore %s\nafter  %s", before, after)
 	}
 }
 

@@ -40,16 +40,7 @@ func TestModuleWorkspace(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
 	w := newWorld(t)
-	step(t, "dockerd", func() (err error) {
-		w.docker, err = startDocker(ctx, w.cache)
-		return err
-	})
-	t.Cleanup(func() { w.docker.stop() })
-	var bases baseTags
-	step(t, "base images", func() (err error) {
-		bases, err = w.docker.baseImages(ctx, w.cache)
-		return err
-	})
+	bases := w.dockerBases(ctx, t)
 	step(t, "the stock template's image", func() error { return w.docker.stockBase(ctx, bases) })
 	w.coderServer(ctx, t)
 	var figs figures
@@ -62,37 +53,23 @@ func TestModuleWorkspace(t *testing.T) {
 	tpl := filepath.Join(w.tmp, "docker-template")
 	cfg := filepath.Join(w.tmp, "slots-module.yaml")
 	writeFile(t, cfg, fmt.Sprintf("target: module\napp_host: \"*.coder.localhost:%d\"\napp_url_style: short\n", w.port))
-	slotprov := filepath.Join(w.root, "bin", "slotprov")
-	rc := filepath.Join(w.root, ".cache", "tf-mirror", "terraformrc")
-	mustRun(ctx, t, nil, slotprov, "render", "-c", cfg, "-o", filepath.Join(tpl, "coder-slots"))
-	mustRun(ctx, t, nil, slotprov, "validate", filepath.Join(tpl, "coder-slots"), "--terraform-config", rc)
+	mustRun(ctx, t, nil, w.slotprov(), "render", "-c", cfg, "-o", filepath.Join(tpl, "coder-slots"))
+	mustRun(ctx, t, nil, w.slotprov(), "validate", filepath.Join(tpl, "coder-slots"), "--terraform-config", w.terraformrc())
 
 	// Coder's template, changed only where this machine needs it, plus the
 	// module block; the whole template validated with the real Terraform.
 	stock := w.stockTemplate(t)
 	writeFile(t, filepath.Join(tpl, "main.tf"), string(withSlots(t, stock, installURL, sum, false)))
-	mustRun(ctx, t, nil, slotprov, "validate", tpl, "--terraform-config", rc)
-	coderEnv := []string{"CODER_URL=" + w.url, "CODER_SESSION_TOKEN=" + w.token}
+	mustRun(ctx, t, nil, w.slotprov(), "validate", tpl, "--terraform-config", w.terraformrc())
+	coderEnv := w.coderEnv()
 	cli := filepath.Join(w.tmp, "coder-cli")
 	start := time.Now()
 	mustRun(ctx, t, coderEnv, w.coderBin, "--global-config", cli, "templates", "push", moduleTemplate, "--directory", tpl, "--yes")
 	figs.add("coder templates push (docker template + module) → active", time.Since(start))
-	org, err := w.client.OrganizationByName(ctx, codersdk.DefaultOrganization)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := w.client.TemplateByName(ctx, org.ID, moduleTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmpl := w.template(ctx, t, moduleTemplate)
 
 	start = time.Now()
-	ws, err := w.client.CreateUserWorkspace(ctx, codersdk.Me, codersdk.CreateWorkspaceRequest{TemplateID: tmpl.ID, Name: workspaceName})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
-	t.Cleanup(func() { w.deleteWorkspace(t, ws.ID) })
-	w.waitBuild(ctx, t, ws.LatestBuild.ID)
+	ws := w.createWorkspace(ctx, t, tmpl, workspaceName)
 	w.waitHealthy(ctx, t, ws.ID)
 	figs.add("create → agent ready, module's six apps healthy", time.Since(start))
 	vol := w.volumeDir(ctx, t, ws.ID)
@@ -125,20 +102,14 @@ func TestModuleWorkspace(t *testing.T) {
 	// slotagent deploy in a coder ssh session, and a row in slot a's
 	// PostgreSQL database.
 	repo := gitDaemon(ctx, t, w.tmp)
-	start = time.Now()
-	rec := w.deploy(ctx, t, repo)
-	figs.add("deploy through the panel's API", time.Since(start))
+	rec, appBody := w.deployApp(ctx, t, repo, &figs)
 	start = time.Now()
 	ssh("slotagent deploy b --repo " + repo + " --ref main --wait")
 	figs.add("slotagent deploy --wait in coder ssh", time.Since(start))
-	appBody := w.mustGet(ctx, t, "slot-a", "/", http.StatusOK)
-	if !strings.Contains(appBody, "e2e-app is-number=true slot=a") {
-		t.Fatalf("slot a through Coder:\n%.400s", appBody)
-	}
 	if body := w.mustGet(ctx, t, "slot-b", "/", http.StatusOK); !strings.Contains(body, "slot=b") {
 		t.Fatalf("slot b through Coder:\n%.400s", body)
 	}
-	release := w.currentRelease(ctx, t, "a")
+	release := rec.Release
 	ssh(`psql "$(slotagent db a url)" -c 'CREATE TABLE e2e (x int); INSERT INTO e2e VALUES (42)'`)
 
 	// Coder's template gives the container no stop grace: the stop kills
@@ -159,10 +130,7 @@ func TestModuleWorkspace(t *testing.T) {
 	// clean.
 	writeFile(t, filepath.Join(tpl, "main.tf"), string(withSlots(t, stock, installURL, sum, true)))
 	mustRun(ctx, t, coderEnv, w.coderBin, "--global-config", cli, "templates", "push", moduleTemplate, "--directory", tpl, "--yes")
-	tmpl, err = w.client.TemplateByName(ctx, org.ID, moduleTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmpl = w.template(ctx, t, moduleTemplate)
 	w.transition(ctx, t, ws.ID, codersdk.WorkspaceTransitionStop)
 	start = time.Now()
 	w.startVersion(ctx, t, ws.ID, tmpl.ActiveVersionID)
@@ -193,12 +161,7 @@ func (e *dockerEngine) stockBase(ctx context.Context, bases baseTags) error {
 	sum := sha256.Sum256([]byte(df))
 	tag := "coder-slots-e2e/stock:" + hex.EncodeToString(sum[:4])
 	if !e.hasImage(ctx, tag) {
-		empty, err := os.MkdirTemp("", "coder-slots-e2e-ctx-")
-		if err != nil {
-			return fmt.Errorf("context: %w", err)
-		}
-		defer os.RemoveAll(empty)
-		if _, err := e.build(ctx, empty, strings.NewReader(df), "-f", "-", "-t", tag); err != nil {
+		if err := e.buildDockerfile(ctx, df, tag); err != nil {
 			return err
 		}
 	}

@@ -259,9 +259,11 @@ func (w *writer) deployment(b *hclwrite.Body, c *config.Config) {
 	k := c.Kubernetes
 	r := b.AppendNewBlock("resource", []string{"kubernetes_deployment", "workspace"}).Body()
 	comment(r,
-		"One pod while the workspace runs, none while it is stopped. A start",
+		"One pod while the workspace runs, none while it is stopped. A create",
 		"waits for the pod (bounded by the progress deadline): an image that",
-		"cannot be pulled or a pod that cannot be scheduled fails the build.")
+		"cannot be pulled or a pod that cannot be scheduled fails the build.",
+		"A start does too with provider 2.x; 1.13.4 may end its wait before",
+		"the controller has seen the update.")
 	attrs(r, "wait_for_rollout", lit(cty.True))
 	to := r.AppendNewBlock("timeouts", nil).Body()
 	backstop := strconv.Itoa(k.StartTimeoutSeconds+60) + "s"
@@ -281,7 +283,7 @@ func (w *writer) deployment(b *hclwrite.Body, c *config.Config) {
 	attrs(tm, "labels", w.expr("local.workspace_labels"))
 	comment(tm,
 		"A new pod template on every build: with strategy Recreate, a start's",
-		"pod is made only once the stopped one is gone (a terminating pod",
+		"pod is made only once the stopped one has ended (a terminating pod",
 		"still counts), so two pods never share the home volume or the ports.")
 	build := `{ "` + BuildAnnotation + `" = plantimestamp() }`
 	if len(k.Annotations) > 0 {
