@@ -30,11 +30,13 @@ test: lint
 # A real Coder server (built from its Go module) and a real Docker engine
 # (Debian's docker.io, started by the test with its own data under
 # ~/.cache/coder-slots/e2e): push the template, build a workspace, deploy,
-# stop, start; then Coder's own docker template with the coder-slots module
-# (TestModuleWorkspace, slotagent from make dist). Needs root; E2E_RECORD=1 writes the figures into
-# docs/benchmarks.md. See provision/e2e.
+# stop, start; the same workspace on a one-node Kubernetes built here
+# (TestKubernetesWorkspace, TestKubernetesCluster: see e2e-kube); then
+# Coder's own docker template with the coder-slots module
+# (TestModuleWorkspace, slotagent from make dist). Needs root; E2E_RECORD=1
+# writes the Docker figures into docs/benchmarks.md. See provision/e2e.
 e2e: build tf-mirror dist
-	$(GO) test -tags e2e -count=1 -timeout 80m -v -skip 'TestKubernetes' ./provision/e2e/
+	$(GO) test -tags e2e -count=1 -timeout 85m -v ./provision/e2e/
 
 # Coder's own examples/templates/docker with the coder-slots module added
 # by one block, slotagent installed from make dist's archives. Needs root.

@@ -145,8 +145,9 @@ shutdown_timeout_seconds: %d
 // kubeShutdownSeconds is slotagent's stop budget in the Kubernetes
 // workspace: long enough that a stop which drains a held request (a
 // quarter of it) and then waits out an app that ignores SIGTERM (its
-// kill_timeout, 10 s) outlasts a Coder build here (about 15 s).
-const kubeShutdownSeconds = 60
+// kill_timeout, 10 s), 50 s in all, outlasts the stop's build and the
+// start's up to its Deployment update (44 s seen under a load of 16).
+const kubeShutdownSeconds = 160
 
 // stopThenStart deploys into slot b an app that takes its whole grace to
 // stop, holds a request to it open (a stop drains it first), stops the
