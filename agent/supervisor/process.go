@@ -503,8 +503,13 @@ func (p *Process) terminate(child *reaper.Child, grace time.Duration) {
 	<-child.Done()
 	// SIGKILL takes effect asynchronously: wait until the strays are gone
 	// too, or one may still hold its port when the stop returns.
-	waitGone(child, pgid, strays, 2*time.Second, 5*time.Millisecond, nil)
+	if !waitGone(child, pgid, strays, killWait, 5*time.Millisecond, nil) {
+		p.note("process group %d still not gone %s after SIGKILL (a process in uninterruptible sleep, or a zombie whose parent does not reap it): no longer waiting", pgid, killWait)
+	}
 }
+
+// killWait bounds the wait for a process group to be gone after SIGKILL.
+const killWait = 2 * time.Second
 
 // waitGone waits at most timeout until child is reaped and its process
 // group and the strays are gone, and reports whether they are. It checks

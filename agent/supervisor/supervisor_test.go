@@ -21,6 +21,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if g := os.Getenv(zombieParentEnv); g != "" {
+		zombieParent(g)
+		return
+	}
 	// Orphaned grandchildren must be reaped by this process (and promptly),
 	// or procgroup.GroupAlive keeps counting them as zombies.
 	if err := reaper.BecomeSubreaper(); err != nil {

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
 
@@ -128,5 +130,84 @@ func TestRemovedProcessesSecretsAreUnmasked(t *testing.T) {
 	lines, _ = sink.Tail(10)
 	if n := len(lines); n < 2 || !strings.HasSuffix(lines[n-2], " value=old-release-value") {
 		t.Fatalf("a removed process's value is still masked: %q", lines)
+	}
+}
+
+// zombieParentEnv names the process group in which the test binary, run
+// as a helper (see zombieParent), starts a process it never reaps.
+const zombieParentEnv = "SUPERVISOR_TEST_ZOMBIE_PARENT_OF_GROUP"
+
+// zombieParent is the test binary run as a helper: it starts sleep in
+// process group pgid (the helper is outside it, in the test's session),
+// prints the sleep's PID and waits without ever reaping it, so once
+// killed the sleep stays in the group as a zombie.
+func zombieParent(pgid string) {
+	g, err := strconv.Atoi(pgid)
+	if err != nil {
+		os.Exit(2)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		os.Exit(2)
+	}
+	pid, err := syscall.ForkExec(sleep, []string{"sleep", "100"}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true, Pgid: g}})
+	if err != nil {
+		os.Exit(2)
+	}
+	fmt.Println(pid)
+	time.Sleep(time.Hour)
+}
+
+// TestStopSaysWhatOutlivesSIGKILL: a group that still has a process
+// after SIGKILL (here a zombie whose parent, outside the group, never
+// reaps it) ends the stop's wait after killWait, with a line in the log.
+func TestStopSaysWhatOutlivesSIGKILL(t *testing.T) {
+	s := newSup(t, 0)
+	pol := fastPolicy()
+	pol.KillTimeout = 200 * time.Millisecond
+	p := add(t, s, shSpec("kept", "exec sleep 100", pol))
+	p.Start()
+	var leader procgroup.Identity
+	waitFor(t, 5*time.Second, "the leader", func() bool {
+		var ok bool
+		leader, ok = p.Leader()
+		return ok && comm(leader.PID) == "sleep"
+	})
+	out := filepath.Join(t.TempDir(), "pid")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), zombieParentEnv+"="+strconv.Itoa(leader.PID))
+	cmd.Stdout = f
+	helper, err := reaper.Start(cmd)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(helper.Pid, syscall.SIGKILL)
+		<-helper.Done()
+	})
+	var member int
+	waitFor(t, 5*time.Second, "the helper's sleep in the group", func() bool {
+		b, _ := os.ReadFile(out)
+		member, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		pg, err := syscall.Getpgid(member)
+		return member > 0 && err == nil && pg == leader.PID
+	})
+
+	start := time.Now()
+	p.Stop()
+	if took := time.Since(start); took < killWait {
+		t.Fatalf("Stop returned after %s, before the group was gone or %s passed", took, killWait)
+	}
+	if !procgroup.GroupAlive(leader.PID) {
+		t.Fatal("the group is gone: the test shows nothing")
+	}
+	want := fmt.Sprintf("process group %d still not gone %s after SIGKILL", leader.PID, killWait)
+	if log := tail(t, p); !strings.Contains(log, want) {
+		t.Fatalf("log lacks %q:\n%s", want, log)
 	}
 }
