@@ -32,23 +32,30 @@ import (
 func Run(version string, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	root := New(version)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "slotprov: "+strings.Join(strings.Fields(err.Error()), " "))
+		return 1
+	}
+	return 0
+}
+
+// New returns slotprov's command tree; version is printed by `slotprov
+// version`.
+func New(version string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "slotprov",
 		Short:         "Renders, validates, plans and pushes the coder-slots Coder template",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
 	root.AddCommand(
 		versionCmd(version), initCmd(), renderCmd(version), validateCmd(), planCmd(), pushCmd(),
 	)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "slotprov: "+strings.Join(strings.Fields(err.Error()), " "))
-		return 1
-	}
-	return 0
+	return root
 }
 
 func versionCmd(version string) *cobra.Command {
