@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -38,6 +40,9 @@ type Options struct {
 	Log io.Writer
 	// NoPM2 measures slotagent alone: no PM2 install, no PM2 column.
 	NoPM2 bool
+	// Only, when not empty, runs just the measurements it names (see
+	// Measurements); the PM2 column still runs unless NoPM2.
+	Only []string
 	// SpliceProxy starts the reference proxy of the proxy rows (a plain
 	// TCP splice, see ServeSplice) when given the target address as one
 	// more argument; empty leaves those rows out.
@@ -78,16 +83,18 @@ type counts struct {
 	cliRuns     int // slotagent status --json
 	crashRuns   int // kill -9 → answering, and as many bare node boots
 	coldRuns    int // slotagent run → six ports answering
-	redeploys   int // timed re-deploys of the sample npm app
+	redeploys   int // timed re-deploys of the sample npm app (and follow pushes)
+	// followWindow is each idle window of the follow measurement.
+	followWindow time.Duration
 	// loadDuration is each run of the load generator (proxy overhead).
 	loadDuration time.Duration
 }
 
 func countsFor(quick bool) counts {
 	if quick {
-		return counts{idleRuns: 2, apiWarmup: 100, apiRequests: 1000, cliRuns: 10, crashRuns: 8, coldRuns: 4, redeploys: 2, loadDuration: 5 * time.Second}
+		return counts{idleRuns: 2, apiWarmup: 100, apiRequests: 1000, cliRuns: 10, crashRuns: 8, coldRuns: 4, redeploys: 2, loadDuration: 5 * time.Second, followWindow: time.Minute}
 	}
-	return counts{idleRuns: 5, apiWarmup: 200, apiRequests: 2000, cliRuns: 30, crashRuns: 40, coldRuns: 10, redeploys: 5, loadDuration: 10 * time.Second}
+	return counts{idleRuns: 5, apiWarmup: 200, apiRequests: 2000, cliRuns: 30, crashRuns: 40, coldRuns: 10, redeploys: 5, loadDuration: 10 * time.Second, followWindow: 3 * time.Minute}
 }
 
 // bench is the state of one run shared by the measurements.
@@ -116,6 +123,11 @@ func (b *bench) logf(format string, args ...any) {
 // row carrying its error; Run itself fails only when nothing can be
 // measured (no binary, no temporary directory) or ctx is cancelled.
 func Run(ctx context.Context, opts Options) (*Report, error) {
+	for _, name := range opts.Only {
+		if !slices.Contains(Measurements(), name) {
+			return nil, fmt.Errorf("unknown measurement %q (one of %s)", name, strings.Join(Measurements(), ", "))
+		}
+	}
 	b := &bench{n: countsFor(opts.Quick), log: opts.Log, splice: opts.SpliceProxy}
 	if b.log == nil {
 		b.log = io.Discard
@@ -156,8 +168,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			r.Machine.PM2Version = b.pm2.version
 		}
 	}
-	for _, measure := range []func(context.Context) []Row{b.idle, b.busy, b.crash, b.coldStart, b.coldStartPostgres, b.rehydrate, b.rehydratePostgres, b.redeploy, b.languages, b.gitPush, b.proxy} {
-		r.Rows = append(r.Rows, measure(ctx)...)
+	for _, m := range b.measurements() {
+		if len(opts.Only) > 0 && !slices.Contains(opts.Only, m.name) {
+			continue
+		}
+		r.Rows = append(r.Rows, m.run(ctx)...)
 		if err := ctx.Err(); err != nil {
 			return r, fmt.Errorf("benchmark interrupted: %w", err)
 		}
@@ -171,6 +186,28 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	r.Machine.LoadAfter = loadAverage()
 	return r, nil
+}
+
+// measurement is one group of rows, named for Options.Only.
+type measurement struct {
+	name string
+	run  func(context.Context) []Row
+}
+
+// measurements are the groups of rows, in table order.
+func (b *bench) measurements() []measurement {
+	return []measurement{{"idle", b.idle}, {"busy", b.busy}, {"crash", b.crash}, {"cold-start", b.coldStart},
+		{"cold-start-postgres", b.coldStartPostgres}, {"rehydrate", b.rehydrate}, {"rehydrate-postgres", b.rehydratePostgres},
+		{"redeploy", b.redeploy}, {"languages", b.languages}, {"git-push", b.gitPush}, {"follow", b.follow}, {"proxy", b.proxy}}
+}
+
+// Measurements names the groups of rows Options.Only chooses from.
+func Measurements() []string {
+	var names []string
+	for _, m := range (&bench{}).measurements() {
+		names = append(names, m.name)
+	}
+	return names
 }
 
 // ours is a row measured on slotagent.

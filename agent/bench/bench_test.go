@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -168,5 +169,54 @@ func TestServeSplice(t *testing.T) {
 	defer resp.Body.Close()
 	if b, _ := io.ReadAll(resp.Body); string(b) != "via /x" {
 		t.Fatalf("through the splice proxy: %q", b)
+	}
+}
+
+// TestForgeCountsRefListings: the follow measurement's forge serves a
+// bare repository to a real `git ls-remote` and counts its requests.
+func TestForgeCountsRefListings(t *testing.T) {
+	root := t.TempDir()
+	if err := git(context.Background(), root, "init", "-q", "--bare", "app.git"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := startForge(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	for range 2 {
+		if out, err := gitCmd(context.Background(), root, "ls-remote", f.url+"/app.git").CombinedOutput(); err != nil {
+			t.Fatalf("ls-remote: %v\n%s", err, out)
+		}
+	}
+	if f.listings.Load() != 2 || f.requests.Load() < 2 {
+		t.Fatalf("two ls-remote: %d listings, %d requests", f.listings.Load(), f.requests.Load())
+	}
+}
+
+// TestCPUSeconds: this process's CPU time grows as it works.
+func TestCPUSeconds(t *testing.T) {
+	before, err := cpuSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for x, start := 0, time.Now(); time.Since(start) < 300*time.Millisecond; x++ {
+		_ = x * x
+	}
+	after, err := cpuSeconds(os.Getpid())
+	if err != nil || after <= before {
+		t.Fatalf("CPU seconds %v → %v after 300ms of work (%v)", before, after, err)
+	}
+	if _, err := cpuSeconds(1 << 30); err == nil {
+		t.Error("no error for a process that does not exist")
+	}
+}
+
+// TestUnknownMeasurement: -only with a name that is no measurement is an
+// error naming the ones there are, before anything runs.
+func TestUnknownMeasurement(t *testing.T) {
+	_, err := Run(context.Background(), Options{Only: []string{"folow"}, Binary: "/nonexistent"})
+	if err == nil || !strings.Contains(err.Error(), `unknown measurement "folow"`) || !strings.Contains(err.Error(), "follow") {
+		t.Fatalf("Run with -only folow: %v", err)
 	}
 }

@@ -6,7 +6,8 @@
 // runs fewer iterations (under 3 minutes); the full run takes several
 // minutes. It needs node, npm, git and, for the first run, the npm registry
 // (PM2 7 is installed into .cache/pm2, the sample app's dependencies into
-// the npm cache); -no-pm2 measures slotagent alone.
+// the npm cache); -no-pm2 measures slotagent alone; -only runs some
+// measurements (e.g. -only follow).
 package main
 
 import (
@@ -33,6 +34,7 @@ func run() int {
 	out := flag.String("out", "docs/benchmarks.md", "also write the table to this file")
 	noPM2 := flag.Bool("no-pm2", false, "measure slotagent alone (no PM2 install, no PM2 column)")
 	binary := flag.String("slotagent", "", "slotagent binary to measure (default: build ./agent/cmd/slotagent)")
+	only := flag.String("only", "", "run only these measurements, comma-separated: "+strings.Join(bench.Measurements(), ", "))
 	spliceTo := flag.Bool("splice-proxy", false, "internal: serve the reference splice proxy to the address given as argument, print its address, run until killed")
 	flag.Parse()
 	if *spliceTo {
@@ -62,6 +64,9 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := bench.Options{Quick: *quick, Binary: *binary, Command: command, Log: os.Stderr, NoPM2: *noPM2}
+	if *only != "" {
+		opts.Only = strings.Split(*only, ",")
+	}
 	if self, err := os.Executable(); err == nil {
 		opts.SpliceProxy = []string{self, "-splice-proxy"}
 	}
