@@ -50,7 +50,7 @@ type Agent struct {
 	started   time.Time
 	lock      *os.File
 	sup       *supervisor.Supervisor
-	jobs      *procgroup.Registry // the deploys' commands (git, install, build)
+	jobs      *procgroup.Registry // the deploys' commands (git, install, build) and the follow checks' git ls-remote
 	slots     map[string]*slot.Slot
 	deployer  *deploy.Deployer
 	follower  *follow.Follower
@@ -318,7 +318,7 @@ func (a *Agent) listen() error {
 		}
 		a.slots[sc.Name] = s
 	}
-	a.follower = follow.New(follow.Config{Env: dcfg.Env, Stop: a.StopSlot, Log: a.log.With("part", "follow")},
+	a.follower = follow.New(follow.Config{Env: dcfg.Env, Stop: a.StopSlot, Log: a.log.With("part", "follow"), Tracker: a.jobs},
 		a.deployer, a, config.SlotNames)
 	api := admin.New(a, a.deployer, metrics, a.log)
 	addr := net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.AdminPort))

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/deploy"
+	"github.com/coder-slots/coder-slots/agent/reaper"
 	"github.com/coder-slots/coder-slots/agent/source"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
@@ -57,6 +58,9 @@ type Config struct {
 	// deleted, with ReleaseOnDelete).
 	Stop func(name string) error
 	Log  *slog.Logger
+	// Tracker, when set, is told of the process group of every git
+	// ls-remote, as the deploys' commands are (see deploy.Config.Tracker).
+	Tracker reaper.Tracker
 }
 
 // Follower runs the checks of every following slot.
@@ -103,7 +107,11 @@ func New(cfg Config, d Deployer, store Store, names []string) *Follower {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	f := &Follower{cfg: cfg, d: d, store: store, names: names, loops: map[string]*loop{}, flights: map[string]*flight{}}
-	f.ctx, f.cancel = context.WithCancel(context.Background())
+	base := context.Background()
+	if cfg.Tracker != nil {
+		base = reaper.WithTracker(base, cfg.Tracker)
+	}
+	f.ctx, f.cancel = context.WithCancel(base)
 	return f
 }
 

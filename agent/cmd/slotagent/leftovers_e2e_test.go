@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
+	"github.com/coder-slots/coder-slots/agent/procgroup"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 	"github.com/coder-slots/coder-slots/agent/state"
 )
@@ -260,4 +261,67 @@ func TestKill9AsABuildStartsLeavesNoBuild(t *testing.T) {
 	a.start(fastDeploys...)
 	a.noStrays("after the agent died as a build started", true)
 	getUntil(t, a.url("a", "/"), "hello v1 1m", 20*time.Second)
+}
+
+// childrenRunning lists the identities of the processes whose parent is
+// pid and whose command line contains word.
+func childrenRunning(pid int, word string) []procgroup.Identity {
+	var out []procgroup.Identity
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cmd, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err != nil || !strings.Contains(string(cmd), word) {
+			continue
+		}
+		n, _ := strconv.Atoi(filepath.Base(p))
+		if st, err := os.ReadFile(filepath.Join(p, "stat")); err == nil {
+			f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+			if id, err := procgroup.Lookup(n); err == nil && len(f) > 1 && f[1] == strconv.Itoa(pid) {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+// TestKill9DuringAFollowCheckLeavesNoGit: the git ls-remote of a follow
+// check (here against an upstream that takes two minutes to answer) is
+// recorded like a deploy's commands, so the next agent after a kill -9
+// ends it.
+func TestKill9DuringAFollowCheckLeavesNoGit(t *testing.T) {
+	root := t.TempDir()
+	sampleRepo(t, root)
+	url := testkit.GitHTTPServer(t, root, testkit.WithDelay(2*time.Minute)) + "/app.git"
+	a := newAgent(t)
+	a.start(fastDeploys...)
+	cmd := exec.Command(binary, "preview", url, "main", "--slot", "b")
+	cmd.Env = a.env
+	client, err := reaper.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lsRemote []procgroup.Identity
+	for deadline := time.Now().Add(20 * time.Second); len(lsRemote) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no git ls-remote ran\n%s", a.stderr())
+		}
+		lsRemote = childrenRunning(a.child.Pid, "ls-remote")
+	}
+	t.Cleanup(func() {
+		for _, id := range lsRemote {
+			procgroup.KillGroup(id, syscall.SIGKILL)
+		}
+	})
+	a.signal(syscall.SIGKILL)
+	a.wait(5 * time.Second)
+	<-client.Done()
+	if !slices.ContainsFunc(lsRemote, procgroup.Identity.Alive) {
+		t.Fatal("git ls-remote died with the agent: the test shows nothing")
+	}
+	a.start(fastDeploys...)
+	for deadline := time.Now().Add(10 * time.Second); slices.ContainsFunc(lsRemote, procgroup.Identity.Alive); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead agent's git ls-remote %v still runs\n%s", lsRemote, a.stderr())
+		}
+	}
 }
