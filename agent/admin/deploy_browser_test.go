@@ -75,6 +75,10 @@ func TestDeployPageInARealBrowser(t *testing.T) {
 	if len(links) != 4 || links[0] != "../deploys/"+failed.ID || links[3] != "../deploys/"+first {
 		t.Fatalf("recent deploys link to %q", links)
 	}
+	// … and say what each deployed: its commit's subject.
+	if recent := waitText(t, ctx, "ul.deploys", "deploy · v1", time.Second); !strings.Contains(recent, "deploy · v2") {
+		t.Fatalf("recent deploys without the commits' subjects: %q", recent)
+	}
 
 	// The first deploy's release is kept and does not serve: roll back to
 	// it from its page.
