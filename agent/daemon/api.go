@@ -86,9 +86,14 @@ func (a *Agent) SlotHealth(ctx context.Context, name string) (bool, string) {
 // A slot that follows a branch stops following (the user took control).
 func (a *Agent) StopSlot(name string) error {
 	err := a.deployer.Exclusive(name, "stop", func() error {
+		// Saved first: an agent killed while the app stops (which may
+		// take kill_timeout) must not bring it back at its next start.
+		if err := a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder }); err != nil {
+			return err
+		}
 		a.slots[name].Stop(0)
 		a.hist.Slot(name).Mark(history.Stop, "", "", 0)
-		return a.UpdateSlot(name, func(ss *state.Slot) { ss.Desired = state.DesiredPlaceholder })
+		return nil
 	})
 	if err == nil {
 		a.follower.Pause(name, "paused: the slot was stopped (resume with slotagent follow "+name+")")

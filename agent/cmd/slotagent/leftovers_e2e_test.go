@@ -209,6 +209,13 @@ func TestKill9DuringStopRestartAndRollback(t *testing.T) {
 			}
 			a.start()
 			a.noStrays("after "+tc.name+" and kill -9", true)
+			if strings.HasPrefix(tc.name, "stop") {
+				// The stop was under way: the next agent does not bring
+				// the app back.
+				if _, b := body(t, a.url("a", "/")); !strings.Contains(b, "ready for deployment") {
+					t.Fatalf("after a stop cut short, slot a answers %q, not its placeholder", b)
+				}
+			}
 			a.signal(syscall.SIGTERM)
 			a.wait(15 * time.Second)
 			a.noStrays("after a clean stop", false)
