@@ -82,6 +82,9 @@ func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
 		// succeeded.
 		run  func() (string, bool)
 		want string // in the record's error
+		// subject is the record's: its commit's subject, masked ("" for
+		// a folder).
+		subject string
 	}{
 		{"git push, build fails", "a", func() (string, bool) {
 			leakyApp(t, work, true)
@@ -91,16 +94,16 @@ func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
 				t.Errorf("push output lacks the refusal:\n%s", out)
 			}
 			return out, ok
-		}, "build failed"},
+		}, "build failed", "build fails"},
 		{"deploy --wait, build fails", "a", func() (string, bool) {
 			out, errOut, code := a.cli("deploy", "a", "--dir", work, "--wait")
 			return out + errOut, code == 0
-		}, "build failed"},
+		}, "build failed", ""},
 		{"git push, app prints it and exits", "a", func() (string, bool) {
 			leakyApp(t, work, false)
 			commit(t, work, "app exits")
 			return gitPush(t, work, nil, repo, "main")
-		}, "start command exited"},
+		}, "start command exited", "app exits"},
 		{"follow, build fails", "b", func() (string, bool) {
 			// Its commit message quotes the secret too.
 			leakyApp(t, upWork, true)
@@ -113,7 +116,7 @@ func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
 				answer += path + ": " + b + "\n"
 			}
 			return st.Message + "\n" + a.mustCLI("status") + a.mustCLI("status", "--json") + answer, false
-		}, "build failed"},
+		}, "build failed", "build fails with ********"},
 	}
 	for _, c := range cases {
 		before := len(a.settled(c.slot))
@@ -143,8 +146,8 @@ func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
 			}
 			noLeak(t, c.name+": "+page, html)
 		}
-		if c.slot == "b" && (recs[0].Trigger != deploy.TriggerFollow || recs[0].Subject != "build fails with ********") {
-			t.Errorf("%s: want a follow record with the subject masked, got %s %q", c.name, recs[0].Trigger, recs[0].Subject)
+		if recs[0].Subject != c.subject || (c.slot == "b") != (recs[0].Trigger == deploy.TriggerFollow) {
+			t.Errorf("%s: record %s with subject %q, want subject %q", c.name, recs[0].Trigger, recs[0].Subject, c.subject)
 		}
 	}
 
