@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -201,10 +202,22 @@ func (b *bench) followIdle(ctx context.Context, a *agentProc, f *forge) []Row {
 	}
 }
 
+// followSettled waits until slot a's following is back to "following"
+// (the check after a deploy has run).
+func (b *bench) followSettled(ctx context.Context, a *agentProc) error {
+	client := newClient()
+	defer client.CloseIdleConnections()
+	_, err := pollUntil(ctx, client, a.url("admin", "/api/slots/"+appSlot+"/follow"), func(status int, body []byte) bool {
+		var st struct{ State string }
+		return status == http.StatusOK && json.Unmarshal(body, &st) == nil && st.State == "following"
+	}, time.Now(), deployTimeout, nil)
+	return err
+}
+
 // followLatency is the push → serving part of follow: slot a follows
 // every followPushInterval; each push happens at a random moment of the
-// interval (after a wait of 0 to one interval), so the wait for the next
-// check is as a user's.
+// interval (a wait of 0 to one interval after the check that followed the
+// previous deploy), so the wait for the next check is as a user's.
 func (b *bench) followLatency(ctx context.Context, a *agentProc, r *sampleRepo) Row {
 	for _, s := range config.SlotNames[1:] {
 		if _, err := b.deployCmd(ctx, a, deployTimeout, "follow", s, "--off"); err != nil {
@@ -232,9 +245,16 @@ func (b *bench) followLatency(ctx context.Context, a *agentProc, r *sampleRepo) 
 			return failed(figFollowLatency, nil, fmt.Errorf("push %d: %w%s", i+1, err, a.logTail()))
 		}
 		lat = append(lat, ms(d))
+		// The next wait counts from the check that follows this deploy
+		// (made as it ends): the phase of the interval a user's push
+		// meets.
+		if err := b.followSettled(ctx, a); err != nil {
+			return failed(figFollowLatency, nil, fmt.Errorf("push %d: %w", i+1, err))
+		}
 	}
 	return ours(figFollowLatency, "ms", Summarize(lat), nil, fmt.Sprintf(
 		"timed from the end of the push (a commit of a new VERSION, unchanged dependencies) to GET / answering it, polled every %s; "+
-			"each push after a random wait of 0 to %s, so it lands anywhere in the interval: expect about half an interval plus a re-deploy",
+			"each push after a random wait of 0 to %s from the check that followed the previous deploy, so it lands anywhere in the interval: "+
+			"expect about half an interval plus a re-deploy",
 		pollInterval, followPushInterval))
 }
