@@ -299,7 +299,12 @@ func waitText(t *testing.T, ctx context.Context, sel, want string, timeout time.
 	deadline := time.Now().Add(timeout)
 	var text string
 	for time.Now().Before(deadline) {
-		if err := chromedp.Run(ctx, chromedp.Text(sel, &text, chromedp.ByQuery, chromedp.NodeVisible)); err == nil && strings.Contains(text, want) {
+		// chromedp waits for a node that is not there: no longer than the
+		// deadline.
+		try, cancel := context.WithDeadline(ctx, deadline)
+		err := chromedp.Run(try, chromedp.Text(sel, &text, chromedp.ByQuery, chromedp.NodeVisible))
+		cancel()
+		if err == nil && strings.Contains(text, want) {
 			return text
 		}
 		time.Sleep(100 * time.Millisecond)
