@@ -223,8 +223,8 @@ func (s *Supervisor) sampleLoop(every time.Duration) {
 	defer t.Stop()
 	for {
 		select {
-		case now := <-t.C:
-			s.sampleAll(now)
+		case <-t.C:
+			s.sampleAll()
 		case <-s.done:
 			return
 		}
@@ -232,8 +232,10 @@ func (s *Supervisor) sampleLoop(every time.Duration) {
 }
 
 // sampleAll updates the CPU and memory figures of every running process
-// from one scan of /proc, and scans nothing when none runs.
-func (s *Supervisor) sampleAll(now time.Time) {
+// from one scan of /proc, and scans nothing when none runs. The scan's
+// own time is the sample's (not the tick's: on a loaded machine a tick is
+// read late, and a busy thread measured 180 % over the ticks' interval).
+func (s *Supervisor) sampleAll() {
 	var running []*Process
 	for _, p := range s.List() {
 		if _, ok := p.Leader(); ok {
@@ -247,6 +249,7 @@ func (s *Supervisor) sampleAll(now time.Time) {
 	if err != nil {
 		return
 	}
+	now := time.Now()
 	for _, p := range running {
 		p.sample(snap, now)
 	}

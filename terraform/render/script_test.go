@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,6 +126,11 @@ func newWorkspace(t *testing.T) *workspace {
 	names := []string{"ADMIN_PORT", "SLOT_A_PORT", "SLOT_B_PORT", "SLOT_C_PORT", "SLOT_D_PORT", "SLOT_E_PORT"}
 	for _, n := range names {
 		p := freePort(t)
+		// Each pick's listener is closed before the next: the kernel may
+		// hand out the same port twice (seen once in ten runs).
+		for slices.Contains(w.ports, p) {
+			p = freePort(t)
+		}
 		w.ports = append(w.ports, p)
 		w.env = append(w.env, n+"="+strconv.Itoa(p))
 	}

@@ -118,14 +118,14 @@ func rawHTTP(t *testing.T, port int, req string) string {
 	return string(b)
 }
 
-// pushAgent starts an agent, makes the sample app's work tree and asks
-// for slot a's remote; it returns the agent, the work tree and slot a's
-// repository.
-func pushAgent(t *testing.T) (a *agent, work, repo string) {
+// pushAgent starts an agent (with fastDeploys, then env: a later value
+// wins), makes the sample app's work tree and asks for slot a's remote;
+// it returns the agent, the work tree and slot a's repository.
+func pushAgent(t *testing.T, env ...string) (a *agent, work, repo string) {
 	t.Helper()
 	a = newAgent(t)
 	_, work = sampleRepo(t, t.TempDir())
-	a.start(append(fastDeploys, "CODER_WORKSPACE_NAME=dev")...)
+	a.start(append(append(slices.Clip(fastDeploys), "CODER_WORKSPACE_NAME=dev"), env...)...)
 	out := a.mustCLI("git-remote", "a")
 	repo = filepath.Join(a.dataDir, "git", "a.git")
 	if !strings.Contains(out, "git remote add slot-a coder.dev:"+repo) || !strings.Contains(out, "git push slot-a main") {

@@ -65,7 +65,9 @@ func leakyTree(t *testing.T, work string) {
 }
 
 func TestSecretsStayMaskedWhenADeployFails(t *testing.T) {
-	a, work, repo := pushAgent(t)
+	// The app that exits must be seen exiting, not timed out first: on a
+	// loaded machine npm took more than fastDeploys' 4 s to run it.
+	a, work, repo := pushAgent(t, "SLOTAGENT_HEALTH_LISTEN_TIMEOUT=60s")
 	a.mustCLI("env", "a", "set", "API_TOKEN="+leakySecret)
 	leakyTree(t, work)
 	// Slot b follows main of an upstream repository, with the secret in
