@@ -61,7 +61,7 @@ func rollbackCmd() *cobra.Command {
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "rollback SLOT [RELEASE]",
-		Short: "Switch a slot back to a kept release (default: the one before the current)",
+		Short: "Switch a slot back to a kept release (default: the one that served before the current one)",
 		Args:  slotArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := admin.RollbackRequest{}

@@ -475,6 +475,7 @@ func (j *job) switchTo(ctx context.Context, rel state.Release, cand *slot.Candid
 			p.Desired, p.Current, p.Env = ss.Desired, ss.Current, ss.Env
 			ss.Push = &p
 		}
+		ss.Previous = previousOf(*ss, rel.ID)
 		ss.Desired, ss.Current, ss.Env = state.DesiredRunning, rel.ID, rel.Env
 		if isNew {
 			ss.Releases = append(ss.Releases, rel)
@@ -523,7 +524,7 @@ func (sw *switched) undo() error {
 	sw.prev.Revert(sw.cand, candidateGrace)
 	b := sw.before
 	err := j.d.store.UpdateSlot(j.rec.Slot, func(ss *state.Slot) {
-		ss.Desired, ss.Current, ss.Env, ss.Releases, ss.Push = b.Desired, b.Current, b.Env, b.Releases, b.Push
+		ss.Desired, ss.Current, ss.Previous, ss.Env, ss.Releases, ss.Push = b.Desired, b.Current, b.Previous, b.Env, b.Releases, b.Push
 	})
 	j.updateRecord(func(r *Record) { r.Release = "" })
 	return err

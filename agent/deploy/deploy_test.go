@@ -582,3 +582,39 @@ func TestRollbackReadsTheStateItChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestRollbackGoesBackToWhatServedBefore: after a rollback and an env
+// change, a rollback undoes the env change (the code rolled back to, with
+// the env from before) rather than bringing back the code rolled away
+// from; two rollbacks in a row go back and forth.
+func TestRollbackGoesBackToWhatServedBefore(t *testing.T) {
+	e := newEngine(t, nil)
+	for _, label := range []string{"one", "two"} {
+		if rec := e.deploy(t, appDir(t, codeServer(label)), nil); rec.Status != Succeeded {
+			t.Fatalf("deploy %s: %s %s", label, rec.Status, rec.Error)
+		}
+	}
+	rollback := func(want string) {
+		t.Helper()
+		rec, err := e.d.Rollback("a", "", "cli")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec = e.wait(t, rec.ID); rec.Status != Succeeded {
+			t.Fatalf("rollback: %s %s", rec.Status, rec.Error)
+		}
+		if got := e.serves(t); got != want {
+			t.Fatalf("after the rollback the slot serves %q, want %q", got, want)
+		}
+	}
+	rollback("one none")
+	_, rec, err := e.d.SetEnv("a", map[string]string{"VERSION": "v2"}, nil, "cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.wait(t, rec.ID); r.Status != Succeeded || e.serves(t) != "one v2" {
+		t.Fatalf("env change: %s %s, serves %q", r.Status, r.Error, e.serves(t))
+	}
+	rollback("one none")
+	rollback("one v2")
+}

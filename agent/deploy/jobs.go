@@ -217,7 +217,7 @@ func (d *Deployer) Rollback(name, id, origin string) (Record, error) {
 	var rel state.Release
 	j, err := d.begin(name, TriggerRollback, func(ss state.Slot, r *Record) (bool, error) {
 		if id == "" {
-			if id = previousRelease(ss); id == "" {
+			if id = rollbackTarget(ss); id == "" {
 				return false, invalid("slot %s has no earlier release to roll back to", name)
 			}
 		}
@@ -311,7 +311,7 @@ func (d *Deployer) saveEnv(name string, env map[string]string, cur state.Release
 		if hasRelease {
 			rel := withEnv(cur, env)
 			s.Releases = append(s.Releases, rel)
-			s.Current = rel.ID
+			s.Previous, s.Current = previousOf(*s, rel.ID), rel.ID
 			s.Releases, drop = d.prune(s.Releases, rel.ID)
 		}
 	})
@@ -385,6 +385,26 @@ func (d *Deployer) prune(rels []state.Release, current string) (kept []state.Rel
 		}
 	}
 	return kept, drop
+}
+
+// previousOf is what a slot's Previous becomes when next becomes current.
+func previousOf(ss state.Slot, next string) string {
+	if ss.Current == "" || ss.Current == next {
+		return ss.Previous
+	}
+	return ss.Current
+}
+
+// rollbackTarget is the release a rollback that names none goes back to:
+// the one current before the current one (after a rollback and an env
+// change, the release from before the env change, not the code rolled
+// away from), else, when that one is gone, the one kept just before the
+// current one.
+func rollbackTarget(ss state.Slot) string {
+	if _, ok := ss.Find(ss.Previous); ok && ss.Previous != ss.Current {
+		return ss.Previous
+	}
+	return previousRelease(ss)
 }
 
 // previousRelease is the release kept just before the current one.

@@ -50,6 +50,9 @@ type Slot struct {
 	Desired string `json:"desired"`
 	// Current is the ID of the release to serve.
 	Current string `json:"current,omitempty"`
+	// Previous is the release that was current before Current (what a
+	// rollback that names no release goes back to), when known.
+	Previous string `json:"previous,omitempty"`
 	// Releases are the releases kept on disk, oldest first.
 	Releases []Release `json:"releases,omitempty"`
 	// Env is the slot's environment, given to every release.

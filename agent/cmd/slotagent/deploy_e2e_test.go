@@ -247,7 +247,8 @@ func TestDeployRedeployRollbackAndEnv(t *testing.T) {
 	}
 	t.Logf("rollback: %d requests, %d failed, longest gap %s", l.sent, l.failed, l.longestGap)
 
-	// Env changes are releases: set, then roll back to the env before.
+	// Env changes are releases: set, then roll back to the env before
+	// (on the code rolled back to, not the code rolled away from).
 	out = a.mustCLI("env", "a", "set", "GREETING=hola", "--wait")
 	if !strings.Contains(out, "GREETING=********") || strings.Contains(out, "hola") {
 		t.Fatalf("env set output:\n%s", out)
@@ -258,6 +259,9 @@ func TestDeployRedeployRollbackAndEnv(t *testing.T) {
 	a.mustCLI("rollback", "a", "--wait")
 	if _, b := body(t, a.url("a", "/env/GREETING")); b != "(unset)" {
 		t.Fatalf("rollback did not restore the env: %q", b)
+	}
+	if _, b := body(t, a.url("a", "/")); b != "hello v1 1m" {
+		t.Fatalf("the rollback of the env change serves %q, not the code it changed", b)
 	}
 	if out := a.mustCLI("env", "a"); out != "API_TOKEN=********\n" {
 		t.Fatalf("env after rollback: %q", out)
@@ -280,7 +284,7 @@ func TestDeployRedeployRollbackAndEnv(t *testing.T) {
 	for _, r := range slices.Backward(list.Deploys) {
 		got = append(got, string(r.Trigger)+" "+r.Origin+" "+r.Subject)
 	}
-	want := []string{"deploy cli v1", "deploy cli v2 reads ******** from the env", "rollback cli v1", "env cli v1", "rollback cli v2 reads ******** from the env"}
+	want := []string{"deploy cli v1", "deploy cli v2 reads ******** from the env", "rollback cli v1", "env cli v1", "rollback cli v1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("records (trigger, origin, subject):\n%q\nwant\n%q", got, want)
 	}
