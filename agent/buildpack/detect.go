@@ -413,6 +413,11 @@ func commandLine(argv []string) string {
 	return strings.Join(parts, " ")
 }
 
+// maxAppFile bounds what readAppFile reads of one file: the largest
+// lockfiles of real apps are a few MiB, and a pushed tree must not make
+// the agent, which serves every slot, read gigabytes into memory.
+const maxAppFile = 64 << 20
+
 // readAppFile reads the file name of the app in dir, which must be a
 // regular file inside dir: a link is followed only inside dir (os.Root),
 // and a FIFO, device or socket is refused without a read that could block
@@ -440,9 +445,12 @@ func readAppFile(dir, name string) ([]byte, error) {
 	if !info.Mode().IsRegular() {
 		return nil, fmt.Errorf("read %s: %s, not a regular file", name, kind(info.Mode()))
 	}
-	data, err := io.ReadAll(f)
+	data, err := io.ReadAll(io.LimitReader(f, maxAppFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > maxAppFile {
+		return nil, fmt.Errorf("read %s: larger than the %d MiB detect reads of one file", name, maxAppFile>>20)
 	}
 	return data, nil
 }

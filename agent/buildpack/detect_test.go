@@ -406,6 +406,16 @@ func TestDetectReadsOnlyRegularFilesInsideTheApp(t *testing.T) {
 			}
 		})
 	}
+	// A file too large to read (sparse: no disk used) is refused in one
+	// line.
+	big := t.TempDir()
+	writeFiles(t, big, node)
+	if err := os.Truncate(filepath.Join(big, "package-lock.json"), maxAppFile+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Detect(big, Options{}); err == nil || !strings.Contains(err.Error(), "package-lock.json: larger than the 64 MiB") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Detect of a 64 MiB + 1 lockfile: %v", err)
+	}
 	// A link inside the app is followed.
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"config/package.json": pkgWithStart, "server.js": "x"})
