@@ -1,17 +1,15 @@
 package static
 
 import (
-	"bufio"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 )
 
 // site writes a small site beside a secret outside it, with links that try
@@ -169,22 +167,6 @@ func TestSPAFallback(t *testing.T) {
 	}
 }
 
-// rawGet sends a request line as written (no client cleans the path) and
-// returns the status line and the whole answer.
-func rawGet(t *testing.T, addr, target string) (string, string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", target)
-	all, _ := io.ReadAll(bufio.NewReader(c))
-	status, _, _ := strings.Cut(string(all), "\r\n")
-	return status, string(all)
-}
-
 // TestNothingOutsideTheFolder: traversal, encoded traversal, dotfiles and
 // symlinks out of the folder, sent on a raw socket, never reach a file
 // outside it or a dotfile.
@@ -198,7 +180,8 @@ func TestNothingOutsideTheFolder(t *testing.T) {
 		"/.env", "/.git/config", "/img/.hidden.png", "/%2eenv", "/docs/../.env", "/./.env",
 		"//etc/passwd", "/%00", "/index.html%00.js",
 	} {
-		status, all := rawGet(t, addr, target)
+		all := testkit.RawGet(t, addr, target)
+		status, _, _ := strings.Cut(all, "\r\n")
 		if strings.Contains(all, "TOP SECRET") || strings.Contains(all, "SECRET=1") || strings.Contains(all, "root:") || strings.Contains(all, "[core]") {
 			t.Errorf("GET %s leaked: %q", target, all)
 		}

@@ -102,22 +102,6 @@ func controlPost(t *testing.T, a *agent, path string, body any) (int, string) {
 	return resp.StatusCode, string(answer)
 }
 
-// rawHTTP sends req as is to 127.0.0.1:port and returns all the answer.
-func rawHTTP(t *testing.T, port int, req string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(c)
-	return string(b)
-}
-
 // pushAgent starts an agent (with fastDeploys, then env: a later value
 // wins), makes the sample app's work tree and asks for slot a's remote;
 // it returns the agent, the work tree and slot a's repository.
@@ -310,7 +294,7 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 		}
 	}
 	raw := `{"branch":"main","old":"` + v1 + `","commit":"` + v1 + `"}`
-	status := rawHTTP(t, a.ports["admin"], "POST /api/slots/a/push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"+
+	status := testkit.RawRequest(t, "127.0.0.1:"+strconv.Itoa(a.ports["admin"]), "POST /api/slots/a/push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"+
 		"Sec-Fetch-Site: same-origin\r\nContent-Length: "+strconv.Itoa(len(raw))+"\r\nConnection: close\r\n\r\n"+raw)
 	if !strings.HasPrefix(status, "HTTP/1.1 403 ") || !strings.Contains(status, "control socket only") {
 		t.Errorf("push on the admin port:\n%s", status)
@@ -329,7 +313,7 @@ func TestGitPushRefusesBadInputAndChangesNothing(t *testing.T) {
 			t.Errorf("git-remote %s: exit %d %s%s", name, code, out, errOut)
 		}
 	}
-	if answer := rawHTTP(t, a.ports["admin"], "GET /api/slots/a/../b/git-remote HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
+	if answer := testkit.RawRequest(t, "127.0.0.1:"+strconv.Itoa(a.ports["admin"]), "GET /api/slots/a/../b/git-remote HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
 		t.Errorf("an unclean path on the admin port:\n%s", answer)
 	}
 

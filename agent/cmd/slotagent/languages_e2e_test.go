@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,21 +13,6 @@ import (
 	"github.com/coder-slots/coder-slots/agent/internal/testkit"
 	"github.com/coder-slots/coder-slots/agent/reaper"
 )
-
-// rawGet sends one request line as written on a raw socket to the slot's
-// public port and returns the whole answer.
-func rawGet(t *testing.T, addr, target string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", target)
-	all, _ := io.ReadAll(bufio.NewReader(c))
-	return string(all)
-}
 
 // TestGoAndStaticSlotsComeBackAfterKill9: a Go app (started by its
 // Procfile naming the binary) in slot a and a static site in slot b,
@@ -72,7 +54,7 @@ func TestGoAndStaticSlotsComeBackAfterKill9(t *testing.T) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", a.ports["b"])
 	for _, target := range []string{"/../secret.txt", "/%2e%2e/secret.txt", "/out.txt", "/.env", "/..%2f..%2fsecret.txt"} {
-		if got := rawGet(t, addr, target); strings.Contains(got, "TOP SECRET") || strings.Contains(got, "SECRET=1") || strings.HasPrefix(got, "HTTP/1.1 200") {
+		if got := testkit.RawGet(t, addr, target); strings.Contains(got, "TOP SECRET") || strings.Contains(got, "SECRET=1") || strings.HasPrefix(got, "HTTP/1.1 200") {
 			t.Errorf("GET %s through slot b: %q", target, got)
 		}
 	}
