@@ -33,7 +33,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-.cache/tf-mirror}
 mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
+dir=$(cd "$dir" && pwd -P)
 goos=$(go env GOOS)
 goarch=$(go env GOARCH)
 
