@@ -413,7 +413,11 @@ func (s *Slot) Await(app Awaited) {
 // ends, then closes the port and every connection. The app keeps running
 // until Stop.
 func (s *Slot) Shutdown(ctx context.Context) error {
-	if err := s.srv.Shutdown(ctx); err != nil {
+	err := s.srv.Shutdown(ctx)
+	// Serve may not have taken the listener yet (a start that fails just
+	// after the slots bound): the port must be free when Shutdown returns.
+	_ = s.ln.Close()
+	if err != nil {
 		return fmt.Errorf("slot %s: %w", s.cfg.Name, err)
 	}
 	return nil
